@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Render every kustomization under manifests/ and validate every object.
+#
+#   scripts/validate-manifests.sh
+#
+# Installs what it needs itself: kustomize (Go module proxy, pinned), the PyPI
+# package kubernetes-validate (pinned) into the repo venv .venv, and the Debian
+# package python3-venv when `python3 -m venv` is missing. Needs Go >= 1.26 on
+# PATH (or in /usr/local/go/bin) for kustomize and scripts/crdcheck.
+#
+# What is checked, per rendered kustomization:
+#  - every core/apps/rbac/policy/networking/admissionregistration object strictly
+#    (unknown fields are errors) against the Kubernetes $K8S_VERSION OpenAPI schemas
+#    (kubernetes-validate); an object of any other kind fails, except cert-manager.io;
+#  - cert-manager.io Certificate/Issuer: strict decode into cert-manager's own Go API
+#    types (the source its CRD schemas are generated from) plus cert-manager's
+#    admission rules for the fields we use (scripts/crdcheck). This is not the CRD's
+#    OpenAPI schema itself: CEL rules and pattern constraints of the CRD are not run;
+#  - cross-object policy of issue 4 (scripts/validate_manifests.py): security
+#    context, probes, selectors, Service -> container port, webhook settings and
+#    objectSelector, RBAC exactly as the webhook needs for the TLS mode;
+#  - the webhook's ConfigMap with `session-ssh-webhook check-config` when the binary
+#    exists ($SESSION_SSH_WEBHOOK_BIN, else target/{debug,release}); REQUIRE_CHECK_CONFIG=1
+#    makes a missing binary an error;
+#  - a self-test that breaks the rendered objects on purpose and requires every
+#    break to be caught.
+# Exit status is non-zero on any failure.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+K8S_VERSION=${K8S_VERSION:-1.35}
+KUSTOMIZE_VERSION=v5.8.2          # v5.8.3 needs Go 1.27
+KUBERNETES_VALIDATE_VERSION=1.37.0
+OUT=$ROOT/target/manifests
+mkdir -p "$OUT" "$ROOT/target/tools"
+
+log() { printf '==> %s\n' "$*"; }
+die() { printf 'validate-manifests: %s\n' "$*" >&2; exit 1; }
+
+# --- tools -------------------------------------------------------------------
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+    export PATH=/usr/local/go/bin:$PATH
+fi
+command -v go >/dev/null 2>&1 || die "Go is required (kustomize and scripts/crdcheck are built from the Go module proxy)"
+GOBIN_DIR=$(go env GOBIN)
+[ -n "$GOBIN_DIR" ] || GOBIN_DIR=$(go env GOPATH)/bin
+KUSTOMIZE=$GOBIN_DIR/kustomize
+if ! [ -x "$KUSTOMIZE" ] || [ "$("$KUSTOMIZE" version 2>/dev/null)" != "$KUSTOMIZE_VERSION" ]; then
+    log "installing kustomize $KUSTOMIZE_VERSION from the Go module proxy"
+    go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+fi
+
+if ! [ -x .venv/bin/python ]; then
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+        log "installing Debian python3-venv"
+        apt-get install -y python3-venv >/dev/null
+    fi
+    python3 -m venv .venv
+fi
+if [ "$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" \
+     != "$KUBERNETES_VALIDATE_VERSION" ]; then
+    log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into .venv"
+    .venv/bin/pip install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+
+log "building scripts/crdcheck (cert-manager API types)"
+CRDCHECK=$ROOT/target/tools/crdcheck
+(cd scripts/crdcheck && go build -o "$CRDCHECK" .)
+
+CHECK_CONFIG=${SESSION_SSH_WEBHOOK_BIN:-}
+if [ -z "$CHECK_CONFIG" ]; then
+    for b in target/debug/session-ssh-webhook target/release/session-ssh-webhook \
+             target/x86_64-unknown-linux-musl/release/session-ssh-webhook; do
+        if [ -x "$b" ]; then CHECK_CONFIG=$ROOT/$b; break; fi
+    done
+fi
+CHECK_ARGS=()
+if [ -n "$CHECK_CONFIG" ]; then
+    [ -x "$CHECK_CONFIG" ] || die "SESSION_SSH_WEBHOOK_BIN=$CHECK_CONFIG is not executable"
+    CHECK_ARGS=(--check-config "$CHECK_CONFIG")
+    log "webhook configs are checked with $CHECK_CONFIG check-config"
+elif [ "${REQUIRE_CHECK_CONFIG:-0}" = 1 ]; then
+    die "REQUIRE_CHECK_CONFIG=1 but no session-ssh-webhook binary (build it: cargo build -p session-ssh-webhook)"
+else
+    log "SKIP check-config: no session-ssh-webhook binary yet (cargo build -p session-ssh-webhook)"
+fi
+
+# --- render and validate -------------------------------------------------------
+mapfile -t DIRS < <(find manifests -name kustomization.yaml -printf '%h\n' | sort)
+[ "${#DIRS[@]}" -gt 0 ] || die "no kustomization.yaml under manifests/"
+failed=0
+for dir in "${DIRS[@]}"; do
+    name=${dir//\//_}
+    rendered=$OUT/$name.yaml
+    log "$dir"
+    if ! "$KUSTOMIZE" build "$dir" >"$rendered"; then
+        echo "ERROR $dir: kustomize build failed"; failed=1; continue
+    fi
+    if [ "$dir" = manifests/base ]; then
+        # The base alone has no TLS mode (an overlay adds one): schema only.
+        .venv/bin/kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$rendered" || failed=1
+        grep -q '^apiVersion: cert-manager.io/' "$rendered" && { echo "ERROR base has cert-manager objects"; failed=1; }
+        continue
+    fi
+    .venv/bin/python scripts/validate_manifests.py --k8s-version "$K8S_VERSION" --name "$dir" \
+        "${CHECK_ARGS[@]}" "$rendered" || failed=1
+    want=$(grep -c '^apiVersion: cert-manager.io/' "$rendered" || true)
+    if [ "$want" -gt 0 ]; then
+        if ! out=$("$CRDCHECK" "$rendered"); then failed=1; fi
+        printf '%s\n' "$out" | sed 's/^/  /'
+        got=$(printf '%s\n' "$out" | grep -c '^OK .*types, strict' || true)
+        if [ "$got" != "$want" ]; then
+            echo "ERROR $dir: $want cert-manager objects but crdcheck passed $got"; failed=1
+        fi
+    fi
+done
+
+# --- the checks themselves must be able to fail ----------------------------------
+log "self-test of the checks"
+.venv/bin/python scripts/validate_manifests.py --k8s-version "$K8S_VERSION" --name self-test --self-test \
+    "$OUT/manifests.yaml" || failed=1
+.venv/bin/python scripts/validate_manifests.py --k8s-version "$K8S_VERSION" --name self-test --self-test \
+    "$OUT/manifests_overlays_cert-manager.yaml" || failed=1
+broken=$OUT/self-test-cert-manager.yaml
+for edit in 's/^  secretName: session-ssh-webhook-tls/  secretNme: session-ssh-webhook-tls/' \
+            's/^    size: 256/    size: 255/' \
+            's/^    name: session-ssh-ca$/    name: no-such-issuer/'; do
+    sed "$edit" "$OUT/manifests_overlays_cert-manager.yaml" >"$broken"
+    cmp -s "$broken" "$OUT/manifests_overlays_cert-manager.yaml" && { echo "SELF-TEST: sed '$edit' changed nothing"; failed=1; continue; }
+    if "$CRDCHECK" "$broken" >/dev/null; then
+        echo "SELF-TEST FAILED: crdcheck accepted: $edit"; failed=1
+    fi
+done
+[ "$failed" = 0 ] && echo "  crdcheck self-test: 3 of 3 deliberate breakages caught"
+
+if [ "$failed" != 0 ]; then
+    echo "validate-manifests: FAILED"
+    exit 1
+fi
+echo "validate-manifests: ${#DIRS[@]} kustomizations rendered and valid (rendered output in target/manifests/)"

@@ -22,6 +22,7 @@
 #  - the webhook's ConfigMap with `session-ssh-webhook check-config` when the binary
 #    exists ($SESSION_SSH_WEBHOOK_BIN, else target/{debug,release}); REQUIRE_CHECK_CONFIG=1
 #    makes a missing binary an error;
+#  - `kubectl kustomize` (what `kubectl apply -k` uses) renders the same, when kubectl exists;
 #  - a self-test that breaks the rendered objects on purpose and requires every
 #    break to be caught.
 # Exit status is non-zero on any failure.
@@ -102,6 +103,13 @@ for dir in "${DIRS[@]}"; do
         .venv/bin/kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$rendered" || failed=1
         grep -q '^apiVersion: cert-manager.io/' "$rendered" && { echo "ERROR base has cert-manager objects"; failed=1; }
         continue
+    fi
+    # Admins run `kubectl apply -k`: kubectl's embedded kustomize must render the same.
+    if command -v kubectl >/dev/null 2>&1; then
+        if ! kubectl kustomize "$dir" 2>&1 | cmp -s - "$rendered"; then
+            echo "ERROR $dir: \`kubectl kustomize\` ($(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: //p')) renders differently from kustomize $KUSTOMIZE_VERSION"
+            failed=1
+        fi
     fi
     .venv/bin/python scripts/validate_manifests.py --k8s-version "$K8S_VERSION" --name "$dir" \
         "${CHECK_ARGS[@]}" "$rendered" || failed=1

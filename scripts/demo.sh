@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The no-cluster demo: builds session-ssh, injects a realistic JupyterHub pod,
+# runs the injected init container and postStart hook in a local sandbox as the
+# session user, serves SSH on 127.0.0.1 and prints how to connect. Ctrl-C cleans up.
+# Extra arguments go to the demo (e.g. --check to connect once and exit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+musl=x86_64-unknown-linux-musl
+export CC_x86_64_unknown_linux_musl=musl-gcc
+scripts/setup.sh
+echo "demo: building the static binaries (a few minutes on a cold cache)"
+cargo build -q --release --target "$musl" -p init-sshd -p session-ssh-webhook
+cargo build -q -p session-ssh-tests --bin session-ssh-demo
+if [ "$(id -u)" -ne 0 ]; then
+    echo "demo: the sandbox switches to the pod's UIDs (setpriv, nsenter), so it runs under sudo"
+    exec sudo target/debug/session-ssh-demo \
+        --webhook "target/$musl/release/session-ssh-webhook" \
+        --init-sshd "target/$musl/release/init-sshd" "$@"
+fi
+exec target/debug/session-ssh-demo \
+    --webhook "target/$musl/release/session-ssh-webhook" \
+    --init-sshd "target/$musl/release/init-sshd" "$@"

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs them all: format, lints, static builds,
+# unit and end-to-end tests against real peers (OpenSSH, a real kube-apiserver),
+# manifests validation, images, and the demo. Prints the time of every stage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+t_all=$(date +%s)
+declare -a timings=()
+stage() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name"
+    local t0
+    t0=$(date +%s)
+    "$@"
+    local dt=$(($(date +%s) - t0))
+    timings+=("$(printf '%-28s %5ss' "$name" "$dt")")
+    echo "=== $name: ${dt}s"
+}
+
+musl=x86_64-unknown-linux-musl
+export CC_x86_64_unknown_linux_musl=musl-gcc
+export CARGO_TERM_COLOR=never
+
+stage "setup (apt, musl, venv)" scripts/setup.sh --tests
+
+# The Go control plane builds in the background while cargo works.
+cp_log=$(mktemp)
+(cd tests/controlplane && ./build.sh) >"$cp_log" 2>&1 &
+cp_pid=$!
+
+stage "cargo fmt --check" cargo fmt --all -- --check
+stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+stage "static release binaries" cargo build --release --target "$musl" \
+    -p init-sshd -p session-ssh-webhook -p session-ssh-certs
+stage "static check" bash -c "for b in init-sshd session-ssh-webhook; do
+    f=target/$musl/release/\$b
+    ldd \$f 2>&1 | grep -qE 'not a dynamic executable|statically linked' || { echo \"\$b is not static\"; ldd \$f; exit 1; }
+    echo \"\$b: static, \$(stat -c %s \$f) bytes stripped\"
+done"
+
+wait_controlplane() {
+    if ! wait "$cp_pid"; then
+        cat "$cp_log"
+        echo "control plane build failed"
+        return 1
+    fi
+    cat "$cp_log"
+}
+stage "control plane build (go)" wait_controlplane
+
+export INIT_SSHD_BIN=$root/target/$musl/release/init-sshd
+export SESSION_SSH_WEBHOOK_BIN=$root/target/$musl/release/session-ssh-webhook
+export SESSION_SSH_CERTS_BIN=$root/target/$musl/release/session-ssh-certs
+export SESSION_SSH_PYTHON=$root/.venv/bin/python
+export KUBERNETES_VALIDATE=$root/.venv/bin/kubernetes-validate
+export SESSION_SSH_CONTROLPLANE=$root/tests/controlplane/bin/controlplane
+
+stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
+stage "manifests" scripts/validate-manifests.sh
+stage "images (buildah)" scripts/build-images.sh
+stage "demo --check" cargo run -q -p session-ssh-tests --bin session-ssh-demo -- --check \
+    --webhook "$SESSION_SSH_WEBHOOK_BIN" --init-sshd "$INIT_SSHD_BIN"
+
+echo
+echo "=== stage times"
+printf '%s\n' "${timings[@]}"
+echo "total $(($(date +%s) - t_all))s"

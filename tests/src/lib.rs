@@ -1,6 +1,7 @@
 //! Shared harness for the end-to-end tests: locating the built binaries,
 //! running real peers (OpenSSH client, init-sshd, kube-apiserver) in temp dirs.
 
+pub mod injected;
 pub mod podrun;
 
 use std::net::{Ipv4Addr, TcpListener};

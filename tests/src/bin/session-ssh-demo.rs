@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
-use session_ssh_tests::podrun::{PodSandbox, SandboxOpts, identity};
-use session_ssh_tests::{free_port, repo_root};
+use session_ssh_tests::injected::InjectedSession;
+use session_ssh_tests::repo_root;
 
 struct Args {
     pod: PathBuf,
@@ -104,7 +104,10 @@ fn main() -> Result<()> {
         .arg(&a.pod))?;
     let ops: Vec<serde_json::Value> = serde_json::from_str(&patch).context("patch JSON")?;
     for op in &ops {
-        let summary = op["value"].get("name").and_then(|n| n.as_str()).unwrap_or("");
+        let summary = op["value"]
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("");
         println!(
             "  {:<8} {} {}",
             op["op"].as_str().unwrap_or("?"),
@@ -119,90 +122,64 @@ fn main() -> Result<()> {
         .arg(&a.pod))?;
     fs::write(work.join("pod.mutated.yaml"), &mutated_yaml)?;
     let mutated: Pod = serde_yaml::from_str(&mutated_yaml)?;
-    println!("  full mutated pod: {}", work.join("pod.mutated.yaml").display());
+    println!(
+        "  full mutated pod: {}",
+        work.join("pod.mutated.yaml").display()
+    );
 
-    step(3, "A key for you, stored as the per-user Secret the pod mounts");
-    let key = work.join("id_ed25519");
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "session-ssh-demo", "-f"])
-        .arg(&key))?;
-    let pubkey = fs::read(key.with_extension("pub"))?;
-    let secrets = added_secret_volumes(&original, &mutated)
-        .into_iter()
-        .map(|name| {
-            println!("  Secret {name}: authorized_keys = your new key");
-            (name, BTreeMap::from([("authorized_keys".to_owned(), pubkey.clone())]))
-        })
-        .collect();
+    step(
+        3,
+        "A key for you, in the per-user Secret the pod mounts; the pod starts",
+    );
+    let inj = InjectedSession::launch(&original, mutated, &a.init_sshd, &work, BTreeMap::new())?;
+    for name in &inj.secrets {
+        println!(
+            "  Secret {name}: authorized_keys = your new key ({})",
+            inj.key.display()
+        );
+    }
 
-    let session = session_container(&mutated).context("no container got the postStart hook")?;
-    let port = free_port(2222);
-    let listen = format!("127.0.0.1:{port}");
-    let opts = SandboxOpts {
-        init_sshd_bin: a.init_sshd.clone(),
-        secrets,
-        session_env: vec![("INIT_SSHD_LISTEN".into(), listen.clone())],
-        // What a docker-stacks entrypoint exports before exec'ing the server.
-        entrypoint_env: vec![("JUPYTER_DEMO_ENTRYPOINT".into(), "exported-by-entrypoint".into())],
-    };
-    let mut sandbox = PodSandbox::new(mutated.clone(), opts)?;
-    let spec = mutated.spec.as_ref().context("pod has no spec")?;
-    let container = spec
-        .containers
-        .iter()
-        .find(|c| c.name == session)
-        .context("session container")?;
-    let id = identity(&mutated, container);
-
-    step(4, "Init container session-ssh-install (as the pod spec says)");
-    let out = sandbox.run_install()?;
-    print_indented(&out.stderr);
-    let dir = sandbox
-        .volume_dir("session-ssh")
-        .context("the pod has no session-ssh volume")?
-        .to_path_buf();
-    if let Ok(report) = fs::read_to_string(dir.join("install-report.json")) {
+    step(
+        4,
+        "Init container session-ssh-install ran (as the pod spec says)",
+    );
+    print_indented(&inj.install.stderr);
+    if let Ok(report) = fs::read_to_string(inj.dir.join("install-report.json")) {
         println!("  install-report.json: {}", report.trim());
     }
 
-    step(5, &format!("Session container {session:?} starts as uid {}; postStart hook", id.uid));
-    sandbox.start_session(&session)?;
-    let out = sandbox.run_post_start(&session)?;
-    print_indented(&out.stderr);
-    if !out.status.success() {
-        bail!("postStart hook failed: {}", out.status);
+    step(
+        5,
+        &format!(
+            "Session container {:?} runs as uid {}; its postStart hook ran",
+            inj.container, inj.identity.uid
+        ),
+    );
+    print_indented(&inj.post_start.stderr);
+    if !inj.post_start.status.success() {
+        bail!("postStart hook failed: {}", inj.post_start.status);
     }
 
-    let hostpub = fs::read_to_string(dir.join("ssh_host_ed25519_key.pub"))?;
-    let hostkey: Vec<&str> = hostpub.split_whitespace().take(2).collect();
-    let known = work.join("known_hosts");
-    fs::write(&known, format!("[127.0.0.1]:{port} {}\n", hostkey.join(" ")))?;
-
     step(6, "Logging in with the real OpenSSH client");
-    let ssh_opts = [
-        "-F".to_owned(),
-        "/dev/null".to_owned(),
-        "-i".to_owned(),
-        key.display().to_string(),
-        "-o".to_owned(),
-        format!("UserKnownHostsFile={}", known.display()),
-        "-o".to_owned(),
-        "IdentitiesOnly=yes".to_owned(),
-        "-o".to_owned(),
-        "BatchMode=yes".to_owned(),
-    ];
-    let out = run(Command::new("ssh")
-        .args(&ssh_opts)
-        .args(["-p", &port.to_string(), "jovyan@127.0.0.1"])
-        .arg("echo \"hello from $(id -un 2>/dev/null || id -u) in $HOME\"; id; echo \"PATH=$PATH\""))?;
-    print_indented(out.as_bytes());
+    let out = inj.ssh(
+        "echo \"hello from $(id -un 2>/dev/null || id -u) in $HOME\"; id; echo \"PATH=$PATH\"",
+    )?;
+    if !out.status.success() {
+        bail!("ssh failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    print_indented(&out.stdout);
+    let port = inj.port;
+    let key = inj.key.clone();
+    let known = inj.known_hosts.clone();
 
     step(7, "Connect yourself");
     let k = key.display();
     let kh = known.display();
     println!("  ssh  -i {k} -o UserKnownHostsFile={kh} -p {port} jovyan@127.0.0.1");
     println!("  sftp -i {k} -o UserKnownHostsFile={kh} -P {port} jovyan@127.0.0.1");
-    println!("\n  VS Code Remote-SSH: add to ~/.ssh/config, then \"Connect to Host\" session-ssh-demo");
+    println!(
+        "\n  VS Code Remote-SSH: add to ~/.ssh/config, then \"Connect to Host\" session-ssh-demo"
+    );
     println!("    Host session-ssh-demo");
     println!("      HostName 127.0.0.1");
     println!("      Port {port}");
@@ -219,7 +196,7 @@ fn main() -> Result<()> {
         wait_for_ctrl_c()?;
         println!("\nCleaning up.");
     }
-    drop(sandbox);
+    drop(inj);
     let _ = fs::remove_dir_all(&work);
     Ok(())
 }
@@ -242,34 +219,4 @@ fn print_indented(bytes: &[u8]) {
     for line in String::from_utf8_lossy(bytes).lines() {
         println!("  | {line}");
     }
-}
-
-/// Secret volumes the injection added: the key sources the demo fills in.
-fn added_secret_volumes(before: &Pod, after: &Pod) -> Vec<String> {
-    let names = |p: &Pod| -> Vec<String> {
-        p.spec
-            .as_ref()
-            .and_then(|s| s.volumes.as_ref())
-            .map(|v| {
-                v.iter()
-                    .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let old = names(before);
-    names(after)
-        .into_iter()
-        .filter(|n| !old.contains(n))
-        .collect()
-}
-
-/// The container whose postStart hook runs init-sshd.
-pub fn session_container(pod: &Pod) -> Option<String> {
-    pod.spec.as_ref()?.containers.iter().find_map(|c| {
-        let cmd = c.lifecycle.as_ref()?.post_start.as_ref()?.exec.as_ref()?.command.as_ref()?;
-        cmd.iter()
-            .any(|a| Path::new(a).ends_with("init-sshd"))
-            .then(|| c.name.clone())
-    })
 }

@@ -21,7 +21,8 @@
 #    objectSelector, RBAC exactly as the webhook needs for the TLS mode;
 #  - the webhook's ConfigMap with `session-ssh-webhook check-config` when the binary
 #    exists ($SESSION_SSH_WEBHOOK_BIN, else target/{debug,release}); REQUIRE_CHECK_CONFIG=1
-#    makes a missing binary an error;
+#    makes a missing binary an error; the defaults documented in comments of
+#    manifests/base/config.yaml must be what check-config prints;
 #  - `kubectl kustomize` (what `kubectl apply -k` uses) renders the same, when kubectl exists;
 #  - a self-test that breaks the rendered objects on purpose and requires every
 #    break to be caught.
@@ -123,6 +124,11 @@ for dir in "${DIRS[@]}"; do
         fi
     fi
 done
+
+if [ -n "$CHECK_CONFIG" ]; then
+    .venv/bin/python scripts/validate_manifests.py --k8s-version "$K8S_VERSION" --name base-config \
+        --documented-defaults --check-config "$CHECK_CONFIG" manifests/base/config.yaml || failed=1
+fi
 
 # --- the checks themselves must be able to fail ----------------------------------
 log "self-test of the checks"

@@ -424,6 +424,46 @@ def self_test(rendered: list[dict], version: str) -> int:
     return 1 if failed else 0
 
 
+def documented_defaults(config_path: str, bin_path: str) -> int:
+    """The commented-out fields of the base config must be the real defaults.
+
+    Uncomments every `# key: value` line after `platform:`, drops trailing
+    comments, and requires check-config to print the same effective config for
+    both files: a default changed in config.rs then fails here instead of
+    leaving a stale comment in front of every admin.
+    """
+    import re
+    text = open(config_path).read()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("platform:"))
+    out = []
+    for line in lines[start:]:
+        m = re.match(r"^(\s*)# ?(\s*[A-Za-z][A-Za-z0-9]*:.*)$", line)
+        if m:
+            line = m.group(1) + m.group(2)
+        elif line.lstrip().startswith("#"):
+            continue
+        out.append(re.sub(r"\s+#\s.*$", "", line))
+    effective = []
+    for t in (text, "\n".join(out) + "\n"):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(t)
+        try:
+            r = subprocess.run([bin_path, "check-config", "--config", f.name],
+                               capture_output=True, text=True, timeout=60)
+        finally:
+            os.unlink(f.name)
+        if r.returncode != 0:
+            print(f"ERROR {config_path}: with its comments uncommented, check-config fails: {r.stderr.strip()}")
+            return 1
+        effective.append(r.stdout)
+    if effective[0] != effective[1]:
+        print(f"ERROR {config_path}: the documented defaults in its comments are not check-config's defaults")
+        return 1
+    print(f"  {config_path}: documented defaults are the effective defaults")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--k8s-version", required=True)
@@ -431,8 +471,12 @@ def main() -> int:
     ap.add_argument("--check-config", help="session-ssh-webhook binary")
     ap.add_argument("--self-test", action="store_true",
                     help="break the rendered objects on purpose and require every break to be caught")
+    ap.add_argument("--documented-defaults", action="store_true",
+                    help="RENDERED is a commented config; its commented fields must be the defaults")
     ap.add_argument("rendered")
     a = ap.parse_args()
+    if a.documented_defaults:
+        return documented_defaults(a.rendered, a.check_config)
     with open(a.rendered) as f:
         objs = [o for o in yaml.safe_load_all(f) if o]
     if a.self_test:

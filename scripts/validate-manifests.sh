@@ -167,6 +167,16 @@ live_check() {
         || { cat "$dir/apply.log"; echo "ERROR the apiserver refused manifests/"; bad=1; }
     local n
     n=$("${k[@]}" get -f "$OUT/manifests.yaml" -o name | wc -l)
+    # The webhook's pod as the Deployment would create it, through the apiserver's
+    # admission (Pod Security "restricted" is enforced on namespace session-ssh).
+    .venv/bin/python -c 'import sys, yaml
+d = next(o for o in yaml.safe_load_all(open(sys.argv[1])) if o and o["kind"] == "Deployment")
+t = d["spec"]["template"]
+yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": dict(t["metadata"], name="pss-check",
+    namespace=d["metadata"]["namespace"]), "spec": t["spec"]}, sys.stdout)' "$OUT/manifests.yaml" >"$dir/pod.yaml"
+    "${k[@]}" create --dry-run=server -f "$dir/pod.yaml" >"$dir/pod.log" 2>&1 \
+        || { cat "$dir/pod.log"; echo "ERROR the webhook's pod is refused in its namespace (Pod Security restricted?)"; bad=1; }
+    grep -q 'Warning' "$dir/pod.log" && { cat "$dir/pod.log"; echo "ERROR admission warnings for the webhook's pod"; bad=1; }
     for f in "$OUT"/manifests_*.yaml; do
         case $f in *_base.yaml | */self-test-*) continue ;; esac
         # cert-manager's CRDs are not installed here (crdcheck covers those objects).
@@ -212,7 +222,7 @@ yaml.safe_dump_all(docs, sys.stdout)' "$f" >"$dir/dry.yaml"
     can yes create secrets -n jhub;  can no create secrets -n renku;  can no get secrets -n renku
     can no delete secrets/session-ssh-webhook-tls -n session-ssh
     stop_controlplane
-    echo "  real kube-apiserver: manifests/ applied ($n objects stored), $(ls "$OUT"/manifests_*.yaml | grep -vc _base.yaml) overlays accepted by dry run, $asked RBAC questions as the webhook's ServiceAccount"
+    echo "  real kube-apiserver: manifests/ applied ($n objects stored), webhook pod admitted under Pod Security restricted, $(ls "$OUT"/manifests_*.yaml | grep -vc _base.yaml) overlays accepted by dry run, $asked RBAC questions as the webhook's ServiceAccount"
     return $bad
 }
 if [ -x "$CONTROLPLANE" ] && command -v kubectl >/dev/null 2>&1; then

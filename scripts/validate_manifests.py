@@ -350,6 +350,25 @@ def check(name: str, objs: list[dict], check_config_bin: str | None) -> None:
             err(name, f"{kn(cm)}: check-config failed: {(r.stderr or r.stdout).strip()}")
         else:
             print(f"  check-config OK for {kn(cm)}")
+        check_serve_flags(name, dep, args, check_config_bin)
+
+
+def check_serve_flags(name: str, dep: dict, args: list[str], bin_path: str) -> None:
+    """Every flag the Deployment passes must be one `session-ssh-webhook serve` knows."""
+    import re
+    r = subprocess.run([bin_path, "serve", "--help"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        if os.environ.get("REQUIRE_CHECK_CONFIG") == "1":
+            err(name, f"{bin_path} has no working `serve --help`: {(r.stderr or r.stdout).strip()[:300]}")
+        else:
+            print(f"  SKIP serve flags: {bin_path} has no `serve` command yet")
+        return
+    unknown = [a for a in args[1:] if a.startswith("--")
+               and not re.search(r"(?<![\w-])" + re.escape(a.split("=", 1)[0]) + r"(?![\w-])", r.stdout)]
+    if unknown:
+        err(name, f"{kn(dep)}: `serve` does not know {unknown}")
+    else:
+        print(f"  serve --help knows all {sum(a.startswith('--') for a in args)} flags of {kn(dep)}")
 
 
 def find(objs: list[dict], kind: str, name: str | None = None) -> dict:

@@ -162,6 +162,8 @@ EOF
 SUMMARY=()
 build init-sshd init-sshd init-sshd/Containerfile "${MAX_INIT_SSHD_MB:-20}"
 build webhook session-ssh-webhook webhook/Containerfile "${MAX_WEBHOOK_MB:-40}"
+# Earlier builds of the same tags and the intermediate "runtime" stage are dangling now.
+"${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
 log "images (buildah --storage-driver vfs --root target/images/storage images):"
 printf '  %s\n' "${SUMMARY[@]}"
 echo "build-images: 2 images built and checked"

@@ -1,0 +1,263 @@
+//! Port forwarding: `direct-tcpip` (`ssh -L`, `ssh -D`), `direct-streamlocal`
+//! (VS Code's socket mode) and `tcpip-forward` (`ssh -R`, bound inside the
+//! container).
+//!
+//! Connect first, then accept the channel (a failed connect rejects the open,
+//! as OpenSSH does). Name resolution uses tokio's `lookup_host`, i.e. the
+//! libc resolver of the binary: musl's reads /etc/hosts and /etc/resolv.conf
+//! itself, so no glibc NSS modules are needed in the static build.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use russh::server::{ChannelOpenHandle, Handle, Msg};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::task::JoinHandle;
+
+/// Errors of forwarding.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    #[error("no address for {0}")]
+    NoAddress(String),
+    #[error("ssh: {0}")]
+    Ssh(#[from] russh::Error),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+const BUF: usize = 64 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+    let mut last = Error::NoAddress(host.to_owned());
+    for a in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(a)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = Error::Io(e),
+            Err(_) => {
+                last = Error::Io(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+            }
+        }
+    }
+    Err(last)
+}
+
+/// `direct-tcpip`: connect, then accept and copy both ways.
+pub fn direct_tcpip(
+    channel: Channel<Msg>,
+    host: String,
+    port: u16,
+    reply: ChannelOpenHandle,
+    conn: u64,
+) {
+    tokio::spawn(async move {
+        match connect_tcp(&host, port).await {
+            Ok(sock) => {
+                reply.accept().await;
+                copy_bidi(channel, sock).await;
+                tracing::debug!(conn, host, port, "direct-tcpip closed");
+            }
+            Err(e) => {
+                tracing::info!(conn, host, port, error = %e, "direct-tcpip connect failed");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
+    });
+}
+
+/// `direct-streamlocal@openssh.com`: connect to a unix socket.
+pub fn direct_streamlocal(
+    channel: Channel<Msg>,
+    path: PathBuf,
+    reply: ChannelOpenHandle,
+    conn: u64,
+) {
+    tokio::spawn(async move {
+        match UnixStream::connect(&path).await {
+            Ok(sock) => {
+                reply.accept().await;
+                copy_bidi(channel, sock).await;
+                tracing::debug!(conn, path = %path.display(), "direct-streamlocal closed");
+            }
+            Err(e) => {
+                tracing::info!(conn, path = %path.display(), error = %e, "direct-streamlocal connect failed");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
+    });
+}
+
+/// Copy between a channel and a socket with half-close in both directions.
+/// Ends when the client closes the channel (or the connection drops); the
+/// socket side ending sends EOF and CLOSE.
+pub async fn copy_bidi<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    channel: Channel<Msg>,
+    sock: S,
+) {
+    let (mut ch_read, ch_write) = channel.split();
+    let (mut sock_read, mut sock_write) = tokio::io::split(sock);
+    let upstream = async {
+        // channel → socket; the data arrives as Bytes and is written as is.
+        let mut open = true;
+        while let Some(msg) = ch_read.wait().await {
+            match msg {
+                ChannelMsg::Data { data } if open => {
+                    // On a write error keep draining so the connection flows.
+                    open = sock_write.write_all(&data).await.is_ok();
+                }
+                ChannelMsg::Eof if open => {
+                    let _ = sock_write.shutdown().await;
+                    open = false;
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+    };
+    let downstream = async {
+        // socket → channel, each read handed over without a copy.
+        let mut buf = BytesMut::with_capacity(BUF);
+        loop {
+            buf.reserve(BUF);
+            match sock_read.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if ch_write.data_bytes(buf.split().freeze()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = ch_write.eof().await;
+        let _ = ch_write.close().await;
+    };
+    let mut upstream = std::pin::pin!(upstream);
+    let mut downstream = std::pin::pin!(downstream);
+    let mut down_done = false;
+    loop {
+        tokio::select! {
+            () = &mut downstream, if !down_done => down_done = true,
+            () = &mut upstream => break,
+        }
+    }
+    // The client closed: a writer still waiting for window would wait forever.
+    if !down_done {
+        let _ = ch_write.close().await;
+    }
+}
+
+/// Listeners of `ssh -R` for one connection; dropped with the connection.
+#[derive(Default)]
+pub struct RemoteForwards {
+    listeners: HashMap<(String, u16), JoinHandle<()>>,
+}
+
+impl Drop for RemoteForwards {
+    fn drop(&mut self) {
+        for (_, h) in self.listeners.drain() {
+            h.abort();
+        }
+    }
+}
+
+/// The address a `tcpip-forward` request binds: "" and "localhost" mean
+/// loopback (OpenSSH's default GatewayPorts=no), "*"/"0.0.0.0" all.
+fn bind_host(address: &str) -> &str {
+    match address {
+        "" | "localhost" => "127.0.0.1",
+        "*" => "0.0.0.0",
+        a => a,
+    }
+}
+
+impl RemoteForwards {
+    /// Bind and start accepting; returns the bound port (for port 0).
+    pub async fn listen(
+        &mut self,
+        address: &str,
+        port: u16,
+        handle: Handle,
+        conn: u64,
+    ) -> Result<u16> {
+        let listener = TcpListener::bind((bind_host(address), port)).await?;
+        let bound = listener.local_addr()?.port();
+        let addr = address.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                let (sock, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(conn, error = %e, "remote forward accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = sock.set_nodelay(true);
+                let handle = handle.clone();
+                let addr = addr.clone();
+                tokio::spawn(async move {
+                    match handle
+                        .channel_open_forwarded_tcpip(
+                            addr.clone(),
+                            u32::from(bound),
+                            peer.ip().to_string(),
+                            u32::from(peer.port()),
+                        )
+                        .await
+                    {
+                        Ok(ch) => copy_bidi(ch, sock).await,
+                        Err(e) => {
+                            tracing::info!(conn, error = %e, "client refused forwarded-tcpip")
+                        }
+                    }
+                });
+            }
+        });
+        self.listeners.insert((address.to_owned(), bound), task);
+        Ok(bound)
+    }
+
+    pub fn cancel(&mut self, address: &str, port: u16) -> bool {
+        match self.listeners.remove(&(address.to_owned(), port)) {
+            Some(h) => {
+                h.abort();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_defaults_to_loopback() {
+        assert_eq!(bind_host(""), "127.0.0.1");
+        assert_eq!(bind_host("localhost"), "127.0.0.1");
+        assert_eq!(bind_host("*"), "0.0.0.0");
+        assert_eq!(bind_host("10.1.2.3"), "10.1.2.3");
+    }
+
+    #[tokio::test]
+    async fn resolves_localhost_without_nss() {
+        let s = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = s.local_addr().unwrap().port();
+        let c = connect_tcp("localhost", port).await;
+        assert!(c.is_ok());
+    }
+}

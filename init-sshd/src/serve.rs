@@ -1,0 +1,175 @@
+//! `init-sshd serve`: load the host key, listen, and run one russh session
+//! per accepted connection, within the connection limit and login grace time.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use russh::Disconnect;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::server::authkeys::KeyStore;
+use crate::server::config::{self, Limits};
+use crate::server::policy::ConnInfo;
+use crate::server::{Conn, Shared};
+use crate::user::User;
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("host key {path}: {source}")]
+    HostKey {
+        path: PathBuf,
+        source: russh::keys::Error,
+    },
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("accept: {0}")]
+    Accept(std::io::Error),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Options of `init-sshd serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeOpts {
+    /// Directory written by `install`: authorized_keys, ssh_host_ed25519_key.
+    #[arg(long, env = "INIT_SSHD_DIR")]
+    pub dir: PathBuf,
+    /// Address and port to listen on.
+    #[arg(long, env = "INIT_SSHD_LISTEN", default_value = "0.0.0.0:2222")]
+    pub listen: SocketAddr,
+    /// Concurrent connections; more are closed at once.
+    #[arg(long, env = "INIT_SSHD_MAX_CONNECTIONS", default_value_t = 64)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to authenticate.
+    #[arg(long, env = "INIT_SSHD_LOGIN_GRACE_SECS", default_value_t = 60)]
+    pub login_grace_secs: u64,
+    /// Signed authentication attempts per connection.
+    #[arg(long, env = "INIT_SSHD_MAX_AUTH_TRIES", default_value_t = 6)]
+    pub max_auth_tries: usize,
+    /// Close connections idle for this many seconds (0: never).
+    #[arg(long, env = "INIT_SSHD_IDLE_TIMEOUT_SECS", default_value_t = 0)]
+    pub idle_timeout_secs: u64,
+    /// Keepalive interval in seconds; 4 unanswered ones drop the connection.
+    #[arg(long, env = "INIT_SSHD_KEEPALIVE_SECS", default_value_t = 30)]
+    pub keepalive_secs: u64,
+}
+
+impl ServeOpts {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_auth_attempts: self.max_auth_tries.max(1),
+            idle_timeout: (self.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.idle_timeout_secs)),
+            keepalive_interval: Duration::from_secs(self.keepalive_secs.max(1)),
+            ..Limits::default()
+        }
+    }
+}
+
+/// Run the server until the process is stopped.
+pub async fn run(opts: ServeOpts) -> Result<()> {
+    let key_path = opts.dir.join("ssh_host_ed25519_key");
+    let host_key =
+        russh::keys::load_secret_key(&key_path, None).map_err(|source| Error::HostKey {
+            path: key_path.clone(),
+            source,
+        })?;
+    let host_fp = host_key
+        .public_key()
+        .fingerprint(russh::keys::HashAlg::Sha256);
+    let config = Arc::new(config::build(host_key, &opts.limits()));
+    let shared = Arc::new(Shared {
+        keys: KeyStore::new(opts.dir.join("authorized_keys")),
+        user: User::current(),
+        runtime_dir: crate::agent::runtime_dir(&opts.dir),
+    });
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(opts.listen);
+    tracing::info!(listen = %local, host_key = %host_fp, max_connections = opts.max_connections, "serving");
+    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let grace = Duration::from_secs(opts.login_grace_secs.max(1));
+    let ids = AtomicU64::new(0);
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = opts.max_connections, "connection limit reached; closed");
+            continue;
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
+        tokio::spawn(connection(
+            sock,
+            peer,
+            id,
+            config.clone(),
+            shared.clone(),
+            grace,
+            permit,
+        ));
+    }
+}
+
+async fn connection(
+    sock: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+    grace: Duration,
+    _permit: OwnedSemaphorePermit,
+) {
+    // run_stream does not set TCP_NODELAY itself (only run_on_socket does).
+    let _ = sock.set_nodelay(true);
+    let info = sock.local_addr().ok().map(|local| ConnInfo { peer, local });
+    tracing::info!(conn = id, %peer, "connection");
+    let authed = Arc::new(AtomicBool::new(false));
+    let handler = Conn::new(shared, id, info, authed.clone());
+    let session = match russh::server::run_stream(config, sock, handler).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(conn = id, %peer, error = %e, "handshake failed");
+            return;
+        }
+    };
+    let handle = session.handle();
+    let mut session = std::pin::pin!(session);
+    let result = tokio::select! {
+        r = &mut session => r,
+        () = tokio::time::sleep(grace) => {
+            if authed.load(Ordering::SeqCst) {
+                session.await
+            } else {
+                tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "login grace time exceeded");
+                let _ = handle
+                    .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
+                    .await;
+                session.await
+            }
+        }
+    };
+    match result {
+        Ok(()) => tracing::info!(conn = id, %peer, "connection closed"),
+        Err(e) => tracing::info!(conn = id, %peer, error = %e, "connection ended"),
+    }
+}

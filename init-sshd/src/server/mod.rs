@@ -1,0 +1,534 @@
+//! The russh `Handler`: a thin adapter from protocol callbacks to the policy
+//! functions in `policy`, and to the channel workers in `session`, `sftp`,
+//! `forward` and `agent`. Callbacks decide and reply; all channel I/O runs in
+//! per-channel tasks so the connection loop never waits on a consumer.
+
+pub mod authkeys;
+pub mod config;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use russh::keys::{Certificate, HashAlg, PublicKey};
+use russh::server::{
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Pty};
+
+use crate::agent::AgentForward;
+use crate::forward::RemoteForwards;
+use crate::keys::{Decision, Permissions};
+use crate::session::{Launch, PtyRequest};
+use crate::user::User;
+use authkeys::KeyStore;
+use policy::{ConnInfo, EnvInputs, Program};
+
+/// Errors of the connection handler.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ssh protocol: {0}")]
+    Ssh(#[from] russh::Error),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// State shared by all connections.
+pub struct Shared {
+    pub keys: KeyStore,
+    pub user: User,
+    /// Where agent sockets go (DIR/agent, else /tmp).
+    pub runtime_dir: PathBuf,
+}
+
+/// A session channel between open and its exec/shell/subsystem request.
+#[derive(Default)]
+struct PendingSession {
+    channel: Option<Channel<Msg>>,
+    pty: Option<PtyRequest>,
+    env: Vec<(String, String)>,
+}
+
+/// One SSH connection.
+pub struct Conn {
+    shared: Arc<Shared>,
+    id: u64,
+    info: Option<ConnInfo>,
+    ssh_user: String,
+    perms: Option<Permissions>,
+    authenticated: Arc<AtomicBool>,
+    sessions: HashMap<ChannelId, PendingSession>,
+    agent: Option<AgentForward>,
+    remote: RemoteForwards,
+}
+
+impl Conn {
+    pub fn new(
+        shared: Arc<Shared>,
+        id: u64,
+        info: Option<ConnInfo>,
+        authenticated: Arc<AtomicBool>,
+    ) -> Conn {
+        Conn {
+            shared,
+            id,
+            info,
+            ssh_user: String::new(),
+            perms: None,
+            authenticated,
+            sessions: HashMap::new(),
+            agent: None,
+            remote: RemoteForwards::default(),
+        }
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        self.info.map(|i| i.peer)
+    }
+
+    fn peer_str(&self) -> String {
+        self.peer()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".to_owned())
+    }
+
+    fn decide_key(&self, key: &PublicKey) -> Decision {
+        let keys = self.shared.keys.current();
+        keys.authorize_key(key, self.peer().map(|p| p.ip()), SystemTime::now())
+    }
+
+    fn accept(&mut self, user: &str, perms: Permissions, kind: &str) -> Auth {
+        tracing::info!(
+            conn = self.id,
+            user,
+            peer = %self.peer_str(),
+            kind,
+            fingerprint = %perms.fingerprint,
+            source = %perms.source,
+            pty = perms.pty,
+            port_forwarding = perms.port_forwarding,
+            agent_forwarding = perms.agent_forwarding,
+            forced_command = perms.command.is_some(),
+            "login accepted"
+        );
+        self.ssh_user = user.to_owned();
+        self.perms = Some(perms);
+        self.authenticated.store(true, Ordering::SeqCst);
+        Auth::Accept
+    }
+
+    fn reject(&self, user: &str, fingerprint: &str, reason: &str) -> Auth {
+        tracing::info!(conn = self.id, user, peer = %self.peer_str(), fingerprint, reason, "key rejected");
+        Auth::reject()
+    }
+
+    /// Start what a session channel runs; false when it cannot start.
+    fn start_session(
+        &mut self,
+        id: ChannelId,
+        requested: Option<String>,
+        session: &mut Session,
+    ) -> bool {
+        let Some(perms) = self.perms.as_ref() else {
+            return false;
+        };
+        let Some(mut pending) = self.sessions.remove(&id) else {
+            return false;
+        };
+        let Some(channel) = pending.channel.take() else {
+            return false;
+        };
+        let (program, original) =
+            policy::resolve_program(perms.command.as_deref(), requested.as_deref());
+        let auth_sock = self
+            .agent
+            .as_ref()
+            .map(|a| a.socket_path().display().to_string());
+        let pty = pending.pty.take();
+        let env_inputs = EnvInputs {
+            term: pty.as_ref().map(|p| p.term.as_str()),
+            tty: None,
+            client_env: &pending.env,
+            auth_sock: auth_sock.as_deref(),
+            original_command: original.as_deref(),
+        };
+        let env = policy::session_env(&self.shared.user, self.info.as_ref(), &env_inputs);
+        let kind = match (&program, pty.is_some()) {
+            (Program::LoginShell, true) => "shell-pty",
+            (Program::LoginShell, false) => "shell",
+            (Program::Command(_), true) => "exec-pty",
+            (Program::Command(_), false) => "exec",
+        };
+        tracing::info!(conn = self.id, channel = %id, kind, forced = perms.command.is_some(), "channel");
+        let launch = Launch {
+            program,
+            pty,
+            env,
+            user: self.shared.user.clone(),
+            conn: self.id,
+        };
+        match crate::session::start(channel, session.handle(), launch) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(conn = self.id, channel = %id, error = %e, "session start failed");
+                false
+            }
+        }
+    }
+
+    fn forwarding_allowed(&self) -> bool {
+        self.perms.as_ref().is_some_and(|p| p.port_forwarding)
+    }
+}
+
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+fn reply(session: &mut Session, id: ChannelId, ok: bool) -> Result<()> {
+    if ok {
+        session.channel_success(id)?;
+    } else {
+        session.channel_failure(id)?;
+    }
+    Ok(())
+}
+
+impl Handler for Conn {
+    type Error = Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth> {
+        if !config::user_key_algorithm_allowed(offer.algorithm) {
+            return Ok(self.reject(
+                user,
+                &fingerprint(offer.public_key),
+                "signature algorithm not allowed",
+            ));
+        }
+        // A certificate's key is offered as a plain key here; russh cannot tell
+        // us which it is, so a store with a cert-authority lets every offer
+        // proceed to the signed attempt, where the real decision is made.
+        let keys = self.shared.keys.current();
+        if keys.entries().iter().any(|e| e.is_cert_authority()) {
+            return Ok(Auth::Accept);
+        }
+        Ok(match self.decide_key(offer.public_key) {
+            Decision::Accept(_) => Auth::Accept,
+            Decision::Reject(_) => Auth::reject(),
+        })
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth> {
+        if !config::user_key_algorithm_allowed(key.algorithm) {
+            return Ok(self.reject(
+                user,
+                &fingerprint(key.public_key),
+                "signature algorithm not allowed",
+            ));
+        }
+        Ok(match self.decide_key(key.public_key) {
+            Decision::Accept(perms) => self.accept(user, perms, "publickey"),
+            Decision::Reject(reason) => self.reject(user, &fingerprint(key.public_key), &reason),
+        })
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth> {
+        let keys = self.shared.keys.current();
+        let fp = certificate
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string();
+        Ok(
+            match keys.authorize_cert(
+                certificate,
+                user,
+                self.peer().map(|p| p.ip()),
+                SystemTime::now(),
+            ) {
+                Decision::Accept(perms) => {
+                    tracing::info!(
+                        conn = self.id,
+                        key_id = certificate.key_id(),
+                        serial = certificate.serial(),
+                        "certificate"
+                    );
+                    self.accept(user, perms, "certificate")
+                }
+                Decision::Reject(reason) => self.reject(user, &fp, &reason),
+            },
+        )
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<()> {
+        let id = channel.id();
+        self.sessions.insert(
+            id,
+            PendingSession {
+                channel: Some(channel),
+                ..Default::default()
+            },
+        );
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<()> {
+        self.sessions.remove(&channel);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<()> {
+        let allowed = self.perms.as_ref().is_some_and(|p| p.pty);
+        let ok = match self.sessions.get_mut(&channel) {
+            Some(p) if allowed && p.pty.is_none() => {
+                p.pty = Some(PtyRequest {
+                    term: term.to_owned(),
+                    cols: col_width,
+                    rows: row_height,
+                    pix_width,
+                    pix_height,
+                    modes: modes.to_vec(),
+                });
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            tracing::info!(conn = self.id, channel = %channel, allowed, "pty request refused");
+        }
+        reply(session, channel, ok)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        value: &str,
+        session: &mut Session,
+    ) -> Result<()> {
+        let ok = policy::env_allowed(name)
+            && match self.sessions.get_mut(&channel) {
+                Some(p) if p.env.len() < 64 => {
+                    p.env.push((name.to_owned(), value.to_owned()));
+                    true
+                }
+                _ => false,
+            };
+        tracing::debug!(conn = self.id, channel = %channel, name, accepted = ok, "env request");
+        reply(session, channel, ok)
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<()> {
+        let ok = self.start_session(channel, None, session);
+        reply(session, channel, ok)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<()> {
+        let command = String::from_utf8_lossy(data).into_owned();
+        let ok = self.start_session(channel, Some(command), session);
+        reply(session, channel, ok)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<()> {
+        let forced = self.perms.as_ref().is_some_and(|p| p.command.is_some());
+        if forced {
+            // A forced command also replaces subsystems (OpenSSH does the same).
+            let ok =
+                self.start_session(channel, Some(format!("internal-subsystem {name}")), session);
+            return reply(session, channel, ok);
+        }
+        let ok = if name == "sftp" {
+            match self
+                .sessions
+                .remove(&channel)
+                .and_then(|mut p| p.channel.take())
+            {
+                Some(ch) => {
+                    tracing::info!(conn = self.id, channel = %channel, kind = "sftp", "channel");
+                    crate::sftp::start(ch, self.shared.user.home.clone(), self.id);
+                    true
+                }
+                None => false,
+            }
+        } else {
+            tracing::info!(conn = self.id, channel = %channel, name, "unknown subsystem refused");
+            false
+        };
+        reply(session, channel, ok)
+    }
+
+    async fn agent_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<bool> {
+        let allowed = self.perms.as_ref().is_some_and(|p| p.agent_forwarding);
+        if !allowed {
+            tracing::info!(conn = self.id, channel = %channel, "agent forwarding refused by key options");
+            return Ok(false);
+        }
+        if self.agent.is_none() {
+            match AgentForward::start(&self.shared.runtime_dir, session.handle(), self.id) {
+                Ok(a) => self.agent = Some(a),
+                Err(e) => {
+                    tracing::warn!(conn = self.id, error = %e, "agent forwarding setup failed");
+                    return Ok(false);
+                }
+            }
+        }
+        tracing::info!(conn = self.id, channel = %channel, kind = "agent", "channel");
+        Ok(true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<()> {
+        let allowed = match (self.perms.as_ref(), u16::try_from(port)) {
+            (Some(p), Ok(port)) => policy::direct_tcpip_allowed(p, host, port),
+            _ => false,
+        };
+        tracing::info!(conn = self.id, kind = "direct-tcpip", host, port, originator = %format!("{originator_address}:{originator_port}"), allowed, "channel");
+        match u16::try_from(port) {
+            Ok(port) if allowed => {
+                crate::forward::direct_tcpip(channel, host.to_owned(), port, reply, self.id)
+            }
+            _ => {
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<()> {
+        // permitopen cannot name a socket; like OpenSSH, a key with
+        // permitopen restrictions gets no unix socket forwarding.
+        let allowed = self
+            .perms
+            .as_ref()
+            .is_some_and(|p| p.port_forwarding && p.permitopen.is_empty());
+        tracing::info!(
+            conn = self.id,
+            kind = "direct-streamlocal",
+            path = socket_path,
+            allowed,
+            "channel"
+        );
+        if allowed {
+            crate::forward::direct_streamlocal(channel, PathBuf::from(socket_path), reply, self.id);
+        } else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool> {
+        if !self.forwarding_allowed() {
+            tracing::info!(
+                conn = self.id,
+                address,
+                port = *port,
+                "remote forward refused by key options"
+            );
+            return Ok(false);
+        }
+        let Ok(p16) = u16::try_from(*port) else {
+            return Ok(false);
+        };
+        match self
+            .remote
+            .listen(address, p16, session.handle(), self.id)
+            .await
+        {
+            Ok(bound) => {
+                tracing::info!(
+                    conn = self.id,
+                    kind = "tcpip-forward",
+                    address,
+                    port = bound,
+                    "remote forward listening"
+                );
+                *port = u32::from(bound);
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::info!(conn = self.id, address, port = *port, error = %e, "remote forward bind failed");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool> {
+        let ok = u16::try_from(port).is_ok_and(|p| self.remote.cancel(address, p));
+        tracing::info!(
+            conn = self.id,
+            address,
+            port,
+            cancelled = ok,
+            "cancel remote forward"
+        );
+        Ok(ok)
+    }
+}

@@ -1,0 +1,506 @@
+//! Child processes of session channels: `exec`, `shell`, with or without a PTY.
+//!
+//! Shape per channel (see notes/russh-flow-control.md): the channel is split;
+//! one task reads it (data → child stdin, EOF → close stdin, window-change /
+//! signal → apply), one task per output stream writes with the write half
+//! (which waits for the client's window), and a supervisor waits for the
+//! child. After the child is reaped and both outputs ended: exit-status (or
+//! exit-signal), EOF, close. If the channel or connection goes away first,
+//! the session's process group gets SIGHUP (SIGKILL after a grace period)
+//! and is reaped.
+
+mod pty;
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use russh::server::{Handle, Msg};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty, Sig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::server::policy::Program;
+use crate::user::User;
+
+/// Errors of starting a session process.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("pty setup: {0}")]
+    Pty(io::Error),
+    #[error("spawning {shell}: {source}")]
+    Spawn { shell: String, source: io::Error },
+    #[error("child has no pid")]
+    NoPid,
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Output read size; one read becomes one or more 32 KiB SSH packets.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long a hung-up session gets between SIGHUP and SIGKILL.
+const HANGUP_GRACE: Duration = Duration::from_secs(2);
+
+/// A client's `pty-req`.
+#[derive(Debug, Clone)]
+pub struct PtyRequest {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+    pub pix_width: u32,
+    pub pix_height: u32,
+    pub modes: Vec<(Pty, u32)>,
+}
+
+/// Everything needed to start a session's process.
+#[derive(Debug)]
+pub struct Launch {
+    pub program: Program,
+    pub pty: Option<PtyRequest>,
+    /// Added on top of serve's own environment.
+    pub env: Vec<(String, String)>,
+    pub user: User,
+    pub conn: u64,
+}
+
+/// `$SHELL -c cmd` (argv[0] = basename) or the login shell (argv[0] = "-bash").
+fn command(launch: &Launch) -> Command {
+    let shell = &launch.user.shell;
+    let mut cmd = Command::new(shell);
+    match &launch.program {
+        Program::LoginShell => {
+            cmd.arg0(launch.user.login_argv0());
+        }
+        Program::Command(c) => {
+            let base = shell
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "sh".to_owned());
+            cmd.arg0(base).arg("-c").arg(c);
+        }
+    }
+    cmd.envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let home: &Path = &launch.user.home;
+    cmd.current_dir(if home.is_dir() { home } else { Path::new("/") });
+    cmd.kill_on_drop(false);
+    cmd
+}
+
+/// Spawn the process for a session channel and its I/O tasks.
+pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Result<()> {
+    let id = channel.id();
+    let (read, write) = channel.split();
+    let write = Arc::new(write);
+    let shell = launch.user.shell.display().to_string();
+    let spawn_err = |source| Error::Spawn {
+        shell: shell.clone(),
+        source,
+    };
+    match launch.pty.take() {
+        None => {
+            let mut cmd = command(&launch);
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            // SAFETY: setsid is async-signal-safe; runs in the forked child.
+            unsafe {
+                cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+            }
+            let mut child = cmd.spawn().map_err(spawn_err)?;
+            let pgid = Pid::from_raw(
+                child
+                    .id()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .ok_or(Error::NoPid)?,
+            );
+            tracing::debug!(conn = launch.conn, channel = %id, pid = pgid.as_raw(), "spawned");
+            let stdin = child.stdin.take();
+            let out = child
+                .stdout
+                .take()
+                .map(|o| tokio::spawn(pump(o, write.clone(), None)));
+            let err = child
+                .stderr
+                .take()
+                .map(|e| tokio::spawn(pump(e, write.clone(), Some(1))));
+            let input = tokio::spawn(input_loop(read, Input::Pipe(stdin), pgid));
+            let outputs = [out, err].into_iter().flatten().collect();
+            tokio::spawn(supervise(Supervised {
+                id,
+                conn: launch.conn,
+                child,
+                pgid,
+                write,
+                handle,
+                input,
+                outputs,
+                pty_exit: None,
+            }));
+        }
+        Some(req) => {
+            let pair = pty::open_pair().map_err(Error::Pty)?;
+            let ws = pty::WinSize {
+                cols: req.cols,
+                rows: req.rows,
+                pix_width: req.pix_width,
+                pix_height: req.pix_height,
+            };
+            pty::resize(&pair.master, ws).map_err(Error::Pty)?;
+            if let Err(e) = pty::apply_modes(&pair.slave, &req.modes) {
+                tracing::debug!(error = %e, "terminal modes not applied");
+            }
+            launch.env.push(("SSH_TTY".to_owned(), pair.name.clone()));
+            let mut cmd = command(&launch);
+            let dup = |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(Error::Pty);
+            cmd.stdin(Stdio::from(dup(&pair.slave)?))
+                .stdout(Stdio::from(dup(&pair.slave)?))
+                .stderr(Stdio::from(pair.slave));
+            // SAFETY: setsid + ioctl(TIOCSCTTY) are async-signal-safe syscalls.
+            unsafe {
+                cmd.pre_exec(pty::child_setup);
+            }
+            let child = cmd.spawn().map_err(spawn_err)?;
+            // Drop our copies of the slave now, so EIO on the master means the
+            // session's processes closed the terminal.
+            drop(cmd);
+            let pgid = Pid::from_raw(
+                child
+                    .id()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .ok_or(Error::NoPid)?,
+            );
+            tracing::debug!(conn = launch.conn, channel = %id, pid = pgid.as_raw(), tty = %pair.name, "spawned with pty");
+            let master = Arc::new(pty::Master::new(pair.master).map_err(Error::Pty)?);
+            let exit = Arc::new(PtyExit::default());
+            let out = tokio::spawn(pump_pty(master.clone(), write.clone(), exit.clone()));
+            let input = tokio::spawn(input_loop(read, Input::Pty(master), pgid));
+            tokio::spawn(supervise(Supervised {
+                id,
+                conn: launch.conn,
+                child,
+                pgid,
+                write,
+                handle,
+                input,
+                outputs: vec![out],
+                pty_exit: Some(exit),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Where client input goes.
+enum Input {
+    Pipe(Option<ChildStdin>),
+    Pty(Arc<pty::Master>),
+}
+
+/// How the input side ended.
+#[derive(Debug)]
+enum InputEnd {
+    /// The client closed the channel or the connection went away.
+    Hangup,
+}
+
+async fn input_loop(mut read: ChannelReadHalf, mut input: Input, pgid: Pid) -> InputEnd {
+    while let Some(msg) = read.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => match &mut input {
+                Input::Pipe(stdin) => {
+                    if let Some(s) = stdin
+                        && s.write_all(&data).await.is_err()
+                    {
+                        // The child stopped reading (exited or closed stdin):
+                        // keep draining the channel so the connection flows.
+                        *stdin = None;
+                    }
+                }
+                Input::Pty(m) => {
+                    if let Err(e) = m.write_all(&data).await {
+                        tracing::debug!(error = %e, "pty write failed");
+                    }
+                }
+            },
+            ChannelMsg::Eof => {
+                if let Input::Pipe(stdin) = &mut input {
+                    *stdin = None;
+                }
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                if let Input::Pty(m) = &input {
+                    let ws = pty::WinSize {
+                        cols: col_width,
+                        rows: row_height,
+                        pix_width,
+                        pix_height,
+                    };
+                    if let Err(e) = pty::resize(m.raw(), ws) {
+                        tracing::debug!(error = %e, "window change failed");
+                    }
+                }
+            }
+            ChannelMsg::Signal { signal } => {
+                if let Some(sig) = to_signal(&signal) {
+                    // With a terminal the target is its foreground job (what
+                    // Ctrl-C would hit); without, the session's group.
+                    let target = match &input {
+                        Input::Pty(m) => nix::unistd::tcgetpgrp(m.raw()).unwrap_or(pgid),
+                        Input::Pipe(_) => pgid,
+                    };
+                    tracing::debug!(pgid = target.as_raw(), ?sig, "signal from client");
+                    let _ = killpg(target, sig);
+                }
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    InputEnd::Hangup
+}
+
+/// Copy a child output pipe into the channel; each read is handed over as
+/// `Bytes` without another copy, and the write waits for the client's window.
+async fn pump<R: AsyncRead + Unpin>(
+    mut r: R,
+    w: Arc<ChannelWriteHalf<Msg>>,
+    ext: Option<u32>,
+) -> io::Result<()> {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        buf.reserve(READ_CHUNK);
+        let n = r.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        send(&w, ext, buf.split().freeze()).await?;
+    }
+}
+
+async fn send(w: &ChannelWriteHalf<Msg>, ext: Option<u32>, chunk: Bytes) -> io::Result<()> {
+    let r = match ext {
+        None => w.data_bytes(chunk).await,
+        Some(e) => w.extended_data_bytes(e, chunk).await,
+    };
+    r.map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e))
+}
+
+/// Tells the PTY pump that the shell exited, so it drains what the terminal
+/// still holds and stops instead of waiting for a background job to close it.
+#[derive(Default)]
+struct PtyExit {
+    exited: AtomicBool,
+    notify: Notify,
+}
+
+async fn pump_pty(
+    m: Arc<pty::Master>,
+    w: Arc<ChannelWriteHalf<Msg>>,
+    exit: Arc<PtyExit>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let n = if exit.exited.load(Ordering::SeqCst) {
+            match m.try_read(&mut buf)? {
+                Some(n) => n,
+                None => return Ok(()),
+            }
+        } else {
+            tokio::select! {
+                r = m.read(&mut buf) => r?,
+                _ = exit.notify.notified() => continue,
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let chunk = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
+        send(&w, None, chunk).await?;
+    }
+}
+
+struct Supervised {
+    id: ChannelId,
+    conn: u64,
+    child: Child,
+    pgid: Pid,
+    write: Arc<ChannelWriteHalf<Msg>>,
+    handle: Handle,
+    input: JoinHandle<InputEnd>,
+    outputs: Vec<JoinHandle<io::Result<()>>>,
+    pty_exit: Option<Arc<PtyExit>>,
+}
+
+async fn supervise(mut s: Supervised) {
+    let mut status: Option<ExitStatus> = None;
+    let mut outputs = std::mem::take(&mut s.outputs);
+    let finished = loop {
+        if status.is_some() && outputs.is_empty() {
+            break true;
+        }
+        let first_output = async {
+            match outputs.first_mut() {
+                Some(h) => {
+                    let _ = h.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            st = s.child.wait(), if status.is_none() => {
+                match st {
+                    Ok(st) => status = Some(st),
+                    Err(e) => {
+                        tracing::warn!(conn = s.conn, error = %e, "wait failed");
+                        break false;
+                    }
+                }
+                if let Some(p) = &s.pty_exit {
+                    p.exited.store(true, Ordering::SeqCst);
+                    p.notify.notify_one();
+                }
+            }
+            () = first_output => {
+                outputs.remove(0);
+            }
+            end = &mut s.input => {
+                tracing::debug!(conn = s.conn, channel = %s.id, ?end, "channel input ended");
+                break false;
+            }
+        }
+    };
+    if finished {
+        s.input.abort();
+        if let Some(st) = status {
+            report_exit(&s, st).await;
+        }
+        let _ = s.write.eof().await;
+        let _ = s.write.close().await;
+        tracing::info!(conn = s.conn, channel = %s.id, status = ?status, "session ended");
+        return;
+    }
+    // Client went away (or closed the channel) first: hang up the session.
+    for o in &outputs {
+        o.abort();
+    }
+    s.input.abort();
+    hangup(&mut s.child, s.pgid, status.is_some()).await;
+    tracing::info!(conn = s.conn, channel = %s.id, "session hung up");
+}
+
+/// exit-status, or exit-signal when the child died of a signal.
+async fn report_exit(s: &Supervised, st: ExitStatus) {
+    if let Some(code) = st.code() {
+        let _ = s
+            .write
+            .exit_status(u32::try_from(code).unwrap_or(255))
+            .await;
+        return;
+    }
+    let sig = st.signal().and_then(|n| Signal::try_from(n).ok());
+    let name = sig.map(from_signal).unwrap_or(Sig::KILL);
+    // Same ordered queue as the channel data, so it precedes EOF.
+    let _ = s
+        .handle
+        .exit_signal_request(s.id, name, st.core_dumped(), String::new(), String::new())
+        .await;
+}
+
+async fn hangup(child: &mut Child, pgid: Pid, reaped: bool) {
+    let _ = killpg(pgid, Signal::SIGHUP);
+    let _ = killpg(pgid, Signal::SIGCONT);
+    if !reaped
+        && tokio::time::timeout(HANGUP_GRACE, child.wait())
+            .await
+            .is_ok()
+    {
+        return;
+    }
+    if reaped {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Whatever is left of the group ignored SIGHUP.
+    if killpg(pgid, Signal::SIGKILL).is_ok() {
+        tracing::debug!(pgid = pgid.as_raw(), "session group killed");
+    }
+    if !reaped {
+        let _ = child.wait().await;
+    }
+}
+
+fn to_signal(sig: &Sig) -> Option<Signal> {
+    Some(match sig {
+        Sig::ABRT => Signal::SIGABRT,
+        Sig::ALRM => Signal::SIGALRM,
+        Sig::FPE => Signal::SIGFPE,
+        Sig::HUP => Signal::SIGHUP,
+        Sig::ILL => Signal::SIGILL,
+        Sig::INT => Signal::SIGINT,
+        Sig::KILL => Signal::SIGKILL,
+        Sig::PIPE => Signal::SIGPIPE,
+        Sig::QUIT => Signal::SIGQUIT,
+        Sig::SEGV => Signal::SIGSEGV,
+        Sig::TERM => Signal::SIGTERM,
+        Sig::USR1 => Signal::SIGUSR1,
+        Sig::Custom(name) => match name.as_str() {
+            "USR2" => Signal::SIGUSR2,
+            "WINCH" => Signal::SIGWINCH,
+            "CONT" => Signal::SIGCONT,
+            "STOP" => Signal::SIGSTOP,
+            "TSTP" => Signal::SIGTSTP,
+            _ => return None,
+        },
+    })
+}
+
+fn from_signal(sig: Signal) -> Sig {
+    match sig {
+        Signal::SIGABRT => Sig::ABRT,
+        Signal::SIGALRM => Sig::ALRM,
+        Signal::SIGFPE => Sig::FPE,
+        Signal::SIGHUP => Sig::HUP,
+        Signal::SIGILL => Sig::ILL,
+        Signal::SIGINT => Sig::INT,
+        Signal::SIGKILL => Sig::KILL,
+        Signal::SIGPIPE => Sig::PIPE,
+        Signal::SIGQUIT => Sig::QUIT,
+        Signal::SIGSEGV => Sig::SEGV,
+        Signal::SIGTERM => Sig::TERM,
+        Signal::SIGUSR1 => Sig::USR1,
+        other => Sig::Custom(other.as_str().trim_start_matches("SIG").to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_round_trip() {
+        for s in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGKILL,
+            Signal::SIGUSR2,
+            Signal::SIGWINCH,
+        ] {
+            assert_eq!(to_signal(&from_signal(s)), Some(s));
+        }
+        assert_eq!(to_signal(&Sig::Custom("NOPE".into())), None);
+    }
+}

@@ -1,0 +1,463 @@
+//! Built-in SFTP subsystem (so `sftp` and OpenSSH's `scp` work in images
+//! without an sftp-server): russh-sftp's protocol over the channel stream,
+//! real filesystem operations as the server's user. Relative paths are
+//! relative to the user's home, like OpenSSH's sftp-server.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use russh::Channel;
+use russh::server::Msg;
+use russh_sftp::protocol::{
+    Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
+};
+use russh_sftp::server::StatusReply;
+
+/// Errors of SFTP requests, mapped onto SFTP status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("unknown handle")]
+    BadHandle,
+    #[error("end of file")]
+    Eof,
+    #[error("operation not supported")]
+    Unsupported,
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for StatusReply {
+    fn from(e: Error) -> StatusReply {
+        let code = match &e {
+            Error::Io(io) => match io.kind() {
+                io::ErrorKind::NotFound => StatusCode::NoSuchFile,
+                io::ErrorKind::PermissionDenied => StatusCode::PermissionDenied,
+                _ => StatusCode::Failure,
+            },
+            Error::BadHandle => StatusCode::Failure,
+            Error::Eof => StatusCode::Eof,
+            Error::Unsupported => StatusCode::OpUnsupported,
+        };
+        code.with_message(e.to_string())
+    }
+}
+
+/// Largest read answered at once (clients ask for 32–255 KiB).
+const MAX_READ: u32 = 256 * 1024;
+/// Directory entries per READDIR reply.
+const DIR_BATCH: usize = 128;
+
+enum OpenHandle {
+    File(Arc<fs::File>),
+    Dir(std::vec::IntoIter<File>),
+}
+
+/// One SFTP session.
+pub struct Sftp {
+    home: PathBuf,
+    conn: u64,
+    handles: HashMap<String, OpenHandle>,
+    next: u64,
+}
+
+/// Serve SFTP on an accepted `subsystem sftp` channel.
+pub fn start(channel: Channel<Msg>, home: PathBuf, conn: u64) {
+    let handler = Sftp {
+        home,
+        conn,
+        handles: HashMap::new(),
+        next: 0,
+    };
+    let cfg = russh_sftp::server::Config {
+        // Room for a 255 KiB write plus header (OpenSSH's client max).
+        max_client_packet_len: 512 * 1024,
+    };
+    tokio::spawn(russh_sftp::server::run_with_config(
+        channel.into_stream(),
+        handler,
+        cfg,
+    ));
+}
+
+/// Resolve a client path: relative to home, "" and "." mean home.
+pub fn resolve(home: &Path, path: &str) -> PathBuf {
+    if path.is_empty() {
+        return home.to_path_buf();
+    }
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        home.join(p)
+    }
+}
+
+/// Lexical normalisation for REALPATH when the path does not exist
+/// (clients call realpath on upload targets).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+fn unix_secs(t: io::Result<std::time::SystemTime>) -> Option<u32> {
+    t.ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// File attributes with the real type bits (a symlink stays a symlink).
+fn attrs(m: &fs::Metadata) -> FileAttributes {
+    FileAttributes {
+        size: Some(m.len()),
+        uid: Some(m.uid()),
+        user: None,
+        gid: Some(m.gid()),
+        group: None,
+        permissions: Some(m.mode()),
+        atime: unix_secs(m.accessed()),
+        mtime: unix_secs(m.modified()),
+    }
+}
+
+fn ok(id: u32) -> Status {
+    Status {
+        id,
+        status_code: StatusCode::Ok,
+        error_message: "Ok".to_owned(),
+        language_tag: "en-US".to_owned(),
+    }
+}
+
+/// Apply SETSTAT attributes: size, permissions, times (uid/gid changes are
+/// not possible for an unprivileged server and are ignored like OpenSSH does
+/// when they are unchanged).
+fn set_attrs(path: &Path, a: &FileAttributes) -> io::Result<()> {
+    if let Some(size) = a.size {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(size)?;
+    }
+    if let Some(mode) = a.permissions {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))?;
+    }
+    if let (Some(at), Some(mt)) = (a.atime, a.mtime) {
+        let f = fs::File::options()
+            .write(true)
+            .open(path)
+            .or_else(|_| fs::File::open(path))?;
+        let times = fs::FileTimes::new()
+            .set_accessed(UNIX_EPOCH + Duration::from_secs(at.into()))
+            .set_modified(UNIX_EPOCH + Duration::from_secs(mt.into()));
+        f.set_times(times)?;
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Error::Io),
+        Err(e) => Err(Error::Io(io::Error::other(e))),
+    }
+}
+
+impl Sftp {
+    fn path(&self, p: &str) -> PathBuf {
+        resolve(&self.home, p)
+    }
+
+    fn insert(&mut self, h: OpenHandle) -> String {
+        self.next += 1;
+        let key = self.next.to_string();
+        self.handles.insert(key.clone(), h);
+        key
+    }
+
+    fn file(&self, handle: &str) -> Result<Arc<fs::File>> {
+        match self.handles.get(handle) {
+            Some(OpenHandle::File(f)) => Ok(f.clone()),
+            _ => Err(Error::BadHandle),
+        }
+    }
+}
+
+impl russh_sftp::server::Handler for Sftp {
+    type Error = Error;
+
+    fn unimplemented(&self) -> Error {
+        Error::Unsupported
+    }
+
+    async fn init(&mut self, version: u32, _ext: HashMap<String, String>) -> Result<Version> {
+        tracing::debug!(conn = self.conn, version, "sftp init");
+        Ok(Version::new())
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        attrs: FileAttributes,
+    ) -> Result<Handle> {
+        let path = self.path(&filename);
+        let mut opts: fs::OpenOptions = pflags.into();
+        if !pflags.contains(OpenFlags::READ) && !pflags.contains(OpenFlags::WRITE) {
+            opts.read(true);
+        }
+        opts.mode(attrs.permissions.map_or(0o666, |m| m & 0o7777));
+        let file = blocking(move || opts.open(path)).await?;
+        let handle = self.insert(OpenHandle::File(Arc::new(file)));
+        Ok(Handle { id, handle })
+    }
+
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status> {
+        match self.handles.remove(&handle) {
+            Some(_) => Ok(ok(id)),
+            None => Err(Error::BadHandle),
+        }
+    }
+
+    async fn read(&mut self, id: u32, handle: String, offset: u64, len: u32) -> Result<Data> {
+        let file = self.file(&handle)?;
+        let len = len.min(MAX_READ) as usize;
+        let data = blocking(move || {
+            let mut buf = vec![0u8; len];
+            let mut got = 0;
+            // Fill the request unless at EOF: short reads confuse no client,
+            // but fewer round trips are faster.
+            while got < len {
+                let n =
+                    file.read_at(buf.get_mut(got..).unwrap_or_default(), offset + got as u64)?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            buf.truncate(got);
+            Ok(buf)
+        })
+        .await?;
+        if data.is_empty() {
+            return Err(Error::Eof);
+        }
+        Ok(Data { id, data })
+    }
+
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Status> {
+        let file = self.file(&handle)?;
+        blocking(move || file.write_all_at(&data, offset)).await?;
+        Ok(ok(id))
+    }
+
+    async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs> {
+        let p = self.path(&path);
+        let m = blocking(move || fs::symlink_metadata(p)).await?;
+        Ok(Attrs {
+            id,
+            attrs: attrs(&m),
+        })
+    }
+
+    async fn stat(&mut self, id: u32, path: String) -> Result<Attrs> {
+        let p = self.path(&path);
+        let m = blocking(move || fs::metadata(p)).await?;
+        Ok(Attrs {
+            id,
+            attrs: attrs(&m),
+        })
+    }
+
+    async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs> {
+        let file = self.file(&handle)?;
+        let m = blocking(move || file.metadata()).await?;
+        Ok(Attrs {
+            id,
+            attrs: attrs(&m),
+        })
+    }
+
+    async fn setstat(&mut self, id: u32, path: String, a: FileAttributes) -> Result<Status> {
+        let p = self.path(&path);
+        blocking(move || set_attrs(&p, &a)).await?;
+        Ok(ok(id))
+    }
+
+    async fn fsetstat(&mut self, id: u32, handle: String, a: FileAttributes) -> Result<Status> {
+        let file = self.file(&handle)?;
+        blocking(move || {
+            if let Some(size) = a.size {
+                file.set_len(size)?;
+            }
+            if let Some(mode) = a.permissions {
+                file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+            }
+            if let (Some(at), Some(mt)) = (a.atime, a.mtime) {
+                let times = fs::FileTimes::new()
+                    .set_accessed(UNIX_EPOCH + Duration::from_secs(at.into()))
+                    .set_modified(UNIX_EPOCH + Duration::from_secs(mt.into()));
+                file.set_times(times)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(ok(id))
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle> {
+        let p = self.path(&path);
+        let entries = blocking(move || {
+            let mut out = Vec::new();
+            for name in [".", ".."] {
+                if let Ok(m) = fs::metadata(p.join(name)) {
+                    out.push(File::new(name, attrs(&m)));
+                }
+            }
+            for e in fs::read_dir(&p)? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let a = match e.metadata() {
+                    Ok(m) => attrs(&m),
+                    Err(_) => FileAttributes::empty(),
+                };
+                out.push(File::new(name, a));
+            }
+            Ok(out)
+        })
+        .await?;
+        let handle = self.insert(OpenHandle::Dir(entries.into_iter()));
+        Ok(Handle { id, handle })
+    }
+
+    async fn readdir(&mut self, id: u32, handle: String) -> Result<Name> {
+        match self.handles.get_mut(&handle) {
+            Some(OpenHandle::Dir(it)) => {
+                let files: Vec<File> = it.by_ref().take(DIR_BATCH).collect();
+                if files.is_empty() {
+                    Err(Error::Eof)
+                } else {
+                    Ok(Name { id, files })
+                }
+            }
+            _ => Err(Error::BadHandle),
+        }
+    }
+
+    async fn remove(&mut self, id: u32, filename: String) -> Result<Status> {
+        let p = self.path(&filename);
+        blocking(move || fs::remove_file(p)).await?;
+        Ok(ok(id))
+    }
+
+    async fn mkdir(&mut self, id: u32, path: String, a: FileAttributes) -> Result<Status> {
+        let p = self.path(&path);
+        blocking(move || {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .mode(a.permissions.map_or(0o777, |m| m & 0o7777))
+                .create(p)
+        })
+        .await?;
+        Ok(ok(id))
+    }
+
+    async fn rmdir(&mut self, id: u32, path: String) -> Result<Status> {
+        let p = self.path(&path);
+        blocking(move || fs::remove_dir(p)).await?;
+        Ok(ok(id))
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name> {
+        let p = self.path(&path);
+        let real =
+            blocking(move || Ok(fs::canonicalize(&p).unwrap_or_else(|_| normalize(&p)))).await?;
+        Ok(Name {
+            id,
+            files: vec![File::dummy(real.to_string_lossy())],
+        })
+    }
+
+    async fn rename(&mut self, id: u32, oldpath: String, newpath: String) -> Result<Status> {
+        let (from, to) = (self.path(&oldpath), self.path(&newpath));
+        blocking(move || fs::rename(from, to)).await?;
+        Ok(ok(id))
+    }
+
+    async fn readlink(&mut self, id: u32, path: String) -> Result<Name> {
+        let p = self.path(&path);
+        let target = blocking(move || fs::read_link(p)).await?;
+        Ok(Name {
+            id,
+            files: vec![File::dummy(target.to_string_lossy())],
+        })
+    }
+
+    async fn symlink(&mut self, id: u32, linkpath: String, targetpath: String) -> Result<Status> {
+        // OpenSSH's sftp-server swaps the arguments relative to the draft
+        // (SSH_FXP_SYMLINK sends targetpath first); the OpenSSH client does
+        // the same, and russh-sftp decodes in draft order, so the names
+        // arrive swapped: "linkpath" holds the target.
+        let link = self.path(&targetpath);
+        let target = PathBuf::from(linkpath);
+        blocking(move || std::os::unix::fs::symlink(target, link)).await?;
+        Ok(ok(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_to_home() {
+        let home = Path::new("/home/u");
+        assert_eq!(resolve(home, ""), PathBuf::from("/home/u"));
+        assert_eq!(resolve(home, "."), PathBuf::from("/home/u/."));
+        assert_eq!(resolve(home, "a/b"), PathBuf::from("/home/u/a/b"));
+        assert_eq!(resolve(home, "/etc/x"), PathBuf::from("/etc/x"));
+    }
+
+    #[test]
+    fn normalize_lexically() {
+        assert_eq!(
+            normalize(Path::new("/home/u/./a/../b")),
+            PathBuf::from("/home/u/b")
+        );
+        assert_eq!(normalize(Path::new("/../..")), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn symlink_attrs_keep_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink("/nonexistent", &link).unwrap();
+        let a = attrs(&fs::symlink_metadata(&link).unwrap());
+        assert!(a.is_symlink());
+        assert!(!a.is_regular());
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod injected;
 pub mod podrun;
+pub mod sshd;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;

@@ -1,1 +1,53 @@
-fn main() {}
+//! `session-ssh-webhook`: parse the command line, set up logging, dispatch.
+
+use anyhow::Context;
+use clap::Parser;
+use session_ssh_webhook::cli::{Cli, Command, LogFormat};
+use session_ssh_webhook::config::Config;
+use session_ssh_webhook::inject;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Inject(args) => {
+            let mut cfg = Config::load(&args.config)?;
+            if args.force {
+                cfg.selector.match_labels.clear();
+                cfg.selector.has_labels.clear();
+                cfg.selector.require_opt_in = false;
+            }
+            let text = inject::read_input(&args.filename)?;
+            let docs = inject::inject_text(&text, &args.filename, &cfg)?;
+            for t in docs.iter().flat_map(|d| &d.targets) {
+                eprintln!("{}: {}", t.what, t.outcome);
+                for w in &t.warnings {
+                    eprintln!("  warning: {w}");
+                }
+            }
+            let out = if args.patch {
+                inject::render_patches(&docs).context("encoding the patch")?
+            } else {
+                inject::render_yaml(&docs).context("encoding YAML")?
+            };
+            print!("{out}");
+        }
+        Command::CheckConfig(args) => {
+            let cfg = Config::load(&args.config)?;
+            print!("{}", cfg.to_yaml());
+        }
+    }
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Plain => builder.init(),
+    }
+}

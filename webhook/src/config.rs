@@ -1,0 +1,671 @@
+//! The webhook's configuration: one YAML file (a ConfigMap in the cluster).
+//!
+//! Loading works in two steps so that every default is a real, visible value:
+//! the `platform` field picks a preset (`Config::preset`), the user's file is
+//! deep-merged over that preset, and the merged document is deserialized with
+//! `deny_unknown_fields` everywhere. Errors name the file, the field path
+//! (`keys.files[0]`) and the reason. `check-config` prints the merged result,
+//! so every field appears there with its effective value.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::Value;
+
+/// Everything that can go wrong while loading a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not YAML at all (the message carries line and column).
+    #[error("{file}: not valid YAML: {source}")]
+    Yaml {
+        file: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A field is unknown, has the wrong type or an invalid value.
+    #[error("{file}: field `{path}`: {reason}")]
+    Field {
+        file: String,
+        path: String,
+        reason: String,
+    },
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The session platform whose pods are mutated; picks the defaults of every other field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// Zero to JupyterHub / KubeSpawner pods (`component=singleuser-server`, container `notebook`).
+    Jupyterhub,
+    /// Renku sessions run by Amalthea (container `jupyter-server`, repo cloned into the workspace).
+    Renku,
+    /// Kubeflow Notebooks (label `notebook-name`, container named after the notebook).
+    Kubeflow,
+    /// Any pod that opts in with `session-ssh.io/inject: "true"`.
+    #[default]
+    Generic,
+}
+
+impl Platform {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Jupyterhub => "jupyterhub",
+            Platform::Renku => "renku",
+            Platform::Kubeflow => "kubeflow",
+            Platform::Generic => "generic",
+        }
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Platform preset: `jupyterhub`, `renku`, `kubeflow` or `generic` (default `generic`).
+    /// Every other field defaults to the preset's value and can be overridden.
+    #[serde(default)]
+    pub platform: Platform,
+    /// Which pods are mutated. The per-pod annotation or label `session-ssh.io/inject`
+    /// (`"true"`/`"false"`, annotation wins) overrides the selector in both directions.
+    pub selector: Selector,
+    /// How the session container (the one users get a shell in) is found.
+    pub session_container: SessionContainer,
+    /// The `session-ssh-install` init container.
+    pub init_container: InitContainer,
+    /// Where the shared `session-ssh` emptyDir is mounted, in the init and the session container.
+    /// Default `/opt/session-ssh`.
+    pub mount_path: String,
+    /// Optional `sizeLimit` of the `session-ssh` emptyDir (a Kubernetes quantity, e.g. `256Mi`).
+    /// Default null (no limit): exceeding a limit evicts the whole session pod.
+    pub volume_size_limit: Option<String>,
+    /// Container ports added to the session container.
+    pub ports: Ports,
+    /// Where authorized keys come from.
+    pub keys: Keys,
+}
+
+/// Pod selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Selector {
+    /// Labels a pod must carry with exactly these values. A map in your file replaces the
+    /// preset's map. jupyterhub/renku: `component: singleuser-server`; others: empty.
+    pub match_labels: BTreeMap<String, String>,
+    /// Label keys a pod must carry (any value). renku: `renku.io/safe-username`;
+    /// kubeflow: `notebook-name`; others: empty.
+    pub has_labels: Vec<String>,
+    /// Only mutate pods that opt in with `session-ssh.io/inject: "true"`.
+    /// Default true for `generic`, false otherwise.
+    pub require_opt_in: bool,
+}
+
+/// How the session container is chosen: first `nameFromLabel`, then `names` in order,
+/// then (if allowed) the first container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SessionContainer {
+    /// A pod label whose value is the session container's name. kubeflow: `notebook-name`;
+    /// others: null.
+    pub name_from_label: Option<String>,
+    /// Container names tried in order. jupyterhub: `[notebook]`; renku: `[jupyter-server]`;
+    /// others: empty.
+    pub names: Vec<String>,
+    /// Use the first container when nothing above matched. Default true.
+    pub fallback_to_first: bool,
+}
+
+/// Image pull policy of the init container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    /// Always pull.
+    Always,
+    /// Pull when the node does not have the image.
+    IfNotPresent,
+    /// Never pull.
+    Never,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// The init container that installs `init-sshd` into the shared volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InitContainer {
+    /// Image holding the static `init-sshd` binary. Default `ghcr.io/session-ssh/init-sshd:0.1.0`.
+    pub image: String,
+    /// `Always`, `IfNotPresent` or `Never`. Default `IfNotPresent`.
+    pub image_pull_policy: PullPolicy,
+    /// Path of the `init-sshd` binary inside that image. Default `/init-sshd`.
+    pub binary: String,
+    /// UID for the init container when neither the session container nor the pod states a
+    /// non-root `runAsUser`. Default null: the image's own non-root user, or the UID the
+    /// platform assigns (OpenShift), which is then the session's UID too.
+    pub run_as_user: Option<i64>,
+    /// GID for the init container when neither the session container nor the pod states
+    /// `runAsGroup`. Default null.
+    pub run_as_group: Option<i64>,
+    /// Requests and limits of the init container. Its requests count only as a floor for the
+    /// pod (init containers run before the others), so small values cost nothing.
+    pub resources: Resources,
+}
+
+/// Requests and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// Default cpu `10m`, memory `16Mi`.
+    pub requests: Quantities,
+    /// Default cpu `500m`, memory `64Mi`.
+    pub limits: Quantities,
+}
+
+/// CPU and memory quantities; null leaves the value out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Quantities {
+    /// CPU quantity, e.g. `10m`.
+    pub cpu: Option<String>,
+    /// Memory quantity, e.g. `64Mi`.
+    pub memory: Option<String>,
+}
+
+/// Ports added to the session container (named `session-ssh` and `session-ssh-tls`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Ports {
+    /// Plain SSH port in the pod. Default 2222 (what `init-sshd serve` listens on).
+    pub ssh: u16,
+    /// Port reserved for SSH inside TLS (SNI routing through an ingress). Default 2443;
+    /// null leaves it out.
+    pub ssh_tls: Option<u16>,
+}
+
+/// Sources of authorized keys. Every source is optional at run time: a missing file or
+/// Secret never blocks a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Keys {
+    /// Files or globs as the session container sees them, e.g. a project repo's
+    /// `.ssh/authorized_keys`. The volumes holding them are mounted read-only into the init
+    /// container at the same paths. jupyterhub/kubeflow: `[/home/jovyan/.ssh/authorized_keys]`;
+    /// renku: `[/home/jovyan/work/*/.ssh/authorized_keys]`; generic: empty.
+    pub files: Vec<String>,
+    /// Template of a per-user Secret name over pod labels, mounted with `optional: true`;
+    /// `{label/key}` is replaced by that label's value, the result made a valid Secret name.
+    /// jupyterhub: `ssh-keys-{hub.jupyter.org/username}`; others: null.
+    pub user_secret: Option<String>,
+    /// A pod annotation holding authorized_keys lines, handed to the init container as a
+    /// downward-API file. Default `session-ssh.io/authorized-keys`; null disables it.
+    pub annotation: Option<String>,
+    /// Further Secrets (in the pod's namespace) whose every key holds authorized_keys lines;
+    /// mounted with `optional: true`. Default empty.
+    pub extra_secrets: Vec<String>,
+}
+
+impl Config {
+    /// The defaults of one platform.
+    pub fn preset(platform: Platform) -> Config {
+        let singleuser = BTreeMap::from([("component".to_owned(), "singleuser-server".to_owned())]);
+        let (match_labels, has_labels, require_opt_in) = match platform {
+            Platform::Jupyterhub => (singleuser, vec![], false),
+            Platform::Renku => (singleuser, vec!["renku.io/safe-username".to_owned()], false),
+            Platform::Kubeflow => (BTreeMap::new(), vec!["notebook-name".to_owned()], false),
+            Platform::Generic => (BTreeMap::new(), vec![], true),
+        };
+        let (name_from_label, names) = match platform {
+            Platform::Jupyterhub => (None, vec!["notebook".to_owned()]),
+            Platform::Renku => (None, vec!["jupyter-server".to_owned()]),
+            Platform::Kubeflow => (Some("notebook-name".to_owned()), vec![]),
+            Platform::Generic => (None, vec![]),
+        };
+        let files = match platform {
+            Platform::Jupyterhub | Platform::Kubeflow => {
+                vec!["/home/jovyan/.ssh/authorized_keys".to_owned()]
+            }
+            Platform::Renku => vec!["/home/jovyan/work/*/.ssh/authorized_keys".to_owned()],
+            Platform::Generic => vec![],
+        };
+        let user_secret = match platform {
+            Platform::Jupyterhub => Some("ssh-keys-{hub.jupyter.org/username}".to_owned()),
+            _ => None,
+        };
+        Config {
+            platform,
+            selector: Selector {
+                match_labels,
+                has_labels,
+                require_opt_in,
+            },
+            session_container: SessionContainer {
+                name_from_label,
+                names,
+                fallback_to_first: true,
+            },
+            init_container: InitContainer {
+                image: "ghcr.io/session-ssh/init-sshd:0.1.0".to_owned(),
+                image_pull_policy: PullPolicy::IfNotPresent,
+                binary: "/init-sshd".to_owned(),
+                run_as_user: None,
+                run_as_group: None,
+                resources: Resources {
+                    requests: Quantities {
+                        cpu: Some("10m".to_owned()),
+                        memory: Some("16Mi".to_owned()),
+                    },
+                    limits: Quantities {
+                        cpu: Some("500m".to_owned()),
+                        memory: Some("64Mi".to_owned()),
+                    },
+                },
+            },
+            mount_path: "/opt/session-ssh".to_owned(),
+            volume_size_limit: None,
+            ports: Ports {
+                ssh: 2222,
+                ssh_tls: Some(2443),
+            },
+            keys: Keys {
+                files,
+                user_secret,
+                annotation: Some("session-ssh.io/authorized-keys".to_owned()),
+                extra_secrets: vec![],
+            },
+        }
+    }
+
+    /// Read, merge over the platform preset, deserialize strictly and validate.
+    pub fn load(path: &Path) -> Result<Config> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::from_yaml(&text, &file)
+    }
+
+    /// Same as [`Config::load`] for text already in memory; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Config> {
+        let field = |path: String, reason: String| Error::Field {
+            file: file.to_owned(),
+            path,
+            reason,
+        };
+        let user: Value = serde_yaml::from_str(text).map_err(|source| Error::Yaml {
+            file: file.to_owned(),
+            source,
+        })?;
+        let user = match user {
+            Value::Null => Value::Mapping(Default::default()),
+            Value::Mapping(m) => Value::Mapping(m),
+            _ => {
+                return Err(field(
+                    ".".to_owned(),
+                    "the config must be a mapping".to_owned(),
+                ));
+            }
+        };
+        let platform = match user.get("platform") {
+            None => Platform::default(),
+            Some(v) => Platform::deserialize(v.clone())
+                .map_err(|e| field("platform".to_owned(), e.to_string()))?,
+        };
+        let mut merged = serde_yaml::to_value(Config::preset(platform))
+            .map_err(|e| field(".".to_owned(), e.to_string()))?;
+        merge(&mut merged, user, "");
+        let cfg: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let path = e.path().to_string();
+            field(path, e.into_inner().to_string())
+        })?;
+        cfg.validate()
+            .map_err(|(path, reason)| field(path, reason))?;
+        Ok(cfg)
+    }
+
+    /// The effective configuration as YAML (every field, defaults included).
+    pub fn to_yaml(&self) -> String {
+        // Serializing plain structs of strings, numbers and maps cannot fail.
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks serde cannot express; returns (field path, reason) of the first problem.
+    fn validate(&self) -> std::result::Result<(), (String, String)> {
+        let err = |p: &str, r: String| Err((p.to_owned(), r));
+        if self.init_container.image.trim().is_empty() {
+            return err("initContainer.image", "must not be empty".into());
+        }
+        if !is_clean_absolute(&self.init_container.binary) {
+            return err(
+                "initContainer.binary",
+                "must be an absolute path without `..`".into(),
+            );
+        }
+        if !is_clean_absolute(&self.mount_path) || self.mount_path == "/" {
+            return err(
+                "mountPath",
+                "must be an absolute path other than `/`, without `..`".into(),
+            );
+        }
+        if self.ports.ssh == 0 {
+            return err("ports.ssh", "must be 1-65535".into());
+        }
+        if self.ports.ssh_tls == Some(0) || self.ports.ssh_tls == Some(self.ports.ssh) {
+            return err(
+                "ports.sshTls",
+                "must be 1-65535 and differ from ports.ssh".into(),
+            );
+        }
+        let q = [
+            (
+                "initContainer.resources.requests.cpu",
+                &self.init_container.resources.requests.cpu,
+            ),
+            (
+                "initContainer.resources.requests.memory",
+                &self.init_container.resources.requests.memory,
+            ),
+            (
+                "initContainer.resources.limits.cpu",
+                &self.init_container.resources.limits.cpu,
+            ),
+            (
+                "initContainer.resources.limits.memory",
+                &self.init_container.resources.limits.memory,
+            ),
+            ("volumeSizeLimit", &self.volume_size_limit),
+        ];
+        for (path, value) in q {
+            if let Some(v) = value
+                && !is_quantity(v)
+            {
+                return err(path, format!("`{v}` is not a Kubernetes quantity"));
+            }
+        }
+        for (i, f) in self.keys.files.iter().enumerate() {
+            if !is_clean_absolute(f) {
+                return err(
+                    &format!("keys.files[{i}]"),
+                    "must be an absolute path without `..`".into(),
+                );
+            }
+        }
+        if let Some(t) = &self.keys.user_secret
+            && let Err(r) = crate::naming::check_template(t)
+        {
+            return err("keys.userSecret", r);
+        }
+        if let Some(a) = &self.keys.annotation
+            && !crate::naming::is_qualified_name(a)
+        {
+            return err(
+                "keys.annotation",
+                format!("`{a}` is not a valid annotation key"),
+            );
+        }
+        for (i, s) in self.keys.extra_secrets.iter().enumerate() {
+            if !crate::naming::is_dns_subdomain(s) {
+                return err(
+                    &format!("keys.extraSecrets[{i}]"),
+                    format!("`{s}` is not a valid Secret name"),
+                );
+            }
+        }
+        for (i, k) in self.selector.has_labels.iter().enumerate() {
+            if !crate::naming::is_qualified_name(k) {
+                return err(
+                    &format!("selector.hasLabels[{i}]"),
+                    format!("`{k}` is not a valid label key"),
+                );
+            }
+        }
+        for k in self.selector.match_labels.keys() {
+            if !crate::naming::is_qualified_name(k) {
+                return err(
+                    &format!("selector.matchLabels.{k}"),
+                    format!("`{k}` is not a valid label key"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Maps whose content the user's file replaces as a whole (user data, not struct fields).
+const REPLACED_MAPS: &[&str] = &["selector.matchLabels"];
+
+/// Deep-merge `over` into `base`: struct mappings merge key by key, anything else
+/// (scalars, sequences, null, and the maps in [`REPLACED_MAPS`]) replaces.
+fn merge(base: &mut Value, over: Value, path: &str) {
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) if !REPLACED_MAPS.contains(&path) => {
+            for (k, v) in o {
+                let child = match k.as_str() {
+                    Some(s) if path.is_empty() => s.to_owned(),
+                    Some(s) => format!("{path}.{s}"),
+                    None => String::new(),
+                };
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v, &child),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, over) => *slot = over,
+    }
+}
+
+fn is_clean_absolute(p: &str) -> bool {
+    p.starts_with('/') && !p.split('/').any(|c| c == "..") && !p.contains('\0')
+}
+
+/// Kubernetes quantity syntax: a decimal number with an optional suffix.
+fn is_quantity(s: &str) -> bool {
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(digits_end);
+    let num_ok = !num.is_empty() && num.matches('.').count() <= 1 && num != ".";
+    let suffix_ok = matches!(
+        suffix,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    );
+    num_ok && suffix_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config> {
+        Config::from_yaml(text, "cfg.yaml")
+    }
+
+    #[test]
+    fn empty_file_is_generic_preset() {
+        let c = load("").unwrap();
+        assert_eq!(c, Config::preset(Platform::Generic));
+        assert!(c.selector.require_opt_in);
+    }
+
+    #[test]
+    fn platform_preset_and_override() {
+        let c = load("platform: jupyterhub\ninitContainer:\n  image: reg/x:1\n").unwrap();
+        assert_eq!(c.session_container.names, vec!["notebook"]);
+        assert_eq!(c.init_container.image, "reg/x:1");
+        // Untouched siblings keep the preset value.
+        assert_eq!(c.init_container.binary, "/init-sshd");
+        assert_eq!(
+            c.keys.user_secret.as_deref(),
+            Some("ssh-keys-{hub.jupyter.org/username}")
+        );
+    }
+
+    #[test]
+    fn match_labels_are_replaced_not_merged() {
+        let c = load("platform: jupyterhub\nselector:\n  matchLabels:\n    app: lab\n").unwrap();
+        assert_eq!(
+            c.selector.match_labels,
+            BTreeMap::from([("app".to_owned(), "lab".to_owned())])
+        );
+    }
+
+    #[test]
+    fn null_disables_an_optional_default() {
+        let c = load("keys:\n  annotation: null\nports:\n  sshTls: null\n").unwrap();
+        assert_eq!(c.keys.annotation, None);
+        assert_eq!(c.ports.ssh_tls, None);
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let e = load("initContainer:\n  imagee: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cfg.yaml: field `initContainer"), "{e}");
+        assert!(e.contains("imagee"), "{e}");
+        let e = load("bogus: 1\n").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_file_and_field() {
+        let e = load("ports:\n  ssh: twentytwo\n").unwrap_err().to_string();
+        assert!(e.starts_with("cfg.yaml: field `ports.ssh`"), "{e}");
+        let e = load("keys:\n  files: /not/a/list\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cfg.yaml: field `keys.files`"), "{e}");
+        let e = load("ports:\n  ssh: 70000\n").unwrap_err().to_string();
+        assert!(e.contains("`ports.ssh`"), "{e}");
+    }
+
+    #[test]
+    fn bad_platform_and_enum_values() {
+        let e = load("platform: jupyter\n").unwrap_err().to_string();
+        assert!(e.starts_with("cfg.yaml: field `platform`"), "{e}");
+        let e = load("initContainer:\n  imagePullPolicy: Sometimes\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`initContainer.imagePullPolicy`"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            ("mountPath: relative/dir\n", "mountPath"),
+            ("ports:\n  ssh: 2443\n", "ports.sshTls"),
+            ("keys:\n  files: [\"/a/../b\"]\n", "keys.files[0]"),
+            (
+                "keys:\n  userSecret: \"keys-{unclosed\"\n",
+                "keys.userSecret",
+            ),
+            (
+                "keys:\n  extraSecrets: [\"Bad_Name\"]\n",
+                "keys.extraSecrets[0]",
+            ),
+            (
+                "initContainer:\n  resources:\n    limits:\n      memory: lots\n",
+                "initContainer.resources.limits.memory",
+            ),
+            ("initContainer:\n  image: \"\"\n", "initContainer.image"),
+        ];
+        for (text, path) in cases {
+            let e = load(text).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("cfg.yaml: field `{path}`")),
+                "{text} -> {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_yaml_and_not_a_mapping() {
+        assert!(matches!(load("a: [1,"), Err(Error::Yaml { .. })));
+        assert!(matches!(load("- 1\n"), Err(Error::Field { .. })));
+        let e = Config::load(Path::new("/nonexistent/cfg.yaml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/cfg.yaml: cannot read")
+        );
+    }
+
+    #[test]
+    fn effective_yaml_lists_every_field_and_round_trips() {
+        for p in [
+            Platform::Jupyterhub,
+            Platform::Renku,
+            Platform::Kubeflow,
+            Platform::Generic,
+        ] {
+            let c = Config::preset(p);
+            let y = c.to_yaml();
+            for field in [
+                "platform:",
+                "selector:",
+                "matchLabels:",
+                "hasLabels:",
+                "requireOptIn:",
+                "sessionContainer:",
+                "nameFromLabel:",
+                "names:",
+                "fallbackToFirst:",
+                "initContainer:",
+                "image:",
+                "imagePullPolicy:",
+                "binary:",
+                "runAsUser:",
+                "runAsGroup:",
+                "resources:",
+                "requests:",
+                "limits:",
+                "cpu:",
+                "memory:",
+                "mountPath:",
+                "volumeSizeLimit:",
+                "ports:",
+                "ssh:",
+                "sshTls:",
+                "keys:",
+                "files:",
+                "userSecret:",
+                "annotation:",
+                "extraSecrets:",
+            ] {
+                assert!(y.contains(field), "{field} missing in {y}");
+            }
+            assert_eq!(load(&y).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["10m", "64Mi", "1", "0.5", "2Gi"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "m", "1.2.3", "5 Mi", "lots", "-1"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Which authorized-keys sources a pod gets: the `--keys` / `--keys-dir` arguments of
+//! `init-sshd install`, and the volumes and read-only mounts that make them visible to
+//! the init container. A source that cannot be used becomes a warning, never a failure.
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde_json::{Value, json};
+use tracing::debug;
+
+use crate::config::Config;
+use crate::naming;
+
+/// Where Secret and downward-API key directories are mounted in the init container.
+pub const KEYS_ROOT: &str = "/session-ssh-keys";
+
+/// What the init container needs for its key sources.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct KeyPlan {
+    /// `--keys` arguments: files or globs, at the paths the session container sees.
+    pub files: Vec<String>,
+    /// `--keys-dir` arguments.
+    pub dirs: Vec<String>,
+    /// Pod volumes to add (Secrets, downward API).
+    pub volumes: Vec<Value>,
+    /// Init container mounts: the session's volumes that hold `files` (read-only, same
+    /// paths) and the added volumes.
+    pub mounts: Vec<Value>,
+}
+
+/// Plan every configured source for this pod; unusable sources are reported in `warnings`.
+pub fn plan(pod: &Pod, session: &Container, cfg: &Config, warnings: &mut Vec<String>) -> KeyPlan {
+    let mut plan = KeyPlan::default();
+    for file in &cfg.keys.files {
+        plan_file(&mut plan, file, session, warnings);
+    }
+
+    let empty = Default::default();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    if let Some(template) = &cfg.keys.user_secret {
+        match naming::render_secret_name(template, labels) {
+            Ok(name) => plan.secret("session-ssh-user-keys", &name, "user"),
+            Err(e) => warnings.push(format!(
+                "session-ssh: per-user key Secret not used: {e} (template {template:?})"
+            )),
+        }
+    }
+
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    if let Some(key) = cfg
+        .keys
+        .annotation
+        .as_ref()
+        .filter(|k| annotations.contains_key(*k))
+    {
+        let dir = format!("{KEYS_ROOT}/annotation");
+        plan.volumes.push(json!({
+            "name": "session-ssh-annotation-keys",
+            "downwardAPI": { "items": [{
+                "path": "authorized_keys",
+                "fieldRef": { "fieldPath": format!("metadata.annotations['{key}']") },
+            }]},
+        }));
+        plan.mounts.push(json!({
+            "name": "session-ssh-annotation-keys", "mountPath": dir, "readOnly": true,
+        }));
+        plan.dirs.push(dir);
+    }
+
+    for (i, name) in cfg.keys.extra_secrets.iter().enumerate() {
+        plan.secret(
+            &format!("session-ssh-secret-{i}"),
+            name,
+            &format!("secret-{i}"),
+        );
+    }
+    plan
+}
+
+impl KeyPlan {
+    fn secret(&mut self, volume: &str, secret: &str, sub: &str) {
+        let dir = format!("{KEYS_ROOT}/{sub}");
+        self.volumes.push(json!({
+            "name": volume,
+            "secret": { "secretName": secret, "optional": true },
+        }));
+        self.mounts
+            .push(json!({ "name": volume, "mountPath": dir, "readOnly": true }));
+        self.dirs.push(dir);
+    }
+}
+
+/// The directory part of `path` before the first component with a glob character.
+fn literal_prefix(path: &str) -> (&str, bool) {
+    let mut end = 0;
+    for (i, comp) in path.match_indices('/') {
+        if path[end..i].contains(['*', '?', '[']) {
+            return (path[..end].trim_end_matches('/'), true);
+        }
+        end = i + comp.len();
+    }
+    if path[end..].contains(['*', '?', '[']) {
+        return (path[..end].trim_end_matches('/'), true);
+    }
+    (path, false)
+}
+
+fn under(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    path == dir || dir.is_empty() || path.starts_with(&format!("{dir}/"))
+}
+
+/// A file source is usable when a volume of the session container holds it: mount that
+/// volume (and, for globs, any volume mounted below the glob's fixed part) read-only at
+/// the same path, so `--keys` means the same thing in both containers.
+fn plan_file(plan: &mut KeyPlan, file: &str, session: &Container, warnings: &mut Vec<String>) {
+    let (prefix, is_glob) = literal_prefix(file);
+    let mounts: Vec<_> = session.volume_mounts.iter().flatten().collect();
+    let holder = mounts
+        .iter()
+        .filter(|m| under(prefix, &m.mount_path))
+        .max_by_key(|m| m.mount_path.trim_end_matches('/').len());
+    let below = mounts.iter().filter(|m| {
+        is_glob && !prefix.is_empty() && m.mount_path.starts_with(&format!("{prefix}/"))
+    });
+    let chosen: Vec<_> = holder.into_iter().chain(below).collect();
+    if chosen.is_empty() {
+        warnings.push(format!(
+            "session-ssh: key file {file:?} is on no volume of container {:?}; ignored",
+            session.name
+        ));
+        return;
+    }
+    let mut usable = false;
+    for m in chosen {
+        if m.mount_path.trim_end_matches('/').is_empty() {
+            warnings.push(format!(
+                "session-ssh: volume {:?} is mounted at /; not mounted",
+                m.name
+            ));
+            continue;
+        }
+        if m.sub_path_expr.is_some() {
+            // The expression expands with the session container's env, which the init
+            // container does not have.
+            warnings.push(format!(
+                "session-ssh: volume {:?} uses subPathExpr; not mounted for key file {file:?}",
+                m.name
+            ));
+            continue;
+        }
+        usable = true;
+        if plan
+            .mounts
+            .iter()
+            .any(|v| v["mountPath"] == json!(m.mount_path))
+        {
+            continue;
+        }
+        let mut v = json!({ "name": m.name, "mountPath": m.mount_path, "readOnly": true });
+        if let Some(sp) = &m.sub_path {
+            v["subPath"] = json!(sp);
+        }
+        debug!(volume = %m.name, path = %m.mount_path, file, "mounting key volume read-only");
+        plan.mounts.push(v);
+    }
+    if usable {
+        plan.files.push(file.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_prefixes() {
+        assert_eq!(
+            literal_prefix("/home/jovyan/work/*/.ssh/authorized_keys"),
+            ("/home/jovyan/work", true)
+        );
+        assert_eq!(literal_prefix("/a/b/keys"), ("/a/b/keys", false));
+        assert_eq!(literal_prefix("/a/k?ys"), ("/a", true));
+        assert_eq!(literal_prefix("/*/x"), ("", true));
+    }
+
+    #[test]
+    fn under_paths() {
+        assert!(under("/home/jovyan/work", "/home/jovyan"));
+        assert!(under("/home/jovyan", "/home/jovyan/"));
+        assert!(!under("/home/jovyanx", "/home/jovyan"));
+        assert!(under("/x", "/"));
+    }
+}

@@ -177,6 +177,7 @@ yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": dict(t["metadata"
     "${k[@]}" create --dry-run=server -f "$dir/pod.yaml" >"$dir/pod.log" 2>&1 \
         || { cat "$dir/pod.log"; echo "ERROR the webhook's pod is refused in its namespace (Pod Security restricted?)"; bad=1; }
     grep -q 'Warning' "$dir/pod.log" && { cat "$dir/pod.log"; echo "ERROR admission warnings for the webhook's pod"; bad=1; }
+    local dry=0
     for f in "$OUT"/manifests_*.yaml; do
         case $f in *_base.yaml | */self-test-*) continue ;; esac
         # cert-manager's CRDs are not installed here (crdcheck covers those objects).
@@ -185,6 +186,7 @@ docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and not d["apiVers
 yaml.safe_dump_all(docs, sys.stdout)' "$f" >"$dir/dry.yaml"
         "${k[@]}" apply --server-side --dry-run=server -f "$dir/dry.yaml" >"$dir/dry.log" 2>&1 \
             || { cat "$dir/dry.log"; echo "ERROR the apiserver refused $(basename "$f") (dry run)"; bad=1; }
+        dry=$((dry + 1))
     done
     local as=system:serviceaccount:session-ssh:session-ssh-webhook
     # want VERB RESOURCE [NAME] [-n NS]: "yes" or "no" from the real RBAC authorizer.
@@ -222,7 +224,7 @@ yaml.safe_dump_all(docs, sys.stdout)' "$f" >"$dir/dry.yaml"
     can yes create secrets -n jhub;  can no create secrets -n renku;  can no get secrets -n renku
     can no delete secrets/session-ssh-webhook-tls -n session-ssh
     stop_controlplane
-    echo "  real kube-apiserver: manifests/ applied ($n objects stored), webhook pod admitted under Pod Security restricted, $(ls "$OUT"/manifests_*.yaml | grep -vc _base.yaml) overlays accepted by dry run, $asked RBAC questions as the webhook's ServiceAccount"
+    echo "  real kube-apiserver: manifests/ applied ($n objects stored), webhook pod admitted under Pod Security restricted, $dry overlays accepted by dry run, $asked RBAC questions as the webhook's ServiceAccount"
     return $bad
 }
 if [ -x "$CONTROLPLANE" ] && command -v kubectl >/dev/null 2>&1; then

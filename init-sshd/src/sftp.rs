@@ -136,6 +136,88 @@ fn attrs(m: &fs::Metadata) -> FileAttributes {
     }
 }
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `ls -l` date: "Nov 23 18:22" within half a year, else "Nov 23  2024" (UTC).
+fn ls_date(t: u64, now: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // Civil date from days since the epoch (H. Hinnant's algorithm).
+    let days = (t / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mon = MONTHS.get((month - 1) as usize).copied().unwrap_or("???");
+    if now.abs_diff(t) < 180 * 86_400 {
+        let secs = t % 86_400;
+        format!("{mon} {day:>2} {:02}:{:02}", secs / 3600, (secs / 60) % 60)
+    } else {
+        format!("{mon} {day:>2}  {year}")
+    }
+}
+
+/// A READDIR entry with an `ls -l` style longname that knows every file type
+/// (russh-sftp's own only knows directories).
+fn entry(name: String, m: Option<&fs::Metadata>) -> File {
+    let Some(m) = m else {
+        return File {
+            longname: name.clone(),
+            filename: name,
+            attrs: FileAttributes::empty(),
+        };
+    };
+    let a = attrs(m);
+    let kind = match m.mode() & 0o170000 {
+        0o040000 => 'd',
+        0o120000 => 'l',
+        0o020000 => 'c',
+        0o060000 => 'b',
+        0o010000 => 'p',
+        0o140000 => 's',
+        _ => '-',
+    };
+    let mode = m.mode();
+    let bit = |mask: u32, c: char| if mode & mask != 0 { c } else { '-' };
+    let perms: String = [
+        bit(0o400, 'r'),
+        bit(0o200, 'w'),
+        bit(0o100, 'x'),
+        bit(0o040, 'r'),
+        bit(0o020, 'w'),
+        bit(0o010, 'x'),
+        bit(0o004, 'r'),
+        bit(0o002, 'w'),
+        bit(0o001, 'x'),
+    ]
+    .into_iter()
+    .collect();
+    let longname = format!(
+        "{kind}{perms} {:>3} {:<8} {:<8} {:>8} {} {name}",
+        m.nlink(),
+        m.uid(),
+        m.gid(),
+        m.len(),
+        ls_date(a.mtime.unwrap_or(0).into(), now_secs())
+    );
+    File {
+        filename: name,
+        longname,
+        attrs: a,
+    }
+}
+
 fn ok(id: u32) -> Status {
     Status {
         id,
@@ -335,17 +417,13 @@ impl russh_sftp::server::Handler for Sftp {
             let mut out = Vec::new();
             for name in [".", ".."] {
                 if let Ok(m) = fs::metadata(p.join(name)) {
-                    out.push(File::new(name, attrs(&m)));
+                    out.push(entry(name.to_owned(), Some(&m)));
                 }
             }
             for e in fs::read_dir(&p)? {
                 let e = e?;
                 let name = e.file_name().to_string_lossy().into_owned();
-                let a = match e.metadata() {
-                    Ok(m) => attrs(&m),
-                    Err(_) => FileAttributes::empty(),
-                };
-                out.push(File::new(name, a));
+                out.push(entry(name, e.metadata().ok().as_ref()));
             }
             Ok(out)
         })
@@ -452,12 +530,30 @@ mod tests {
     }
 
     #[test]
+    fn ls_dates() {
+        // 2026-11-23 18:22:00 UTC
+        let t = 1_795_458_120;
+        assert_eq!(ls_date(t, t + 60), "Nov 23 18:22");
+        assert_eq!(ls_date(0, t), "Jan  1  1970");
+        assert_eq!(ls_date(951_782_400, t), "Feb 29  2000");
+    }
+
+    #[test]
+    fn longname_marks_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink("/nonexistent", &link).unwrap();
+        let e = entry("l".into(), Some(&fs::symlink_metadata(&link).unwrap()));
+        assert!(e.longname.starts_with("lrwxrwxrwx"), "{}", e.longname);
+        assert!(e.longname.ends_with(" l"));
+    }
+
+    #[test]
     fn symlink_attrs_keep_type() {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("l");
         std::os::unix::fs::symlink("/nonexistent", &link).unwrap();
         let a = attrs(&fs::symlink_metadata(&link).unwrap());
-        assert!(a.is_symlink());
-        assert!(!a.is_regular());
+        assert_eq!(a.permissions.unwrap() & 0o170000, 0o120000);
     }
 }

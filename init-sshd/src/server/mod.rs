@@ -427,7 +427,7 @@ impl Handler for Conn {
         _session: &mut Session,
     ) -> Result<()> {
         let allowed = match (self.perms.as_ref(), u16::try_from(port)) {
-            (Some(p), Ok(port)) => policy::direct_tcpip_allowed(p, host, port),
+            (Some(p), Ok(port)) => p.may_open(host, port),
             _ => false,
         };
         tracing::info!(conn = self.id, kind = "direct-tcpip", host, port, originator = %format!("{originator_address}:{originator_port}"), allowed, "channel");

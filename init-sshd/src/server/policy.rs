@@ -32,10 +32,10 @@ pub fn resolve_program(forced: Option<&str>, requested: Option<&str>) -> (Progra
     }
 }
 
-/// Whether a `direct-tcpip` to host:port is allowed by the key's options.
-pub fn direct_tcpip_allowed(perms: &Permissions, host: &str, port: u16) -> bool {
-    perms.port_forwarding
-        && (perms.permitopen.is_empty() || perms.permitopen.iter().any(|p| p.allows(host, port)))
+/// Unix-socket forwarding: permitopen cannot name a socket, so like OpenSSH
+/// a key restricted with permitopen gets none.
+pub fn streamlocal_allowed(perms: &Permissions) -> bool {
+    perms.port_forwarding && perms.permitopen.is_empty()
 }
 
 /// Connection facts that end up in the session environment.
@@ -145,6 +145,32 @@ mod tests {
             (Program::Command("ls".into()), None)
         );
         assert_eq!(resolve_program(None, None), (Program::LoginShell, None));
+    }
+
+    fn perms() -> Permissions {
+        Permissions {
+            pty: true,
+            port_forwarding: true,
+            agent_forwarding: true,
+            x11_forwarding: false,
+            command: None,
+            permitopen: Vec::new(),
+            fingerprint: "SHA256:x".into(),
+            source: "f:1".into(),
+        }
+    }
+
+    #[test]
+    fn streamlocal_policy() {
+        assert!(streamlocal_allowed(&perms()));
+        let mut p = perms();
+        p.port_forwarding = false;
+        assert!(!streamlocal_allowed(&p));
+        let mut p = perms();
+        p.permitopen = vec![crate::keys::PermitOpen::parse("localhost:80").unwrap()];
+        assert!(!streamlocal_allowed(&p));
+        assert!(p.may_open("localhost", 80));
+        assert!(!p.may_open("localhost", 81));
     }
 
     #[test]

@@ -85,6 +85,16 @@ pub fn read_input(path: &str) -> Result<String> {
 
 /// Inject every document of a YAML stream. `input` names it in errors.
 pub fn inject_text(text: &str, input: &str, cfg: &Config) -> Result<Vec<Document>> {
+    inject_text_with(text, input, cfg, &SessionId::Derive)
+}
+
+/// [`inject_text`] with the session id policy for Pod documents (templates never get one).
+pub fn inject_text_with(
+    text: &str,
+    input: &str,
+    cfg: &Config,
+    pod_id: &SessionId,
+) -> Result<Vec<Document>> {
     let mut out = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
@@ -96,7 +106,7 @@ pub fn inject_text(text: &str, input: &str, cfg: &Config) -> Result<Vec<Document
         if doc.is_null() {
             continue; // an empty document between `---` markers
         }
-        let document = inject_value(doc, cfg).map_err(|reason| Error::Document {
+        let document = inject_value(doc, cfg, pod_id).map_err(|reason| Error::Document {
             input: input.to_owned(),
             index,
             reason,
@@ -112,10 +122,14 @@ pub fn inject_text(text: &str, input: &str, cfg: &Config) -> Result<Vec<Document
 }
 
 /// Inject one parsed document; the error is a reason for the user.
-pub fn inject_value(doc: Value, cfg: &Config) -> std::result::Result<Document, String> {
+pub fn inject_value(
+    doc: Value,
+    cfg: &Config,
+    pod_id: &SessionId,
+) -> std::result::Result<Document, String> {
     let mut ops = Vec::new();
     let mut targets = Vec::new();
-    collect(&doc, "", cfg, &mut ops, &mut targets)?;
+    collect(&doc, "", cfg, pod_id, &mut ops, &mut targets)?;
     let mut mutated = doc;
     json_patch::patch(&mut mutated, &ops).map_err(|e| format!("patch does not apply: {e}"))?;
     Ok(Document {
@@ -144,6 +158,7 @@ fn collect(
     doc: &Value,
     at: &str,
     cfg: &Config,
+    pod_id: &SessionId,
     ops: &mut Vec<PatchOperation>,
     targets: &mut Vec<Target>,
 ) -> std::result::Result<(), String> {
@@ -159,7 +174,7 @@ fn collect(
             .and_then(Value::as_array)
             .ok_or_else(|| format!("{}: List without `items`", here(at)))?;
         for (i, item) in items.iter().enumerate() {
-            collect(item, &format!("{at}/items/{i}"), cfg, ops, targets)?;
+            collect(item, &format!("{at}/items/{i}"), cfg, pod_id, ops, targets)?;
         }
         return Ok(());
     }
@@ -206,7 +221,7 @@ fn collect(
     let pod: Pod = serde_path_to_error::deserialize(pod_value)
         .map_err(|e| format!("{what}: `{}`: {}", e.path(), e.inner()))?;
     let id = if path.is_empty() {
-        SessionId::Derive
+        pod_id.clone()
     } else {
         SessionId::Omit
     };

@@ -127,6 +127,9 @@ pub enum SessionId {
     /// Keep an existing valid label; else derive it from the pod name; else (a
     /// `generateName` pod, whose name a webhook never sees) a random id.
     Derive,
+    /// Like `Derive`, with this value instead of a random one for a `generateName` pod
+    /// (deterministic output for golden tests).
+    DeriveOr(String),
     /// Use this value (tests, callers with their own scheme) unless the pod has one.
     Fixed(String),
     /// Leave it out: used for workload pod templates, whose pods all share the template;
@@ -431,9 +434,12 @@ fn session_id(pod: &Pod, id: &SessionId) -> Option<String> {
     match id {
         SessionId::Omit => None,
         SessionId::Fixed(v) => Some(v.clone()),
-        SessionId::Derive => Some(match pod.metadata.name.as_deref() {
+        SessionId::Derive | SessionId::DeriveOr(_) => Some(match pod.metadata.name.as_deref() {
             Some(name) if !name.is_empty() => naming::session_id_for_name(name),
-            _ => naming::random_session_id(),
+            _ => match id {
+                SessionId::DeriveOr(v) => v.clone(),
+                _ => naming::random_session_id(),
+            },
         }),
     }
 }

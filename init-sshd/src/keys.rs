@@ -326,7 +326,18 @@ impl AuthorizedKeys {
         let (opts, rest) = if is_key_type(first) {
             (Options::default(), line)
         } else {
-            let (raw, rest) = options::split(line)?;
+            // Say "not a key" for garbage rather than blaming an "option" that is none.
+            let not_a_key = || "not a key line: no known key type".to_string();
+            let (raw, rest) = options::split(line).map_err(|e| {
+                if line.split([' ', '\t']).any(is_key_type) {
+                    e
+                } else {
+                    not_a_key()
+                }
+            })?;
+            if !is_key_type(rest.split([' ', '\t']).next().unwrap_or_default()) {
+                return Err(not_a_key());
+            }
             (options::interpret(&raw)?, rest)
         };
         let (key, comment) = parse_key(rest)?;

@@ -1,0 +1,249 @@
+//! Command line: `install`, `start`, `serve` (clap derive; every flag also from env).
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+
+use crate::{install, logfile, serve, start};
+
+const CONTRACT: &str = "\
+A static SSH server for session pods, in three steps:
+
+  init-sshd install --dir DIR [--keys PATH_OR_GLOB]... [--keys-dir DIR]... [--host-key-dir DIR]
+      (init container) Copies this binary to DIR/bin/init-sshd, merges authorized keys from
+      files/globs and from directories of key files into DIR/authorized_keys, installs a host
+      key (copied from --host-key-dir, else kept or generated), writes DIR/install-report.json.
+      Always exits 0.
+  init-sshd start --dir DIR [--listen ADDR:PORT] [-- ORIGINAL_HOOK_ARGV...]
+      (postStart hook) Snapshots the environment to DIR/env and DIR/env.sh, writes the managed
+      block in ~/.bash_profile, launches `serve` detached (one per DIR), waits up to ~2 s for it
+      to accept, then runs the original hook and exits with its status (0 without one).
+  init-sshd serve --dir DIR [--listen ADDR:PORT]
+      The SSH server in the foreground (default 0.0.0.0:2222).
+
+Logs go to stderr (--log-format plain|json); RUST_LOG filters them (default info).";
+
+/// init-sshd: SSH into any session pod.
+#[derive(Debug, Parser)]
+#[command(name = "init-sshd", version, about, long_about = CONTRACT)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, env = "INIT_SSHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+    /// Also write logs to this size-capped file (rotated to FILE.1). `start` sets it for serve.
+    #[arg(long, global = true, env = "INIT_SSHD_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Size cap of --log-file in bytes (the rotated copy holds as much again).
+    #[arg(long, global = true, env = "INIT_SSHD_LOG_MAX_BYTES", default_value_t = logfile::DEFAULT_MAX_BYTES)]
+    pub log_max_bytes: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// The three steps.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Init container: install the binary, keys and host key into DIR (always exits 0).
+    Install(InstallArgs),
+    /// postStart hook: snapshot env, bash_profile block, launch serve, run the original hook.
+    Start(StartArgs),
+    /// The SSH server (foreground).
+    Serve(serve::ServeOpts),
+}
+
+/// `install` flags.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Shared directory (the pod's emptyDir), e.g. /opt/session-ssh.
+    #[arg(long, env = "INIT_SSHD_DIR")]
+    pub dir: PathBuf,
+    /// authorized_keys file or glob (`*`, `?` in any path component); repeatable; missing is fine.
+    #[arg(long = "keys", env = "INIT_SSHD_KEYS", value_name = "PATH_OR_GLOB")]
+    pub keys: Vec<String>,
+    /// Directory whose files each hold authorized_keys lines (a mounted Secret); repeatable.
+    #[arg(long = "keys-dir", env = "INIT_SSHD_KEYS_DIR", value_name = "DIR")]
+    pub keys_dirs: Vec<PathBuf>,
+    /// Directory holding an OpenSSH private host key (a mounted Secret); ed25519 preferred.
+    #[arg(long, env = "INIT_SSHD_HOST_KEY_DIR")]
+    pub host_key_dir: Option<PathBuf>,
+    /// UID the session container runs as, when known. Installing as that UID writes the host
+    /// key 0600 at once; otherwise it is handed off and `start` makes it private.
+    #[arg(long, env = "INIT_SSHD_SESSION_UID")]
+    pub session_uid: Option<u32>,
+}
+
+/// `start` flags.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Shared directory written by `install`.
+    #[arg(long, env = "INIT_SSHD_DIR")]
+    pub dir: PathBuf,
+    /// Address serve listens on (passed to `serve --listen`).
+    #[arg(long, env = "INIT_SSHD_LISTEN", default_value = "0.0.0.0:2222")]
+    pub listen: SocketAddr,
+    /// Milliseconds to wait for serve to accept connections.
+    #[arg(long, env = "INIT_SSHD_START_WAIT_MS", default_value_t = 2000)]
+    pub wait_ms: u64,
+    /// The original postStart exec hook, run after `--`; its status becomes ours.
+    #[arg(last = true, value_name = "ORIGINAL_HOOK_ARGV")]
+    pub hook: Vec<OsString>,
+}
+
+/// Errors that end the process non-zero (only `serve` can produce them).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] serve::Error),
+}
+
+/// Result alias of this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn init_logging<W>(format: LogFormat, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false);
+    // A second init (tests) is not an error worth failing for.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Plain => builder.try_init(),
+    };
+}
+
+/// Set up logging for the chosen command. `serve` with --log-file logs only to the capped
+/// file (its stdout/stderr follow it); the short-lived commands log to stderr and, with
+/// --log-file, to the file too.
+fn logging(cli: &Cli) {
+    // start's output is otherwise invisible (kubelet drops a successful hook's output), so
+    // it also goes to serve's log in DIR unless told otherwise.
+    let file = match (&cli.log_file, &cli.command) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Command::Start(a)) => Some(a.dir.join(start::LOG_FILE)),
+        (None, _) => None,
+    };
+    let capped = file.as_ref().and_then(|p| {
+        let serving = matches!(cli.command, Command::Serve(_));
+        match logfile::CappedLog::open(p, cli.log_max_bytes, serving) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("init-sshd: {e}; logging to stderr only");
+                None
+            }
+        }
+    });
+    match (capped, &cli.command) {
+        (Some(l), Command::Serve(_)) => init_logging(cli.log_format, l),
+        (Some(l), _) => init_logging(cli.log_format, std::io::stderr.and(l)),
+        (None, _) => init_logging(cli.log_format, std::io::stderr),
+    }
+}
+
+/// Run the parsed command line; returns the exit status.
+pub fn run(cli: Cli) -> Result<i32> {
+    logging(&cli);
+    match cli.command {
+        Command::Install(a) => {
+            install::run(&install::Options {
+                dir: a.dir,
+                keys: a.keys,
+                keys_dirs: a.keys_dirs,
+                host_key_dir: a.host_key_dir,
+                session_uid: a.session_uid,
+            });
+            Ok(0)
+        }
+        Command::Start(a) => Ok(start::run(&start::Options {
+            dir: a.dir,
+            listen: a.listen,
+            wait: Duration::from_millis(a.wait_ms),
+            log_max_bytes: cli.log_max_bytes,
+            hook: a.hook,
+            proc_root: PathBuf::from("/proc"),
+        })),
+        Command::Serve(opts) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(Error::Runtime)?;
+            rt.block_on(serve::run(opts))?;
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract() {
+        let cli = Cli::try_parse_from([
+            "init-sshd",
+            "install",
+            "--dir",
+            "/opt/session-ssh",
+            "--keys",
+            "/home/jovyan/work/*/.ssh/authorized_keys",
+            "--keys",
+            "/a",
+            "--keys-dir",
+            "/secret",
+            "--host-key-dir",
+            "/hk",
+        ])
+        .unwrap();
+        let Command::Install(a) = cli.command else {
+            panic!("install expected")
+        };
+        assert_eq!(a.keys.len(), 2);
+        assert_eq!(a.keys_dirs, [PathBuf::from("/secret")]);
+
+        let cli = Cli::try_parse_from([
+            "init-sshd",
+            "start",
+            "--dir",
+            "/d",
+            "--listen",
+            "127.0.0.1:2022",
+            "--",
+            "sh",
+            "-c",
+            "echo --dir",
+        ])
+        .unwrap();
+        let Command::Start(a) = cli.command else {
+            panic!("start expected")
+        };
+        assert_eq!(a.listen, "127.0.0.1:2022".parse().unwrap());
+        assert_eq!(a.hook, ["sh", "-c", "echo --dir"].map(OsString::from));
+
+        let cli = Cli::try_parse_from(["init-sshd", "serve", "--dir", "/d", "--log-file", "/d/l"])
+            .unwrap();
+        assert!(matches!(cli.command, Command::Serve(_)));
+        assert_eq!(cli.log_file, Some(PathBuf::from("/d/l")));
+        assert!(
+            Cli::try_parse_from(["init-sshd", "install"]).is_err(),
+            "--dir is required"
+        );
+    }
+}

@@ -1,0 +1,413 @@
+//! HTTP in/out of the admission webhook: decode an AdmissionReview v1, call the pure
+//! [`patch::mutate`], encode the response. No decision is made here except "is this a pod
+//! CREATE at all".
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::DynamicObject;
+use kube::core::admission::{
+    AdmissionRequest, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::metrics::{Metrics, outcome};
+use crate::patch::{self, Mutation};
+
+/// The apiserver never sends more than 3 MiB (its own request limit); anything larger
+/// is not from it.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Why a request body is not an admission request we can answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not JSON at all.
+    #[error("request body is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// The old API version.
+    #[error(
+        "AdmissionReview admission.k8s.io/v1beta1 is not supported: set admissionReviewVersions: [\"v1\"] in the MutatingWebhookConfiguration"
+    )]
+    V1beta1,
+    /// JSON, but another kind or version.
+    #[error(
+        "expected kind AdmissionReview, apiVersion admission.k8s.io/v1; got kind {kind:?}, apiVersion {api_version:?}"
+    )]
+    NotAReview {
+        /// The `kind` found.
+        kind: String,
+        /// The `apiVersion` found.
+        api_version: String,
+    },
+    /// An AdmissionReview without `request`.
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    /// An AdmissionReview whose request does not have the v1 shape.
+    #[error("invalid AdmissionReview v1 request: {0}")]
+    BadRequest(serde_json::Error),
+    /// The response could not be encoded (not expected to happen).
+    #[error("encoding the AdmissionReview response: {0}")]
+    Encode(serde_json::Error),
+    /// Body over [`MAX_BODY_BYTES`] (or unreadable).
+    #[error("request body larger than {MAX_BODY_BYTES} bytes or unreadable")]
+    TooLarge,
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Bounded metric label.
+    fn reason(&self) -> &'static str {
+        match self {
+            Error::NotJson(_) => "not-json",
+            Error::V1beta1 => "v1beta1",
+            Error::NotAReview { .. } => "not-a-review",
+            Error::NoRequest => "no-request",
+            Error::BadRequest(_) => "bad-request",
+            Error::TooLarge => "too-large",
+            Error::Encode(_) => "encode",
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The mutation config.
+    pub config: Arc<Config>,
+    /// Where decisions are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State with fresh metrics.
+    pub fn new(config: Config) -> Self {
+        AppState {
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
+
+/// `POST /mutate`. Everything else is 404 / 405 (axum's defaults).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate_handler))
+        .with_state(state)
+}
+
+async fn mutate_handler(State(state): State<AppState>, body: Body) -> Response {
+    let start = Instant::now();
+    // Limit here rather than with a layer so oversize bodies are logged and counted too.
+    let result = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => review(&bytes, &state.config),
+        Err(_) => Err(Error::TooLarge),
+    };
+    let elapsed = start.elapsed();
+    match result {
+        Ok(decision) => {
+            log_decision(&decision, elapsed);
+            state
+                .metrics
+                .observe(decision.outcome, decision.reason, elapsed);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                decision.body,
+            )
+                .into_response()
+        }
+        Err(err) => {
+            warn!(
+                outcome = outcome::ERROR,
+                reason = err.reason(),
+                latency_us = elapsed.as_micros() as u64,
+                error = %err,
+                "admission request refused"
+            );
+            state.metrics.observe(outcome::ERROR, err.reason(), elapsed);
+            let status = match err {
+                Error::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (status, format!("{err}\n")).into_response()
+        }
+    }
+}
+
+fn log_decision(d: &Decision, elapsed: Duration) {
+    info!(
+        ns = %d.namespace,
+        pod = %d.pod,
+        uid = %d.uid,
+        operation = %d.operation,
+        dry_run = d.dry_run,
+        outcome = d.outcome,
+        reason = d.reason,
+        patch_ops = d.patch_ops,
+        warnings = d.warnings,
+        latency_us = elapsed.as_micros() as u64,
+        "admission decision"
+    );
+}
+
+/// One answered admission request.
+#[derive(Debug)]
+pub struct Decision {
+    /// Encoded AdmissionReview response.
+    pub body: Bytes,
+    /// Metric/log outcome.
+    pub outcome: &'static str,
+    /// Metric/log reason (bounded).
+    pub reason: &'static str,
+    /// Number of JSON patch operations sent.
+    pub patch_ops: usize,
+    /// Number of warnings sent.
+    pub warnings: usize,
+    /// For the log line.
+    pub namespace: String,
+    /// Pod name, or `generateName` + `*`.
+    pub pod: String,
+    /// Request uid.
+    pub uid: String,
+    /// Request operation.
+    pub operation: String,
+    /// Whether the request was a dry run (same answer; we have no side effects to skip).
+    pub dry_run: bool,
+}
+
+/// The fields needed to route the request, read without building the object.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<EnvelopeRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeRequest {
+    kind: Option<Gvk>,
+    sub_resource: Option<String>,
+    operation: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Gvk {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// Decode, decide, encode. Pure apart from the clock: the handler and the benchmark call it.
+pub fn review(body: &[u8], cfg: &Config) -> Result<Decision> {
+    // A cheap first pass (the object is skipped, not built) to route and to give
+    // precise errors; the second pass builds exactly the type we need.
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            Error::BadRequest(e)
+        } else {
+            Error::NotJson(e)
+        }
+    })?;
+    if env.api_version == "admission.k8s.io/v1beta1" {
+        return Err(Error::V1beta1);
+    }
+    if env.api_version != META_API_VERSION_V1 || env.kind != META_KIND {
+        return Err(Error::NotAReview {
+            kind: env.kind,
+            api_version: env.api_version,
+        });
+    }
+    let req = env.request.ok_or(Error::NoRequest)?;
+    let is_pod = req
+        .kind
+        .as_ref()
+        .is_some_and(|k| k.group.is_empty() && k.version == "v1" && k.kind == "Pod")
+        && req.sub_resource.as_deref().unwrap_or("").is_empty();
+    let is_create = req.operation.as_deref() == Some("CREATE");
+    if !is_pod || !is_create {
+        let reason = if is_pod { "operation" } else { "not-a-pod" };
+        return allow_untouched(body, reason);
+    }
+    match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Ok(review) => {
+            let req: AdmissionRequest<Pod> = review.try_into().map_err(|_| Error::NoRequest)?;
+            decide_pod(&req, cfg)
+        }
+        // The review is fine but the object is not a valid Pod: admit it unchanged
+        // (the apiserver will judge the pod itself), never block on our parser.
+        Err(pod_err) => match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
+            Ok(review) => {
+                let req: AdmissionRequest<DynamicObject> =
+                    review.try_into().map_err(|_| Error::NoRequest)?;
+                let warning =
+                    format!("session-ssh: not injected: pod could not be read: {pod_err}");
+                finish(
+                    &req,
+                    Answer::allow(vec![warning]),
+                    outcome::ERROR,
+                    "invalid-pod",
+                )
+            }
+            Err(e) => Err(Error::BadRequest(e)),
+        },
+    }
+}
+
+fn allow_untouched(body: &[u8], reason: &'static str) -> Result<Decision> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(Error::BadRequest)?;
+    let req: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| Error::NoRequest)?;
+    finish(&req, Answer::allow(Vec::new()), outcome::ALLOWED, reason)
+}
+
+fn decide_pod(req: &AdmissionRequest<Pod>, cfg: &Config) -> Result<Decision> {
+    let Some(pod) = req.object.as_ref() else {
+        let warning = "session-ssh: not injected: the request carries no pod".to_owned();
+        return finish(
+            req,
+            Answer::allow(vec![warning]),
+            outcome::ERROR,
+            "no-object",
+        );
+    };
+    // The mutation is pure and tested, but a panic on some unforeseen pod must still
+    // admit the pod rather than drop the apiserver's connection.
+    let mutation =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| patch::mutate(pod, cfg)));
+    let (outcome, reason, patch, warnings) = match mutation {
+        Ok(Mutation::Patch { patch, warnings }) => (outcome::INJECTED, "injected", patch, warnings),
+        Ok(Mutation::Skip {
+            reason,
+            warnings,
+            patch,
+        }) => (outcome::SKIPPED, reason.as_str(), patch, warnings),
+        Err(_) => {
+            let warning = "session-ssh: not injected: internal error (see webhook log)".to_owned();
+            return finish(req, Answer::allow(vec![warning]), outcome::ERROR, "panic");
+        }
+    };
+    let mut answer = Answer::allow(warnings);
+    if !patch.0.is_empty() {
+        answer.patch_ops = patch.0.len();
+        answer.patch = Some(STANDARD.encode(serde_json::to_vec(&patch).map_err(Error::Encode)?));
+        answer.patch_type = Some("JSONPatch");
+    }
+    finish(req, answer, outcome, reason)
+}
+
+/// The `response` of an AdmissionReview v1, encoded as the apiserver's own Go types are:
+/// `patch` is a base64 string. (kube-core's `AdmissionResponse` writes `patch` as an
+/// array of numbers, which is accepted but three to four times larger.)
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    uid: String,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip)]
+    patch_ops: usize,
+}
+
+impl Answer {
+    fn allow(warnings: Vec<String>) -> Self {
+        Answer {
+            uid: String::new(),
+            allowed: true,
+            patch: None,
+            patch_type: None,
+            warnings,
+            patch_ops: 0,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: &'a Answer,
+}
+
+fn finish<T>(
+    req: &AdmissionRequest<T>,
+    mut answer: Answer,
+    outcome: &'static str,
+    reason: &'static str,
+) -> Result<Decision>
+where
+    T: kube::Resource,
+{
+    answer.uid.clone_from(&req.uid);
+    let out = ReviewOut {
+        api_version: META_API_VERSION_V1,
+        kind: META_KIND,
+        response: &answer,
+    };
+    let body = serde_json::to_vec(&out).map_err(Error::Encode)?;
+    Ok(Decision {
+        body: Bytes::from(body),
+        outcome,
+        reason,
+        patch_ops: answer.patch_ops,
+        warnings: answer.warnings.len(),
+        namespace: req.namespace.clone().unwrap_or_default(),
+        pod: req
+            .object
+            .as_ref()
+            .map(PodName::display_name)
+            .unwrap_or_else(|| req.name.clone()),
+        uid: req.uid.clone(),
+        operation: operation_name(&req.operation).to_owned(),
+        dry_run: req.dry_run,
+    })
+}
+
+/// Name for the log line: `name`, or `generateName*` when the apiserver has not named it yet.
+trait PodName {
+    fn display_name(&self) -> String;
+}
+
+impl<T: kube::Resource> PodName for T {
+    fn display_name(&self) -> String {
+        let meta = self.meta();
+        match (&meta.name, &meta.generate_name) {
+            (Some(n), _) if !n.is_empty() => n.clone(),
+            (_, Some(g)) => format!("{g}*"),
+            _ => String::new(),
+        }
+    }
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}

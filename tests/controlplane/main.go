@@ -83,6 +83,10 @@ func envOr(key, def string) string {
 func run(o options) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// The parent may be gone (that is what --watch-stdin is for) and take the read
+	// end of our stderr with it: without this, the first log line of the shutdown
+	// kills us with SIGPIPE before the cleanup ran.
+	signal.Ignore(syscall.SIGPIPE)
 	if o.watchStdin {
 		ctx = stopOnStdinEOF(ctx)
 	}

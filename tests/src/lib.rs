@@ -1,6 +1,7 @@
 //! Shared harness for the end-to-end tests: locating the built binaries,
 //! running real peers (OpenSSH client, init-sshd, kube-apiserver) in temp dirs.
 
+pub mod cluster;
 pub mod injected;
 pub mod podrun;
 pub mod sshd;
@@ -24,4 +25,3 @@ pub fn free_port(preferred: u16) -> u16 {
         .map(|a| a.port())
         .unwrap_or(preferred)
 }
-pub mod sshd;

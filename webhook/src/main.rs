@@ -6,9 +6,35 @@ use session_ssh_webhook::cli::{Cli, Command, LogFormat};
 use session_ssh_webhook::config::Config;
 use session_ssh_webhook::inject;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("session-ssh-webhook: {}", chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause that the message
+/// above it already quotes.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inject(args) => {
             let mut cfg = Config::load(&args.config)?;
@@ -31,6 +57,13 @@ fn main() -> anyhow::Result<()> {
                 inject::render_yaml(&docs).context("encoding YAML")?
             };
             print!("{out}");
+        }
+        Command::Serve(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            rt.block_on(session_ssh_webhook::serve::run(args))?;
         }
         Command::CheckConfig(args) => {
             let cfg = Config::load(&args.config)?;

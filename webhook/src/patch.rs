@@ -447,12 +447,24 @@ fn session_id(pod: &Pod, id: &SessionId) -> Option<String> {
 /// The `session-ssh-install` container.
 fn init_container(spec: &PodSpec, session: &Container, cfg: &Config, plan: &KeyPlan) -> Value {
     let ic = &cfg.init_container;
+    let csc = session.security_context.as_ref();
+    let psc = spec.security_context.as_ref();
+    // The UID the session runs as, when the spec states it (root included).
+    let session_uid = csc
+        .and_then(|s| s.run_as_user)
+        .or_else(|| psc.and_then(|s| s.run_as_user));
     let mut command = vec![
         ic.binary.clone(),
         "install".to_owned(),
         "--dir".to_owned(),
         cfg.mount_path.clone(),
     ];
+    if let Some(uid) = session_uid {
+        // install writes the host key 0600 at once when it runs as this UID; otherwise it
+        // hands the key off and `start` (as the session user) makes it private.
+        command.push("--session-uid".to_owned());
+        command.push(uid.to_string());
+    }
     for f in &plan.files {
         command.push("--keys".to_owned());
         command.push(f.clone());
@@ -466,13 +478,7 @@ fn init_container(spec: &PodSpec, session: &Container, cfg: &Config, plan: &KeyP
 
     // Run as the session's user when the spec says who that is, so files in the shared
     // volume (host key 0600) belong to it. Root is never copied: the installer needs none.
-    let csc = session.security_context.as_ref();
-    let psc = spec.security_context.as_ref();
-    let uid = csc
-        .and_then(|s| s.run_as_user)
-        .or_else(|| psc.and_then(|s| s.run_as_user))
-        .filter(|u| *u != 0)
-        .or(ic.run_as_user);
+    let uid = session_uid.filter(|u| *u != 0).or(ic.run_as_user);
     let gid = csc
         .and_then(|s| s.run_as_group)
         .or_else(|| psc.and_then(|s| s.run_as_group))

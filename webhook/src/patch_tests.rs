@@ -90,6 +90,8 @@ fn jupyterhub_pod_gets_ssh() {
             "install",
             "--dir",
             "/opt/session-ssh",
+            "--session-uid",
+            "1000",
             "--keys",
             "/home/jovyan/.ssh/authorized_keys",
             "--keys-dir",

@@ -95,16 +95,27 @@ pub fn run(opts: &Options) -> i32 {
         }
     }
 
+    // Two hooks racing (a restart while the first still runs) must not start two servers.
+    let _lock = lock(dir);
     match running_serve(dir, &opts.proc_root) {
         Some(pid) => tracing::info!(
             pid,
             "serve already running for this dir; not starting another"
         ),
         None => match launch(opts, &snap) {
-            Ok(pid) => tracing::info!(pid, listen = %opts.listen, "serve launched"),
+            Ok(pid) => {
+                tracing::info!(pid, listen = %opts.listen, "serve launched");
+                let pid_file = dir.join(PID_FILE);
+                if let Err(e) =
+                    hostkey::write_atomic(&pid_file, format!("{pid}\n").as_bytes(), 0o644)
+                {
+                    tracing::warn!(error = %e, "pid file not written; a second start could not see this serve");
+                }
+            }
             Err(e) => tracing::error!(error = %e, "serve not launched"),
         },
     }
+    drop(_lock);
     let started = Instant::now();
     if wait_for_port(opts.listen, opts.wait) {
         tracing::info!(listen = %opts.listen, waited_ms = started.elapsed().as_millis() as u64, "serve accepts connections");
@@ -156,7 +167,7 @@ fn cloexec_inherited() {
     }
 }
 
-/// Launch serve double-forked in a new session; returns its pid (also in DIR/serve.pid).
+/// Launch serve double-forked in a new session; returns its pid.
 fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
     let dir = &opts.dir;
     let installed = dir.join(install::BIN);
@@ -227,14 +238,36 @@ fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
     fs::File::from(pid_r)
         .read_exact(&mut buf)
         .map_err(|_| Error::NoPid)?;
-    let pid = u32::from_ne_bytes(buf);
-    hostkey::write_atomic(&dir.join(PID_FILE), format!("{pid}\n").as_bytes(), 0o644).map_err(
-        |e| Error::Io {
-            what: format!("writing {PID_FILE}"),
-            source: std::io::Error::other(e.to_string()),
-        },
-    )?;
-    Ok(pid)
+    Ok(u32::from_ne_bytes(buf))
+}
+
+/// An exclusive flock on DIR/.start.lock, waited for at most 5 s; None when DIR is not
+/// writable or the wait times out (start then goes ahead: a session must never block).
+fn lock(dir: &Path) -> Option<nix::fcntl::Flock<fs::File>> {
+    let path = dir.join(".start.lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o666)
+        .open(&path)
+        .map_err(|e| tracing::info!(path = %path.display(), error = %e, "no start lock"))
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut file = file;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Some(l),
+            Err((f, _)) if Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err((_, e)) => {
+                tracing::warn!(error = %e, "start lock busy for 5 s; going ahead");
+                return None;
+            }
+        }
+    }
 }
 
 /// The address to probe: loopback of the right family for a wildcard listen address.

@@ -57,6 +57,8 @@ pub enum SkipReason {
     NameCollision,
     /// A Windows pod (`spec.os.name: windows`); init-sshd is a Linux binary.
     WindowsPod,
+    /// `hostNetwork: true`: the SSH port would open on the node itself.
+    HostNetwork,
 }
 
 impl SkipReason {
@@ -71,6 +73,7 @@ impl SkipReason {
             SkipReason::PortTaken => "port-taken",
             SkipReason::NameCollision => "name-collision",
             SkipReason::WindowsPod => "windows-pod",
+            SkipReason::HostNetwork => "host-network",
         }
     }
 
@@ -196,6 +199,14 @@ pub fn mutate_with(pod: &Pod, cfg: &Config, id: SessionId) -> Mutation {
             pod,
             SkipReason::WindowsPod,
             "spec.os.name is windows".into(),
+            warnings,
+        );
+    }
+    if spec.host_network == Some(true) {
+        return skip(
+            pod,
+            SkipReason::HostNetwork,
+            "hostNetwork would expose the SSH port on the node".into(),
             warnings,
         );
     }

@@ -387,6 +387,10 @@ fn unsafe_pods_are_skipped_with_reason_once() {
             }),
         ),
         (
+            SkipReason::HostNetwork,
+            Box::new(|s: &mut PodSpec| s.host_network = Some(true)),
+        ),
+        (
             SkipReason::NoSessionContainer,
             Box::new(|s: &mut PodSpec| s.containers.clear()),
         ),

@@ -142,11 +142,12 @@ fn already_injected_fixture_is_current(failures: &mut Vec<String>) {
         std::fs::write(&path, &want).unwrap();
     }
     let have = std::fs::read_to_string(&path).unwrap();
-    assert!(
-        have == want,
-        "{} is stale: run UPDATE_GOLDEN=1 twice",
-        path.display()
-    );
+    if have != want {
+        failures.push(format!(
+            "{} is stale: run UPDATE_GOLDEN=1 twice",
+            path.display()
+        ));
+    }
 }
 
 #[test]

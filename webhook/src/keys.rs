@@ -30,7 +30,7 @@ pub struct KeyPlan {
 pub fn plan(pod: &Pod, session: &Container, cfg: &Config, warnings: &mut Vec<String>) -> KeyPlan {
     let mut plan = KeyPlan::default();
     for file in &cfg.keys.files {
-        plan_file(&mut plan, file, session, warnings);
+        plan_file(&mut plan, file, session, &cfg.mount_path, warnings);
     }
 
     let empty = Default::default();
@@ -111,7 +111,13 @@ fn under(path: &str, dir: &str) -> bool {
 /// A file source is usable when a volume of the session container holds it: mount that
 /// volume (and, for globs, any volume mounted below the glob's fixed part) read-only at
 /// the same path, so `--keys` means the same thing in both containers.
-fn plan_file(plan: &mut KeyPlan, file: &str, session: &Container, warnings: &mut Vec<String>) {
+fn plan_file(
+    plan: &mut KeyPlan,
+    file: &str,
+    session: &Container,
+    ours: &str,
+    warnings: &mut Vec<String>,
+) {
     let (prefix, is_glob) = literal_prefix(file);
     let mounts: Vec<_> = session.volume_mounts.iter().flatten().collect();
     let holder = mounts
@@ -135,6 +141,14 @@ fn plan_file(plan: &mut KeyPlan, file: &str, session: &Container, warnings: &mut
             warnings.push(format!(
                 "session-ssh: volume {:?} is mounted at /; not mounted",
                 m.name
+            ));
+            continue;
+        }
+        if under(&m.mount_path, ours) || under(&m.mount_path, KEYS_ROOT) {
+            // Would duplicate or shadow one of our own mounts: an invalid pod.
+            warnings.push(format!(
+                "session-ssh: volume {:?} at {} overlaps the init container's own mounts; not mounted",
+                m.name, m.mount_path
             ));
             continue;
         }

@@ -661,3 +661,44 @@ fn non_default_port_is_passed_to_start() {
     assert_eq!(cmd[4..], ["--listen".to_owned(), "0.0.0.0:2022".to_owned()]);
     assert_eq!(ct.ports.as_ref().unwrap().len(), 2);
 }
+
+#[test]
+fn key_volumes_never_overlap_our_own_mounts() {
+    let mut c = cfg(Platform::Jupyterhub);
+    c.keys.files = vec!["/opt/*/authorized_keys".into()];
+    let mut p = jupyterhub("alice");
+    let mounts = p.spec.as_mut().unwrap().containers[0]
+        .volume_mounts
+        .as_mut()
+        .unwrap();
+    mounts.push(
+        serde_json::from_value(
+            json!({"name": "volume-alice", "mountPath": "/opt/session-ssh/sub", "subPath": "x"}),
+        )
+        .unwrap(),
+    );
+    mounts.push(
+        serde_json::from_value(
+            json!({"name": "volume-alice", "mountPath": "/opt/tools", "subPath": "tools"}),
+        )
+        .unwrap(),
+    );
+    let m = mutate(&p, &c);
+    assert!(
+        m.warnings().iter().any(|w| w.contains("overlaps")),
+        "{:?}",
+        m.warnings()
+    );
+    let out = apply(&p, &m);
+    let paths: Vec<_> = init(&out)
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/opt/session-ssh", "/opt/tools", "/session-ssh-keys/user"]
+    );
+}

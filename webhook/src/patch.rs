@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use json_patch::{AddOperation, Patch, PatchOperation, jsonptr::PointerBuf};
+use json_patch::Patch;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, VolumeMount};
 use serde_json::{Value, json};
 use tracing::debug;
@@ -15,6 +15,10 @@ use tracing::debug;
 use crate::config::Config;
 use crate::keys::{self, KeyPlan};
 use crate::naming;
+
+mod ops;
+pub use ops::pointer;
+use ops::{MetaOps, add, append_all};
 
 /// Annotation: `injected` or `skipped`.
 pub const STATUS: &str = "session-ssh.io/status";
@@ -559,96 +563,6 @@ fn post_start_command(session: &Container, cfg: &Config) -> Vec<String> {
         cmd.extend(orig.iter().cloned());
     }
     cmd
-}
-
-/// A JSON Pointer from raw tokens; `Token::new` escapes `~` as `~0` and `/` as `~1`.
-pub fn pointer(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().map(|t| json_patch::jsonptr::Token::new(*t)))
-}
-
-fn add(tokens: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: pointer(tokens),
-        value,
-    })
-}
-
-/// Append items to an array, creating it when absent.
-fn append_all(ops: &mut Vec<PatchOperation>, tokens: &[&str], exists: bool, items: Vec<Value>) {
-    if exists {
-        for item in items {
-            ops.push(add(&[tokens, &["-"]].concat(), item));
-        }
-    } else {
-        ops.push(add(tokens, Value::Array(items)));
-    }
-}
-
-/// Label/annotation additions that create the map when the pod has none.
-struct MetaOps {
-    ops: Vec<PatchOperation>,
-    annotations: Option<BTreeMap<String, String>>,
-    labels: Option<BTreeMap<String, String>>,
-    new_annotations: serde_json::Map<String, Value>,
-    new_labels: serde_json::Map<String, Value>,
-}
-
-impl MetaOps {
-    fn new(pod: &Pod) -> Self {
-        MetaOps {
-            ops: Vec::new(),
-            annotations: pod.metadata.annotations.clone(),
-            labels: pod.metadata.labels.clone(),
-            new_annotations: Default::default(),
-            new_labels: Default::default(),
-        }
-    }
-
-    fn annotation(&mut self, key: &str, value: &str) {
-        Self::set(
-            &mut self.ops,
-            &self.annotations,
-            &mut self.new_annotations,
-            "annotations",
-            key,
-            value,
-        );
-    }
-
-    fn label(&mut self, key: &str, value: &str) {
-        Self::set(
-            &mut self.ops,
-            &self.labels,
-            &mut self.new_labels,
-            "labels",
-            key,
-            value,
-        );
-    }
-
-    fn set(
-        ops: &mut Vec<PatchOperation>,
-        existing: &Option<BTreeMap<String, String>>,
-        fresh: &mut serde_json::Map<String, Value>,
-        field: &str,
-        key: &str,
-        value: &str,
-    ) {
-        match existing {
-            Some(m) if m.get(key).map(String::as_str) == Some(value) => {}
-            Some(_) => ops.push(add(&["metadata", field, key], json!(value))),
-            None => {
-                // One `add` of the whole map; later keys update that op in place.
-                fresh.insert(key.to_owned(), json!(value));
-                let path = pointer(&["metadata", field]);
-                let op = add(&["metadata", field], Value::Object(fresh.clone()));
-                match ops.iter_mut().find(|o| o.path() == path.as_ptr()) {
-                    Some(slot) => *slot = op,
-                    None => ops.push(op),
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,13 @@ A static SSH server for session pods, in three steps:
   init-sshd serve --dir DIR [--listen ADDR:PORT]
       The SSH server in the foreground (default 0.0.0.0:2222).
 
-Logs go to stderr (--log-format plain|json); RUST_LOG filters them (default info).";
+Files in DIR: bin/init-sshd, authorized_keys, ssh_host_ed25519_key(.pub), install-report.json
+(install); env (NUL-separated), env.sh, serve.pid, init-sshd.log (+ .1, size-capped) (start/serve).
+Host key privacy: install writes it 0600 when it runs as --session-uid, else readable for the
+hand-off; start (the session user) then re-owns it as a 0600 file.
+
+Logs go to stderr (--log-format plain|json; start also appends to DIR/init-sshd.log);
+RUST_LOG filters them (default info).";
 
 /// init-sshd: SSH into any session pod.
 #[derive(Debug, Parser)]

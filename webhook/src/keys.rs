@@ -124,9 +124,10 @@ fn plan_file(
         .iter()
         .filter(|m| under(prefix, &m.mount_path))
         .max_by_key(|m| m.mount_path.trim_end_matches('/').len());
-    let below = mounts.iter().filter(|m| {
-        is_glob && !prefix.is_empty() && m.mount_path.starts_with(&format!("{prefix}/"))
-    });
+    // Volumes mounted below the glob's fixed part, where a match could live.
+    let below = mounts
+        .iter()
+        .filter(|m| is_glob && may_hold(file, prefix, &m.mount_path));
     let chosen: Vec<_> = holder.into_iter().chain(below).collect();
     if chosen.is_empty() {
         warnings.push(format!(
@@ -181,6 +182,65 @@ fn plan_file(
     }
 }
 
+/// Could a volume mounted at `mount` (below `prefix`) hold a file matching `pattern`?
+/// Compares path components below the prefix with the glob's components, with the
+/// same rules as init-sshd's glob: `*` and `?` never match a leading `.` unless the
+/// pattern component starts with one; `[...]` classes are assumed to match.
+fn may_hold(pattern: &str, prefix: &str, mount: &str) -> bool {
+    let (Some(pat_rest), Some(mount_rest)) = (
+        pattern
+            .strip_prefix(prefix)
+            .map(|r| r.trim_start_matches('/')),
+        mount.strip_prefix(&format!("{prefix}/")),
+    ) else {
+        return false;
+    };
+    let pats: Vec<&str> = pat_rest.split('/').filter(|c| !c.is_empty()).collect();
+    let comps: Vec<&str> = mount_rest.split('/').filter(|c| !c.is_empty()).collect();
+    comps.len() <= pats.len()
+        && pats
+            .iter()
+            .zip(&comps)
+            .all(|(p, c)| component_matches(p, c))
+}
+
+fn component_matches(pat: &str, name: &str) -> bool {
+    if name.starts_with('.') && !pat.starts_with('.') {
+        return false;
+    }
+    if pat.contains('[') {
+        return true;
+    }
+    wildcard(pat.as_bytes(), name.as_bytes())
+}
+
+/// `*` / `?` matching with backtracking over the last `*`.
+fn wildcard(p: &[u8], n: &[u8]) -> bool {
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(&c) if c == b'?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    pi = sp + 1;
+                    ni = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +254,31 @@ mod tests {
         assert_eq!(literal_prefix("/a/b/keys"), ("/a/b/keys", false));
         assert_eq!(literal_prefix("/a/k?ys"), ("/a", true));
         assert_eq!(literal_prefix("/*/x"), ("", true));
+    }
+
+    #[test]
+    fn glob_components() {
+        let pat = "/home/jovyan/work/*/.ssh/authorized_keys";
+        let pre = "/home/jovyan/work";
+        assert!(may_hold(pat, pre, "/home/jovyan/work/project"));
+        assert!(may_hold(pat, pre, "/home/jovyan/work/project/.ssh"));
+        assert!(may_hold(
+            pat,
+            pre,
+            "/home/jovyan/work/p/.ssh/authorized_keys"
+        ));
+        assert!(!may_hold(pat, pre, "/home/jovyan/work/.jupyter_config"));
+        assert!(!may_hold(pat, pre, "/home/jovyan/work/p/data"));
+        assert!(!may_hold(
+            pat,
+            pre,
+            "/home/jovyan/work/p/.ssh/authorized_keys/x"
+        ));
+        assert!(!may_hold(pat, pre, "/home/jovyan/workshop"));
+        assert!(wildcard(b"a*b?c", b"axxbyc"));
+        assert!(wildcard(b"*", b""));
+        assert!(!wildcard(b"a*b", b"axxc"));
+        assert!(component_matches("[ab]x", "zz"));
     }
 
     #[test]

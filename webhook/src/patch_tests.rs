@@ -462,10 +462,12 @@ fn renku_glob_mounts_workspace_read_only_at_same_path() {
             "containers": [{ "name": "jupyter-server", "image": "renku/py", "volumeMounts": [
                 { "name": "workspace", "mountPath": "/home/jovyan/work" },
                 { "name": "jupyter-config", "mountPath": "/home/jovyan/work/.jupyter_config" },
+                { "name": "project-data", "mountPath": "/home/jovyan/work/data-project" },
                 { "name": "jupyter-server-secrets", "mountPath": "/etc/jupyter_server_secrets", "readOnly": true },
             ] }],
             "volumes": [
                 { "name": "workspace", "emptyDir": {} },
+                { "name": "project-data", "emptyDir": {} },
                 { "name": "jupyter-config", "emptyDir": {} },
                 { "name": "jupyter-server-secrets", "secret": { "secretName": "s" } },
             ],
@@ -489,11 +491,8 @@ fn renku_glob_mounts_workspace_read_only_at_same_path() {
         [
             (VOLUME, "/opt/session-ssh", None),
             ("workspace", "/home/jovyan/work", Some(true)),
-            (
-                "jupyter-config",
-                "/home/jovyan/work/.jupyter_config",
-                Some(true)
-            ),
+            // A volume where a repo could be; the hidden config dir cannot match `*`.
+            ("project-data", "/home/jovyan/work/data-project", Some(true)),
         ]
     );
     let cmd = init(&out).command.clone().unwrap();
@@ -665,7 +664,7 @@ fn non_default_port_is_passed_to_start() {
 #[test]
 fn key_volumes_never_overlap_our_own_mounts() {
     let mut c = cfg(Platform::Jupyterhub);
-    c.keys.files = vec!["/opt/*/authorized_keys".into()];
+    c.keys.files = vec!["/opt/*/*".into()];
     let mut p = jupyterhub("alice");
     let mounts = p.spec.as_mut().unwrap().containers[0]
         .volume_mounts

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::free_port;
-use crate::podrun::{Identity, PodSandbox, SandboxOpts, Secrets, identity};
+use crate::podrun::{Identity, ImageUser, PodSandbox, SandboxOpts, Secrets};
 
 /// Variables a docker-stacks style entrypoint exports before exec'ing the server.
 pub const ENTRYPOINT_VAR: (&str, &str) = ("SESSION_ENTRYPOINT_VAR", "exported-by-entrypoint");
@@ -36,12 +36,14 @@ pub struct InjectedSession {
 impl InjectedSession {
     /// Brings `mutated` up; `original` tells which Secret volumes the injection
     /// added (they get the generated user key). `work` must exist and be empty.
+    /// The server listens on 127.0.0.1:`preferred_port` when free (0: any port).
     pub fn launch(
         original: &Pod,
         mutated: Pod,
         init_sshd_bin: &Path,
         work: &Path,
         mut secrets: Secrets,
+        preferred_port: u16,
     ) -> Result<Self> {
         let key = work.join("id_ed25519");
         let out = Command::new("ssh-keygen")
@@ -69,21 +71,22 @@ impl InjectedSession {
         }
         let container =
             session_container(&mutated).context("no container got the postStart hook")?;
-        let spec = mutated.spec.as_ref().context("pod has no spec")?;
-        let c = spec
-            .containers
-            .iter()
-            .find(|c| c.name == container)
-            .context("session container")?;
-        let identity = identity(&mutated, c);
-        let port = free_port(2222);
+        let port = free_port(preferred_port);
         let opts = SandboxOpts {
             init_sshd_bin: init_sshd_bin.to_path_buf(),
             secrets,
             session_env: vec![("INIT_SSHD_LISTEN".into(), format!("127.0.0.1:{port}"))],
             entrypoint_env: vec![(ENTRYPOINT_VAR.0.into(), ENTRYPOINT_VAR.1.into())],
+            image_user: Some(ImageUser::jovyan()),
         };
+        let spec = mutated.spec.clone().context("pod has no spec")?;
+        let c = spec
+            .containers
+            .iter()
+            .find(|c| c.name == container)
+            .context("session container")?;
         let mut sandbox = PodSandbox::new(mutated, opts)?;
+        let identity = sandbox.identity(c);
         let install = sandbox.run_install()?;
         let dir = sandbox
             .volume_dir("session-ssh")

@@ -17,7 +17,7 @@ pub fn repo_root() -> PathBuf {
 
 /// `preferred` if it is free on 127.0.0.1, else a free port the kernel picks.
 pub fn free_port(preferred: u16) -> u16 {
-    if TcpListener::bind((Ipv4Addr::LOCALHOST, preferred)).is_ok() {
+    if preferred != 0 && TcpListener::bind((Ipv4Addr::LOCALHOST, preferred)).is_ok() {
         return preferred;
     }
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -44,6 +44,31 @@ pub struct SandboxOpts {
     pub session_env: Vec<(String, String)>,
     /// Variables the image entrypoint exports before it execs the main process.
     pub entrypoint_env: Vec<(String, String)>,
+    /// The image's own user, as its /etc/passwd has it (docker-stacks: jovyan 1000:100).
+    pub image_user: Option<ImageUser>,
+}
+
+/// A user entry of the session image's /etc/passwd.
+#[derive(Debug, Clone)]
+pub struct ImageUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub shell: String,
+}
+
+impl ImageUser {
+    /// The user of the Jupyter docker-stacks images.
+    pub fn jovyan() -> Self {
+        Self {
+            name: "jovyan".into(),
+            uid: 1000,
+            gid: 100,
+            home: "/home/jovyan".into(),
+            shell: "/bin/bash".into(),
+        }
+    }
 }
 
 /// A pod's volumes on disk plus the running session container, if started.
@@ -53,6 +78,8 @@ pub struct PodSandbox {
     opts: SandboxOpts,
     _root: tempfile::TempDir,
     volumes: BTreeMap<String, PathBuf>,
+    /// The image's /etc/passwd, when it differs from the host's.
+    passwd: Option<PathBuf>,
     session: Option<Child>,
 }
 
@@ -86,11 +113,16 @@ impl PodSandbox {
                 .with_context(|| format!("volume {}", vol.name))?;
             volumes.insert(vol.name.clone(), dir);
         }
+        let passwd = match &opts.image_user {
+            Some(u) => Some(write_passwd(root.path(), u)?),
+            None => None,
+        };
         Ok(Self {
             pod,
             opts,
             _root: root,
             volumes,
+            passwd,
             session: None,
         })
     }
@@ -112,7 +144,9 @@ impl PodSandbox {
         let argv = container_argv(c)?;
         let mut cmd = self.bwrap(c, &[])?;
         // The image of the install container is init-sshd itself.
-        cmd.arg("--ro-bind").arg(&self.opts.init_sshd_bin).arg(&argv[0]);
+        cmd.arg("--ro-bind")
+            .arg(&self.opts.init_sshd_bin)
+            .arg(&argv[0]);
         self.exec_as(&mut cmd, c, &[]);
         cmd.args(&argv);
         let out = cmd.output().context("running the install container")?;
@@ -160,20 +194,19 @@ impl PodSandbox {
             .and_then(|e| e.command.clone())
             .ok_or_else(|| anyhow!("container {container} has no postStart exec hook"))?;
         let pid1 = self.session_pid1()?;
-        let id = identity(&self.pod, c);
+        let id = self.identity(c);
         let mut cmd = Command::new("nsenter");
         cmd.arg("--target")
             .arg(pid1.to_string())
-            .args(["--mount", "--pid", "--"]);
+            .args(["--mount", "--pid"]);
+        // The hook starts in the container's workingDir: PID 1's cwd (bwrap --chdir).
+        cmd.arg("--wd").arg("--");
         cmd.args(setpriv_args(id));
         cmd.arg("env").arg("-i");
         for (k, v) in self.container_env(c, &self.opts.session_env) {
             cmd.arg(format!("{k}={v}"));
         }
         cmd.args(&hook);
-        if let Some(dir) = c.working_dir.as_ref() {
-            cmd.current_dir(dir);
-        }
         cmd.output().context("running the postStart hook")
     }
 
@@ -185,13 +218,44 @@ impl PodSandbox {
             .ok_or_else(|| anyhow!("session container not started"))?
             .id();
         // With --as-pid-1, bwrap's direct child is PID 1 of the new namespace.
-        let children = fs::read_to_string(format!("/proc/{bwrap}/task/{bwrap}/children"))
-            .unwrap_or_default();
-        children
+        let children =
+            fs::read_to_string(format!("/proc/{bwrap}/task/{bwrap}/children")).unwrap_or_default();
+        let pid: u32 = children
             .split_whitespace()
             .next()
             .and_then(|p| p.parse().ok())
-            .ok_or_else(|| anyhow!("session PID 1 not found yet"))
+            .ok_or_else(|| anyhow!("session PID 1 not found yet"))?;
+        // Until the entrypoint has exec'd its main process, the child is still
+        // bwrap setting up mounts; entering its namespaces then sees a half root.
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmdline.starts_with(b"sleep\0") {
+            bail!("session container still starting");
+        }
+        Ok(pid)
+    }
+
+    /// The container's identity; without runAsGroup the runtime takes the primary
+    /// group of the image's passwd entry for that UID, as containerd does.
+    pub fn identity(&self, c: &Container) -> Identity {
+        let mut id = identity(&self.pod, c);
+        let stated_group = c
+            .security_context
+            .as_ref()
+            .and_then(|s| s.run_as_group)
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()?
+                    .security_context
+                    .as_ref()?
+                    .run_as_group
+            });
+        if let (None, Some(u)) = (stated_group, &self.opts.image_user) {
+            if i64::from(u.uid) == id.uid {
+                id.gid = i64::from(u.gid);
+            }
+        }
+        id
     }
 
     fn container(&self, name: &str) -> Option<&Container> {
@@ -221,6 +285,9 @@ impl PodSandbox {
         for dir in ["/usr", "/etc"] {
             cmd.args(["--ro-bind", dir, dir]);
         }
+        if let Some(passwd) = &self.passwd {
+            cmd.arg("--ro-bind").arg(passwd).arg("/etc/passwd");
+        }
         for link in ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] {
             match fs::read_link(link) {
                 Ok(target) => {
@@ -232,7 +299,26 @@ impl PodSandbox {
                 Err(_) => {}
             }
         }
-        cmd.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        cmd.args([
+            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+        ]);
+        // bwrap makes missing parents 0700; a kubelet's are 0755.
+        let mut made: Vec<PathBuf> = Vec::new();
+        for m in c.volume_mounts.as_deref().unwrap_or_default() {
+            for parent in Path::new(&m.mount_path).ancestors().skip(1) {
+                let inside_host = ["/usr", "/etc", "/tmp", "/proc", "/dev"]
+                    .iter()
+                    .any(|h| parent.starts_with(h));
+                if parent == Path::new("/") || inside_host || made.iter().any(|p| p == parent) {
+                    continue;
+                }
+                made.push(parent.to_path_buf());
+            }
+        }
+        made.sort_by_key(|p| p.components().count());
+        for dir in &made {
+            cmd.args(["--perms", "0755", "--dir"]).arg(dir);
+        }
         for m in c.volume_mounts.as_deref().unwrap_or_default() {
             let src = self
                 .volumes
@@ -250,6 +336,8 @@ impl PodSandbox {
             cmd.arg(flag).arg(src).arg(&m.mount_path);
         }
         if let Some(dir) = c.working_dir.as_ref() {
+            // Runtimes create a missing workingDir, as the image may not have it.
+            cmd.args(["--perms", "0755", "--dir"]).arg(dir);
             cmd.arg("--chdir").arg(dir);
         }
         Ok(cmd)
@@ -258,7 +346,7 @@ impl PodSandbox {
     /// Appends `setpriv ... env -i K=V...` so the command runs as the pod says.
     fn exec_as(&self, cmd: &mut Command, c: &Container, extra_env: &[(String, String)]) {
         cmd.arg("--");
-        cmd.args(setpriv_args(identity(&self.pod, c)));
+        cmd.args(setpriv_args(self.identity(c)));
         cmd.arg("env").arg("-i");
         for (k, v) in self.container_env(c, extra_env) {
             cmd.arg(format!("{k}={v}"));
@@ -292,7 +380,9 @@ impl Drop for PodSandbox {
     fn drop(&mut self) {
         // Killing PID 1 of the namespace takes every process in it down too.
         if let Ok(pid1) = self.session_pid1() {
-            let _ = Command::new("kill").args(["-KILL", &pid1.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid1.to_string()])
+                .status();
         }
         if let Some(mut child) = self.session.take() {
             let _ = child.kill();
@@ -353,7 +443,12 @@ fn pod_name(pod: &Pod) -> String {
     pod.metadata
         .name
         .clone()
-        .or_else(|| pod.metadata.generate_name.clone().map(|g| format!("{g}x1y2z")))
+        .or_else(|| {
+            pod.metadata
+                .generate_name
+                .clone()
+                .map(|g| format!("{g}x1y2z"))
+        })
         .unwrap_or_else(|| "pod".into())
 }
 
@@ -390,7 +485,10 @@ fn field_value(pod: &Pod, path: &str) -> Option<String> {
     match path {
         "metadata.name" => Some(pod_name(pod)),
         "metadata.namespace" => md.namespace.clone().or(Some("default".into())),
-        "metadata.uid" => md.uid.clone().or(Some("00000000-0000-0000-0000-000000000000".into())),
+        "metadata.uid" => md
+            .uid
+            .clone()
+            .or(Some("00000000-0000-0000-0000-000000000000".into())),
         "metadata.labels" => Some(kv_lines(md.labels.as_ref())),
         "metadata.annotations" => Some(kv_lines(md.annotations.as_ref())),
         "spec.serviceAccountName" => pod.spec.as_ref()?.service_account_name.clone(),
@@ -461,6 +559,29 @@ fn materialize_volume(
         fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
     }
     Ok(())
+}
+
+/// The host's passwd with the image user in place of whatever holds its UID.
+fn write_passwd(root: &Path, u: &ImageUser) -> Result<PathBuf> {
+    let host = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let mut out: String = host
+        .lines()
+        .filter(|l| {
+            let mut f = l.split(':');
+            let name = f.next().unwrap_or_default();
+            let uid = f.nth(1).unwrap_or_default();
+            name != u.name && uid != u.uid.to_string()
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(&format!(
+        "{}:x:{}:{}::{}:{}\n",
+        u.name, u.uid, u.gid, u.home, u.shell
+    ));
+    let path = root.join("passwd");
+    fs::write(&path, out)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+    Ok(path)
 }
 
 /// Single-quotes a value for POSIX sh.

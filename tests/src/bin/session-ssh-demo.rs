@@ -24,7 +24,7 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let root = repo_root();
     let mut a = Args {
-        pod: root.join("webhook/tests/fixtures/jupyterhub.pod.yaml"),
+        pod: root.join("webhook/tests/fixtures/jupyterhub-alice.pod.yaml"),
         config: root.join("manifests/examples/jupyterhub/config.yaml"),
         webhook: std::env::var_os("SESSION_SSH_WEBHOOK_BIN")
             .map(PathBuf::from)
@@ -131,7 +131,14 @@ fn main() -> Result<()> {
         3,
         "A key for you, in the per-user Secret the pod mounts; the pod starts",
     );
-    let inj = InjectedSession::launch(&original, mutated, &a.init_sshd, &work, BTreeMap::new())?;
+    let inj = InjectedSession::launch(
+        &original,
+        mutated,
+        &a.init_sshd,
+        &work,
+        BTreeMap::new(),
+        2222,
+    )?;
     for name in &inj.secrets {
         println!(
             "  Secret {name}: authorized_keys = your new key ({})",
@@ -162,7 +169,8 @@ fn main() -> Result<()> {
 
     step(6, "Logging in with the real OpenSSH client");
     let out = inj.ssh(
-        "echo \"hello from $(id -un 2>/dev/null || id -u) in $HOME\"; id; echo \"PATH=$PATH\"",
+        "echo \"hello from $(id -un 2>/dev/null || id -u) in $HOME\"; id; \\
+         echo \"from the image entrypoint: SESSION_ENTRYPOINT_VAR=$SESSION_ENTRYPOINT_VAR\"",
     )?;
     if !out.status.success() {
         bail!("ssh failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -170,3 +170,26 @@ fn quantities() {
         assert!(!is_quantity(bad), "{bad}");
     }
 }
+
+#[test]
+fn deep_override_keeps_siblings_and_lists_replace() {
+    let c = load(
+        "platform: renku\ninitContainer:\n  resources:\n    limits:\n      memory: 128Mi\nkeys:\n  files: []\n",
+    )
+    .unwrap();
+    let preset = Config::preset(Platform::Renku);
+    assert_eq!(
+        c.init_container.resources.limits.memory.as_deref(),
+        Some("128Mi")
+    );
+    assert_eq!(
+        c.init_container.resources.limits.cpu,
+        preset.init_container.resources.limits.cpu
+    );
+    assert_eq!(
+        c.init_container.resources.requests,
+        preset.init_container.resources.requests
+    );
+    assert!(c.keys.files.is_empty());
+    assert_eq!(c.session_container, preset.session_container);
+}

@@ -250,10 +250,10 @@ impl PodSandbox {
                     .as_ref()?
                     .run_as_group
             });
-        if let (None, Some(u)) = (stated_group, &self.opts.image_user) {
-            if i64::from(u.uid) == id.uid {
-                id.gid = i64::from(u.gid);
-            }
+        if let (None, Some(u)) = (stated_group, &self.opts.image_user)
+            && i64::from(u.uid) == id.uid
+        {
+            id.gid = i64::from(u.gid);
         }
         id
     }

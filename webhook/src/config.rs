@@ -153,6 +153,7 @@ impl PullPolicy {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct InitContainer {
     /// Image holding the static `init-sshd` binary. Default `ghcr.io/session-ssh/init-sshd:0.1.0`.
+    /// Its USER must be numeric and non-root: the container has `runAsNonRoot: true`.
     pub image: String,
     /// `Always`, `IfNotPresent` or `Never`. Default `IfNotPresent`.
     pub image_pull_policy: PullPolicy,

@@ -3,6 +3,9 @@
 //! init container and the session container's postStart hook run in the pod
 //! sandbox (same paths, env and UID), and the real OpenSSH client logs in.
 
+// Test support code: a panic with its message is the failure report.
+#![allow(clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

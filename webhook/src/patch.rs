@@ -232,6 +232,9 @@ pub fn mutate_with(pod: &Pod, cfg: &Config, id: SessionId) -> Mutation {
 
     // Metadata first: status, container, session id.
     meta.annotation(STATUS, "injected");
+    // A pod skipped on an earlier pass (reinvocation after another webhook fixed the
+    // conflict) must not keep the old reason.
+    meta.remove_annotation(REASON);
     meta.annotation(CONTAINER, &session.name);
     if let Some(v) = session_id(pod, &id) {
         meta.label(SESSION_ID, &v);

@@ -701,3 +701,20 @@ fn key_volumes_never_overlap_our_own_mounts() {
         ["/opt/session-ssh", "/opt/tools", "/session-ssh-keys/user"]
     );
 }
+
+#[test]
+fn injecting_a_previously_skipped_pod_drops_the_stale_reason() {
+    let jh = cfg(Platform::Jupyterhub);
+    let mut p = jupyterhub("alice");
+    p.spec.as_mut().unwrap().containers[0].ports = Some(vec![
+        serde_json::from_value(json!({"containerPort": 2222})).unwrap(),
+    ]);
+    let skipped = apply(&p, &mutate(&p, &jh));
+    assert_eq!(ann(&skipped, STATUS), Some("skipped"));
+    // Another webhook removes the conflict; the reinvoked webhook injects.
+    let mut fixed = skipped.clone();
+    fixed.spec.as_mut().unwrap().containers[0].ports = None;
+    let out = apply(&fixed, &mutate(&fixed, &jh));
+    assert_eq!(ann(&out, STATUS), Some("injected"));
+    assert_eq!(ann(&out, REASON), None);
+}

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::{AddOperation, PatchOperation, jsonptr::PointerBuf};
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, jsonptr::PointerBuf};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
@@ -64,6 +64,19 @@ impl MetaOps {
             key,
             value,
         );
+    }
+
+    /// Remove an annotation when the pod has it (a stale skip reason).
+    pub(super) fn remove_annotation(&mut self, key: &str) {
+        if self
+            .annotations
+            .as_ref()
+            .is_some_and(|m| m.contains_key(key))
+        {
+            self.ops.push(PatchOperation::Remove(RemoveOperation {
+                path: pointer(&["metadata", "annotations", key]),
+            }));
+        }
     }
 
     pub(super) fn label(&mut self, key: &str, value: &str) {

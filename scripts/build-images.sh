@@ -15,6 +15,8 @@
 #    image's root filesystem alone as UID 65532 (`chroot --userspec`);
 # 4. writes each image as an OCI archive to target/images/ for
 #    `skopeo copy oci-archive:FILE docker://REGISTRY/NAME:TAG` (or podman load).
+# 5. with the test control plane and kubectl: scripts/run-webhook-image.sh runs the
+#    webhook image the way manifests/ runs it against a real kube-apiserver.
 #
 # Env: IMAGE_REGISTRY (default ghcr.io/session-ssh, the names the manifests and
 # the webhook's default config use), IMAGE_TAG (default: workspace version),
@@ -167,3 +169,11 @@ build webhook session-ssh-webhook webhook/Containerfile "${MAX_WEBHOOK_MB:-40}"
 log "images (buildah --storage-driver vfs --root target/images/storage images):"
 printf '  %s\n' "${SUMMARY[@]}"
 echo "build-images: 2 images built and checked"
+
+# Run the webhook image as the Deployment says, against a real kube-apiserver.
+CONTROLPLANE=${SESSION_SSH_CONTROLPLANE:-$ROOT/tests/controlplane/bin/controlplane}
+if [ -x "$CONTROLPLANE" ] && command -v kubectl >/dev/null 2>&1 && [ -f target/manifests/manifests.yaml ]; then
+    scripts/run-webhook-image.sh
+else
+    log "SKIP scripts/run-webhook-image.sh: needs $CONTROLPLANE, kubectl and target/manifests/ (scripts/validate-manifests.sh)"
+fi

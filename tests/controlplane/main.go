@@ -9,6 +9,9 @@
 // is ok and the default ServiceAccount exists; everything else goes to stderr.
 // SIGTERM/SIGINT (or EOF on stdin with --watch-stdin) stops the components in
 // order and removes every file it made.
+//
+// Admission webhooks with clientConfig.service are sent to the address that
+// DIR/service-endpoints maps the Service to (see resolver.go).
 package main
 
 import (
@@ -26,6 +29,7 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 )
 
 const (
@@ -153,6 +157,14 @@ func run(o options) int {
 		verbosity,
 	}, o.apiserverArgs...)
 
+	// Webhooks named by clientConfig.service reach local processes through this file.
+	serviceMap := filepath.Join(dir, "service-endpoints")
+	resolver, err := newServiceResolver(serviceMap, server)
+	if err != nil {
+		return fail("service resolver", err)
+	}
+	apiserverapp.SetServiceResolverForTests(resolver)
+
 	apiCtx, apiCancel := context.WithCancel(context.Background())
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- runAPIServer(apiCtx, ln, apiArgs) }()
@@ -184,7 +196,7 @@ func run(o options) int {
 	}
 
 	fmt.Printf("READY kubeconfig=%s\n", kubeconfig)
-	klog.InfoS("control plane ready", "kubeconfig", kubeconfig, "server", server)
+	klog.InfoS("control plane ready", "kubeconfig", kubeconfig, "server", server, "serviceMap", serviceMap)
 
 	select {
 	case <-ctx.Done():

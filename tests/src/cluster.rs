@@ -13,11 +13,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
+
+pub mod webhook;
 
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -190,6 +193,34 @@ impl ControlPlane {
             .certificate_authority_data
             .ok_or_else(|| anyhow!("cluster without certificate-authority-data"))?;
         Ok((server, ca))
+    }
+
+    /// Makes the apiserver send requests for Service `namespace/name:port` (a
+    /// webhook's clientConfig.service) to `to`; TLS is still verified against
+    /// `name.namespace.svc`. There is no kube-proxy: this file is the route.
+    pub fn map_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: i32,
+        to: SocketAddr,
+    ) -> Result<()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.dir.join("service-endpoints");
+        let key = format!("{namespace}/{name}:{port}");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut text: String = old
+            .lines()
+            .filter(|l| l.split_whitespace().next() != Some(key.as_str()))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(&format!("{key} {to}\n"));
+        // Replace atomically: the apiserver reads the file on every call.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
     }
 
     /// The last `n` lines the control plane logged.

@@ -72,6 +72,9 @@ const TINY_INITS: &[&str] = &[
     "docker-init",
     "s6-svscan",
     "pause",
+    "podman-init",
+    // bubblewrap's own PID 1 when it is not run with --as-pid-1 (sandboxes, the e2e tests).
+    "bwrap",
 ];
 
 /// Errors of this module.

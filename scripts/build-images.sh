@@ -173,7 +173,10 @@ echo "build-images: 2 images built and checked"
 # Run the webhook image as the Deployment says, against a real kube-apiserver.
 CONTROLPLANE=${SESSION_SSH_CONTROLPLANE:-$ROOT/tests/controlplane/bin/controlplane}
 if [ -x "$CONTROLPLANE" ] && command -v kubectl >/dev/null 2>&1 && [ -f target/manifests/manifests.yaml ]; then
-    scripts/run-webhook-image.sh
+    scripts/run-webhook-image.sh target/manifests/manifests.yaml
+    if [ -f target/manifests/manifests_overlays_cert-manager.yaml ]; then
+        scripts/run-webhook-image.sh target/manifests/manifests_overlays_cert-manager.yaml
+    fi
 else
     log "SKIP scripts/run-webhook-image.sh: needs $CONTROLPLANE, kubectl and target/manifests/ (scripts/validate-manifests.sh)"
 fi

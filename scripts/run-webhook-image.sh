@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Run the webhook image the way manifests/ runs it, against a real kube-apiserver.
 #
-#   scripts/run-webhook-image.sh        (after scripts/build-images.sh)
+#   scripts/run-webhook-image.sh [RENDERED.yaml]     (after scripts/build-images.sh)
+#
+# RENDERED defaults to the default install (target/manifests/manifests.yaml, self-managed
+# TLS); target/manifests/manifests_overlays_cert-manager.yaml runs the cert-manager
+# variant, with session-ssh-certs standing in for cert-manager: the Certificate's
+# Secret is mounted read-only (mode 0440, group 65532 as fsGroup makes it).
 #
 # No kubelet here, so this script plays the kubelet for the Deployment's one
 # container, from the rendered default install (target/manifests/manifests.yaml):
@@ -29,7 +34,7 @@ IMAGE=$REGISTRY/webhook:${IMAGE_TAG:-$VERSION}
 OUT=$ROOT/target/images
 BUILDAH=(buildah --storage-driver vfs --root "$OUT/storage" --runroot "$OUT/run")
 CONTROLPLANE=${SESSION_SSH_CONTROLPLANE:-$ROOT/tests/controlplane/bin/controlplane}
-RENDERED=$ROOT/target/manifests/manifests.yaml
+RENDERED=${1:-$ROOT/target/manifests/manifests.yaml}
 PY=$ROOT/.venv/bin/python
 [ -x "$PY" ] || PY=python3
 
@@ -66,7 +71,11 @@ done
 KC=$(sed -n 's/^READY kubeconfig=//p' "$WORK/cp.out")
 [ -n "$KC" ] || die "control plane not ready in 180 s"
 k() { kubectl --kubeconfig "$KC" "$@"; }
-k apply --server-side -f "$RENDERED" >/dev/null
+# cert-manager's CRDs are not installed here; its objects are not needed to run the webhook.
+"$PY" -c 'import sys, yaml
+yaml.safe_dump_all([d for d in yaml.safe_load_all(open(sys.argv[1])) if d and not d["apiVersion"].startswith("cert-manager.io/")], sys.stdout)' \
+    "$RENDERED" >"$WORK/apply.yaml"
+k apply --server-side -f "$WORK/apply.yaml" >/dev/null
 
 # --- the pod's view: volumes, token, args, env -----------------------------------
 mkdir -p "$WORK/config" "$WORK/sa"
@@ -114,8 +123,10 @@ for m in c["volumeMounts"]:
         mounts[m["mountPath"]] = "config"
     elif "emptyDir" in v:
         mounts[m["mountPath"]] = "emptyDir"
+    elif "secret" in v:
+        mounts[m["mountPath"]] = "secret"
     else:
-        sys.exit(f"volume {m['name']} is neither a ConfigMap nor an emptyDir (cert-manager overlay?)")
+        sys.exit(f"volume {m['name']} is not a ConfigMap, emptyDir or Secret")
 sc = c["securityContext"]
 json.dump({"args": args, "env": env, "mounts": mounts, "user": f"{sc['runAsUser']}:{sc['runAsGroup']}",
            "ro": sc["readOnlyRootFilesystem"], "image": c["image"], "command": c.get("command") or []}, open(f"{work}/pod.json", "w"))
@@ -125,7 +136,19 @@ jq_() { "$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval
 [ "$(jq_ 'd["ro"]')" = True ] || die "expected readOnlyRootFilesystem"
 USERSPEC=$(jq_ 'd["user"]')
 CONFIG_DIR=$(jq_ '[p for p, k in d["mounts"].items() if k == "config"][0]')
-TLS_DIR=$(jq_ '[p for p, k in d["mounts"].items() if k == "emptyDir"][0]')
+TLS_DIR=$(jq_ '[p for p, k in d["mounts"].items() if k in ("emptyDir", "secret")][0]')
+TLS_KIND=$(jq_ 'd["mounts"]["'"$TLS_DIR"'"]')
+mkdir -p "$WORK/tls"
+if [ "$TLS_KIND" = secret ]; then
+    # What cert-manager would put in the Secret, as the kubelet mounts it.
+    CERTS=${SESSION_SSH_CERTS_BIN:-}
+    for b in target/x86_64-unknown-linux-musl/release/session-ssh-certs target/release/session-ssh-certs target/debug/session-ssh-certs; do
+        [ -n "$CERTS" ] || { [ -x "$b" ] && CERTS=$ROOT/$b; }
+    done
+    [ -n "$CERTS" ] || die "no session-ssh-certs binary (cargo build -p session-ssh-certs) to stand in for cert-manager"
+    "$CERTS" pem --service session-ssh-webhook --namespace session-ssh --out-dir "$WORK/tls" >/dev/null
+    chgrp 65532 "$WORK/tls/"* && chmod 0440 "$WORK/tls/"* && chmod 0755 "$WORK/tls"
+fi
 mapfile -t ARGS < <(jq_ '"\n".join(d["args"])')
 mapfile -t ENV < <(jq_ '"\n".join(f"{k}={v}" for k, v in d["env"].items())')
 
@@ -145,15 +168,16 @@ log "running $IMAGE as $USERSPEC: ${ARGS[*]}"
 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${ENV[@]}" KUBERNETES_SERVICE_HOST="$API_HOST" KUBERNETES_SERVICE_PORT="$API_PORT" \
     unshare --mount --propagation private -- /bin/sh -c '
     set -e
-    m=$1 cfg=$2 tls=$3 sa=$4 work=$5 user=$6; shift 6
+    m=$1 cfg=$2 tls=$3 sa=$4 work=$5 user=$6 tlskind=$7; shift 7
     mount --bind "$m" "$m"
     mount --bind -o ro "$work/config" "$m$cfg"
-    mount -t tmpfs -o mode=1777,size=1m tmpfs "$m$tls"
+    if [ "$tlskind" = secret ]; then mount --bind -o ro "$work/tls" "$m$tls"
+    else mount -t tmpfs -o mode=1777,size=1m tmpfs "$m$tls"; fi
     mount --bind -o ro "$work/sa" "$m$sa"
     mount -t proc proc "$m/proc"
     mount -o remount,bind,ro "$m"
     exec env -u PATH /usr/sbin/chroot --userspec="$user" "$m" "$@"
-' sh "$MNT" "$CONFIG_DIR" "$TLS_DIR" "$SA_DIR" "$WORK" "$USERSPEC" "${ARGS[@]}" >"$WORK/webhook.log" 2>&1 &
+' sh "$MNT" "$CONFIG_DIR" "$TLS_DIR" "$SA_DIR" "$WORK" "$USERSPEC" "$TLS_KIND" "${ARGS[@]}" >"$WORK/webhook.log" 2>&1 &
 WH_PID=$!
 
 fail() { echo "--- webhook log"; tail -30 "$WORK/webhook.log"; die "$*"; }
@@ -171,14 +195,26 @@ awk '$5 == "/" { print $6 }' "/proc/$WH_PID/mountinfo" | grep -q '^ro' || fail "
 echo "  process: root filesystem read-only, UID ${USERSPEC%%:*}"
 
 # --- what self-managed TLS must have done, with the manifests' RBAC ------------------
+MWC=$("$PY" -c 'import sys, yaml
+print(next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "MutatingWebhookConfiguration")["metadata"]["name"])' "$RENDERED")
+SVC=$("$PY" -c 'import sys, yaml
+s = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["service"]
+print(s["name"] + "." + s["namespace"])' "$RENDERED")
+if [ "$TLS_KIND" = secret ]; then
+    cp "$WORK/tls/ca.crt" "$WORK/bundle.crt"
+    [ -z "$(k get mutatingwebhookconfiguration "$MWC" -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] \
+        || fail "the webhook touched the caBundle in cert-manager mode"
+    echo "  certificate from the read-only Secret mount; caBundle left to cert-manager"
+else
 SECRET=$(jq_ '[d["args"][i + 1] for i, a in enumerate(d["args"]) if a == "--tls-secret"][0]')
-MWC=$(jq_ '[d["args"][i + 1] for i, a in enumerate(d["args"]) if a == "--webhook-config"][0]')
-SVC=$(jq_ '[d["args"][i + 1] for i, a in enumerate(d["args"]) if a == "--service"][0]')
+[ "$MWC" = "$(jq_ '[d["args"][i + 1] for i, a in enumerate(d["args"]) if a == "--webhook-config"][0]')" ] \
+    || fail "--webhook-config is not the MutatingWebhookConfiguration's name"
 k get secret -n "${SECRET%/*}" "${SECRET#*/}" -o jsonpath='{.data.ca\.crt}' | base64 -d >"$WORK/ca.crt" \
     || fail "Secret $SECRET was not made"
 k get mutatingwebhookconfiguration "$MWC" -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | base64 -d >"$WORK/bundle.crt"
 cmp -s "$WORK/ca.crt" "$WORK/bundle.crt" || fail "caBundle of $MWC is not the CA in $SECRET"
 echo "  self-managed TLS: Secret $SECRET made, caBundle of $MWC patched with its CA"
+fi
 
 # --- the apiserver's path: HTTPS to the Service name, verified by the caBundle --------
 cat >"$WORK/review.json" <<'EOF'
@@ -215,4 +251,4 @@ for _ in $(seq 1 30); do kill -0 "$WH_PID" 2>/dev/null || break; sleep 0.5; done
 if kill -0 "$WH_PID" 2>/dev/null; then fail "still running 15 s after SIGTERM"; fi
 wait "$WH_PID" 2>/dev/null || true
 WH_PID=''
-echo "run-webhook-image: $IMAGE runs as the Deployment says (read-only root, UID 65532, self-managed TLS with the manifests' RBAC)"
+echo "run-webhook-image: $IMAGE runs as $(basename "$RENDERED") says (read-only root, UID 65532, $TLS_KIND TLS, the manifests' RBAC)"

@@ -103,6 +103,10 @@ pub struct StartArgs {
     /// Milliseconds to wait for serve to accept connections.
     #[arg(long, env = "INIT_SSHD_START_WAIT_MS", default_value_t = 2000)]
     pub wait_ms: u64,
+    /// Milliseconds to wait for an entrypoint *script* (PID 1 still a shell) to exec its
+    /// program, so the snapshot holds the variables it exports.
+    #[arg(long, env = "INIT_SSHD_ENV_WAIT_MS", default_value_t = 2000)]
+    pub env_wait_ms: u64,
     /// The original postStart exec hook, run after `--`; its status becomes ours.
     #[arg(last = true, value_name = "ORIGINAL_HOOK_ARGV")]
     pub hook: Vec<OsString>,
@@ -182,6 +186,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             dir: a.dir,
             listen: a.listen,
             wait: Duration::from_millis(a.wait_ms),
+            env_wait: Duration::from_millis(a.env_wait_ms),
             log_max_bytes: cli.log_max_bytes,
             hook: a.hook,
             proc_root: PathBuf::from("/proc"),

@@ -13,6 +13,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// File name of the NUL-separated snapshot in DIR.
 pub const ENV_FILE: &str = "env";
@@ -187,9 +188,47 @@ pub fn main_pid(proc_root: &Path) -> u32 {
     pid
 }
 
-/// Capture the snapshot from this process's env and `/proc` (normally `/proc`).
-pub fn capture(proc_root: &Path) -> Snapshot {
-    let pid = main_pid(proc_root);
+/// Interpreters an entrypoint script runs in. /proc/PID/exe names the interpreter even when
+/// comm shows the script's name (`start.sh`).
+const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox"];
+
+fn is_shell(proc_root: &Path, pid: u32) -> bool {
+    let dir = proc_root.join(pid.to_string());
+    let exe = fs::read_link(dir.join("exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    exe.or_else(|| comm(proc_root, pid))
+        .is_some_and(|n| SHELLS.contains(&n.as_str()))
+}
+
+/// Like [`main_pid`], but when the main process is still a shell (an entrypoint script
+/// that has not yet `exec`'d the real program, racing with this postStart hook), wait up
+/// to `max_wait` for it to exec. If it is still a shell then, a script that runs its program
+/// without exec is assumed: its oldest child carries the exports.
+pub fn settled_main_pid(proc_root: &Path, max_wait: Duration) -> u32 {
+    let deadline = Instant::now() + max_wait;
+    loop {
+        let pid = main_pid(proc_root);
+        if !is_shell(proc_root, pid) {
+            return pid;
+        }
+        if Instant::now() >= deadline {
+            let child = children(proc_root, pid).into_iter().min();
+            tracing::info!(
+                pid,
+                child,
+                "main process is still a shell; using its oldest child if any"
+            );
+            return child.unwrap_or(pid);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Capture the snapshot from this process's env and `/proc` (normally `/proc`), waiting at
+/// most `max_wait` for an entrypoint script to settle (see [`settled_main_pid`]).
+pub fn capture(proc_root: &Path, max_wait: Duration) -> Snapshot {
+    let pid = settled_main_pid(proc_root, max_wait);
     let path = proc_root.join(pid.to_string()).join("environ");
     let main = match fs::read(&path) {
         Ok(bytes) => {
@@ -395,17 +434,43 @@ mod tests {
     }
 
     #[test]
+    fn shell_entrypoint_is_waited_for_then_its_child_used() {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path();
+        for (pid, comm, ppid) in [(1, "start.sh", 0), (5, "jupyter", 1)] {
+            fs::create_dir_all(p.join(format!("{pid}"))).unwrap();
+            fs::write(p.join(format!("{pid}/comm")), format!("{comm}\n")).unwrap();
+            fs::write(
+                p.join(format!("{pid}/stat")),
+                format!("{pid} ({comm}) S {ppid} 1"),
+            )
+            .unwrap();
+        }
+        // A script: exe is the interpreter.
+        std::os::unix::fs::symlink("/usr/bin/bash", p.join("1/exe")).unwrap();
+        let t = Instant::now();
+        assert_eq!(settled_main_pid(p, Duration::from_millis(200)), 5);
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        // The script exec'd its program meanwhile: no wait, PID 1 itself.
+        fs::remove_file(p.join("1/exe")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/python3.12", p.join("1/exe")).unwrap();
+        let t = Instant::now();
+        assert_eq!(settled_main_pid(p, Duration::from_secs(5)), 1);
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
     fn capture_reads_a_fake_proc() {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("1")).unwrap();
         fs::write(root.path().join("1/comm"), "python\n").unwrap();
         fs::write(root.path().join("1/environ"), b"FROM_PID1=yes\0PWD=/x\0").unwrap();
-        let snap = capture(root.path());
+        let snap = capture(root.path(), Duration::ZERO);
         assert_eq!(snap.get("FROM_PID1").as_deref(), Some("yes"));
         assert!(snap.get("PWD").is_none());
         assert_eq!(snap.main_process, Some(root.path().join("1/environ")));
         // Unreadable /proc: own environment only.
-        let snap = capture(&root.path().join("missing"));
+        let snap = capture(&root.path().join("missing"), Duration::ZERO);
         assert!(snap.main_process.is_none());
         assert!(snap.get("FROM_PID1").is_none());
     }

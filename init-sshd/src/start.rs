@@ -50,6 +50,8 @@ pub struct Options {
     pub listen: SocketAddr,
     /// How long to wait for serve to accept a TCP connection.
     pub wait: Duration,
+    /// How long to wait for an entrypoint script to exec its program before the snapshot.
+    pub env_wait: Duration,
     /// Cap of serve's log file (see logfile.rs).
     pub log_max_bytes: u64,
     /// The original postStart argv to run afterwards (may be empty).
@@ -61,7 +63,7 @@ pub struct Options {
 /// Run all steps; returns the process exit status (the hook's, or 0).
 pub fn run(opts: &Options) -> i32 {
     let dir = &opts.dir;
-    let snap = envsnap::capture(&opts.proc_root);
+    let snap = envsnap::capture(&opts.proc_root, opts.env_wait);
     match envsnap::write(dir, &snap) {
         Ok(()) => {
             tracing::info!(dir = %dir.display(), vars = snap.vars.len(), "environment snapshot written")

@@ -135,6 +135,7 @@ fn launch_detaches_with_snapshot_env() {
         dir: dir.clone(),
         listen: "127.0.0.1:1".parse().unwrap(),
         wait: Duration::from_millis(10),
+        env_wait: Duration::ZERO,
         log_max_bytes: 1 << 20,
         hook: Vec::new(),
         proc_root: PathBuf::from("/proc"),

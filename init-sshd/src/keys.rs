@@ -296,6 +296,8 @@ impl AuthorizedKeys {
     pub fn parse(text: &str, source: &str) -> (AuthorizedKeys, Vec<Refused>) {
         let mut keys = AuthorizedKeys::default();
         let mut refused = Vec::new();
+        // Files saved by Windows editors may start with a BOM and use CRLF (lines() strips \r).
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {

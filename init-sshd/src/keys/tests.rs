@@ -95,6 +95,20 @@ fn parses_every_supported_key_type_and_skips_blank_and_comments() {
 }
 
 #[test]
+fn windows_line_endings_and_bom() {
+    let text = format!(
+        "\u{feff}{}\r\n# c\r\n{}\r\n",
+        USER_PUB.trim(),
+        ECDSA256.trim()
+    );
+    let (keys, refused) = AuthorizedKeys::parse(&text, "win");
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(keys.entries().len(), 2);
+    assert_eq!(keys.entries()[1].line(), 3);
+    assert_eq!(keys.entries()[1].comment(), "ecdsa256");
+}
+
+#[test]
 fn refuses_bad_lines_with_source_and_line_number() {
     let good = USER_PUB.trim();
     let truncated = &good[..good.len() - 20];

@@ -12,7 +12,7 @@ PORT="${BENCH_PORT:-18443}"
 MPORT="${BENCH_METRICS_PORT:-19090}"
 # wrk is closed-loop; each connection waits DELAY_MS after every response, so
 # CONNS / (DELAY_MS + latency) ~= 1,000 req/s.
-CONNS="${BENCH_CONNECTIONS:-10}"
+CONNS="${BENCH_CONNECTIONS:-11}"
 DELAY_MS="${BENCH_DELAY_MS:-10}"
 
 for tool in wrk curl; do
@@ -72,7 +72,7 @@ to_ms() { # wrk prints 512.00us / 1.23ms / 1.01s
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
 }
 p99ms=$(to_ms "$p99")
-echo "== summary"
+echo "== summary (load average during the run: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores)"
 echo "rate: $rps req/s achieved (target ~1000), non-2xx lines: $non2xx, socket-error lines: $errors, injected (metrics): ${injected:-n/a}"
 echo "HTTPS latency: p50 $p50, p99 $p99 (goal p99 <= 5 ms): $(awk -v p="$p99ms" 'BEGIN{print (p<=5.0)?"OK":"MISSED"}')"
 echo "server RSS: $((rss_kb / 1024)) MB now, peak $((hwm_kb / 1024)) MB (goal <= 30 MB): $(awk -v k="$hwm_kb" 'BEGIN{print (k<=30*1024)?"OK":"MISSED"}')"

@@ -66,11 +66,21 @@ fn main() -> Result<()> {
     });
     floor.print("floor (serde_json::Value parse + serialize)");
     handler.print("handler (admission::review: decode, mutate, encode)");
-    let ratio = handler.mean.as_secs_f64() / floor.mean.as_secs_f64();
-    let ratio99 = handler.p99.as_secs_f64() / floor.p99.as_secs_f64();
+    let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    let (mean, p50, p99) = (
+        r(handler.mean, floor.mean),
+        r(handler.p50, floor.p50),
+        r(handler.p99, floor.p99),
+    );
+    // p99 of a 0.1 ms operation measures the scheduler on a shared machine more than
+    // the code; the goal is judged on the mean and the median.
     println!(
-        "handler / floor: mean {ratio:.2}x, p99 {ratio99:.2}x (goal <= 3x): {}",
-        if ratio <= 3.0 { "OK" } else { "MISSED" }
+        "handler / floor: mean {mean:.2}x, p50 {p50:.2}x, p99 {p99:.2}x (goal <= 3x): {}",
+        if mean <= 3.0 && p50 <= 3.0 {
+            "OK"
+        } else {
+            "MISSED"
+        }
     );
     Ok(())
 }

@@ -287,3 +287,13 @@ async fn generate_name_pod_is_injected() {
     let (_, res) = post_json(state(), &review(pod, "Pod", "pods", "CREATE", false)).await;
     assert!(!decoded_patch(&res).is_empty());
 }
+
+#[tokio::test]
+async fn apiserver_timeout_query_is_accepted() {
+    // The apiserver calls `/mutate?timeout=10s`.
+    let body = serde_json::to_vec(&review(alice(), "Pod", "pods", "CREATE", false)).unwrap();
+    let (status, out) = send(state(), Method::POST, "/mutate?timeout=10s", body).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert!(!decoded_patch(&v).is_empty());
+}

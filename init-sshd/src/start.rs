@@ -62,6 +62,15 @@ pub struct Options {
 
 /// Run all steps; returns the process exit status (the hook's, or 0).
 pub fn run(opts: &Options) -> i32 {
+    // A bug in the SSH part must never cost the platform its own hook.
+    if std::panic::catch_unwind(|| ssh_steps(opts)).is_err() {
+        tracing::error!("SSH setup panicked; continuing with the original hook");
+    }
+    run_hook(&opts.hook)
+}
+
+/// Everything but the original hook; each step logs and goes on.
+fn ssh_steps(opts: &Options) {
     let dir = &opts.dir;
     let snap = envsnap::capture(&opts.proc_root, opts.env_wait);
     match envsnap::write(dir, &snap) {
@@ -124,7 +133,6 @@ pub fn run(opts: &Options) -> i32 {
     } else {
         tracing::warn!(listen = %opts.listen, log = %dir.join(LOG_FILE).display(), "serve not accepting connections yet; see its log");
     }
-    run_hook(&opts.hook)
 }
 
 /// The pid in DIR/serve.pid if that process is alive and is `init-sshd serve` for DIR.

@@ -2,6 +2,7 @@
 //! (setpriv), then a second start. Needs root (to switch UID) and util-linux `setpriv`;
 //! skipped otherwise, because start edits the invoking user's ~/.bash_profile.
 //! Full SSH sessions are covered by the workspace e2e tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic
 
 use std::fs;
 use std::io::Read;

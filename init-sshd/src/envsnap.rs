@@ -155,25 +155,50 @@ fn children(proc_root: &Path, ppid: u32) -> Vec<u32> {
     };
     let mut out: Vec<u32> = rd
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(proc_root.join(format!("{pid}/stat")))
-                .ok()
-                .and_then(|s| {
-                    // Field 4 after the ")" that closes comm (which may contain spaces).
-                    let rest = s.rsplit_once(')')?.1;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(ppid)
-        })
+        .filter(|pid| stat_field(proc_root, *pid, 4) == Some(u64::from(ppid)))
         .collect();
     out.sort_unstable();
     out
 }
 
-/// The process whose environment best represents the container: PID 1, or, when PID 1 is
-/// a tiny init, its oldest child (the entrypoint).
+/// Field `n` (1-based, as numbered in proc(5)) of /proc/PID/stat; comm may hold spaces, so
+/// counting starts after its closing parenthesis (field 3 is the first one after it).
+fn stat_field(proc_root: &Path, pid: u32, n: usize) -> Option<u64> {
+    let s = fs::read_to_string(proc_root.join(format!("{pid}/stat"))).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
+/// The container's first process. Normally PID 1. In a pod with `shareProcessNamespace`,
+/// PID 1 is the pod's pause process in another mount namespace; then the oldest process
+/// of our own mount namespace (other than us) is this container's entrypoint.
+fn container_init(proc_root: &Path) -> u32 {
+    let ns = |pid: &str| fs::read_link(proc_root.join(pid).join("ns/mnt")).ok();
+    let Some(mine) = ns("self") else {
+        return 1;
+    };
+    match ns("1") {
+        Some(one) if one != mine => {}
+        _ => return 1,
+    }
+    let me: Option<u32> = fs::read_link(proc_root.join("self"))
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok());
+    let Ok(rd) = fs::read_dir(proc_root) else {
+        return 1;
+    };
+    let oldest = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| Some(*pid) != me && ns(&pid.to_string()).as_ref() == Some(&mine))
+        .min_by_key(|pid| (stat_field(proc_root, *pid, 22).unwrap_or(u64::MAX), *pid));
+    tracing::info!(pid = ?oldest, "shared PID namespace: container init found by mount namespace");
+    oldest.unwrap_or(1)
+}
+
+/// The process whose environment best represents the container: its first process, or,
+/// when that is a tiny init, its oldest child (the entrypoint).
 pub fn main_pid(proc_root: &Path) -> u32 {
-    let mut pid = 1;
+    let mut pid = container_init(proc_root);
     for _ in 0..3 {
         match comm(proc_root, pid) {
             Some(name) if TINY_INITS.contains(&name.as_str()) => {
@@ -457,6 +482,38 @@ mod tests {
         let t = Instant::now();
         assert_eq!(settled_main_pid(p, Duration::from_secs(5)), 1);
         assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn shared_pid_namespace_finds_our_containers_init() {
+        let root = tempfile::tempdir().unwrap();
+        let p = root.path();
+        // pid 1: pause (other mount ns); 20: sidecar; 30: our entrypoint; 40: us.
+        for (pid, comm, mnt, start) in [
+            (1, "pause", "mnt:[1]", 10),
+            (20, "envoy", "mnt:[2]", 20),
+            (30, "jupyter", "mnt:[3]", 30),
+            (35, "kernel", "mnt:[3]", 90),
+            (40, "init-sshd", "mnt:[3]", 100),
+        ] {
+            let d = p.join(format!("{pid}"));
+            fs::create_dir_all(d.join("ns")).unwrap();
+            fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
+            let stat = format!(
+                "{pid} ({comm}) S 0 {}",
+                "0 ".repeat(17) + &start.to_string()
+            );
+            fs::write(d.join("stat"), stat).unwrap();
+            std::os::unix::fs::symlink(mnt, d.join("ns/mnt")).unwrap();
+        }
+        std::os::unix::fs::symlink("40", p.join("self")).unwrap();
+        assert_eq!(stat_field(p, 35, 22), Some(90));
+        assert_eq!(main_pid(p), 30);
+        // Not shared (PID 1 in our mount namespace): PID 1 as usual.
+        fs::remove_file(p.join("1/ns/mnt")).unwrap();
+        std::os::unix::fs::symlink("mnt:[3]", p.join("1/ns/mnt")).unwrap();
+        fs::write(p.join("1/comm"), "python\n").unwrap();
+        assert_eq!(main_pid(p), 1);
     }
 
     #[test]

@@ -5,16 +5,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use nix::sys::signal::Signal;
 use session_ssh_tests::cluster::webhook::{
-    NAMESPACE, Platform, TLS_SECRET, Tls, WEBHOOK_CONFIG, WebhookCluster, is_injected,
+    NAMESPACE, Platform, SERVICE, TLS_SECRET, Tls, WEBHOOK_CONFIG, WebhookCluster, is_injected,
 };
 use session_ssh_tests::cluster::{self, wait_for};
 
@@ -475,10 +477,7 @@ async fn self_managed_certificate_is_made_and_trusted() {
     let ca = data.get("ca.crt").map(|b| b.0.clone()).unwrap_or_default();
     assert!(!ca.is_empty() && data.contains_key("tls.crt") && data.contains_key("tls.key"));
 
-    let mwcs =
-        Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
-            client.clone(),
-        );
+    let mwcs = Api::<MutatingWebhookConfiguration>::all(client.clone());
     let bundle = wait_for("caBundle patched", Duration::from_secs(30), || async {
         let m = mwcs.get(WEBHOOK_CONFIG).await?;
         Ok(m.webhooks
@@ -499,6 +498,60 @@ async fn self_managed_certificate_is_made_and_trusted() {
         .labels
         .get_or_insert_with(Default::default)
         .insert("session-ssh.io/inject".into(), "true".into());
+    wc.wait_active(&ns, &pod).await.unwrap();
+    let stored = Api::<Pod>::namespaced(client, &ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    assert!(is_injected(&stored), "{}", wc.webhook_log());
+}
+
+/// Issue 5, item 6 (issue 4: "several replicas must agree on one certificate"):
+/// two self-managed replicas start together from no Secret; one Secret, one
+/// caBundle, no flapping, and the apiserver trusts either replica.
+#[tokio::test]
+async fn self_managed_replicas_agree_on_one_certificate() {
+    let mut wc = WebhookCluster::start_with_replicas(Platform::Default, Tls::SelfManaged, 2)
+        .await
+        .unwrap();
+    let client = wc.client().await.unwrap();
+    let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
+    let mwcs = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let ca_bundle = |m: MutatingWebhookConfiguration| {
+        m.webhooks
+            .unwrap_or_default()
+            .first()
+            .and_then(|w| w.client_config.ca_bundle.clone())
+    };
+    let secret = wait_for("TLS Secret", Duration::from_secs(30), || async {
+        Ok(secrets.get_opt(TLS_SECRET).await?)
+    })
+    .await
+    .unwrap();
+    let ns = cluster::unique_name("replicas");
+    wc.namespace(&ns, true).await.unwrap();
+    let mut pod = fixture("jupyterhub-alice");
+    pod.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("session-ssh.io/inject".into(), "true".into());
+    // Replica 0 (the Service's first route) is called and trusted.
+    wc.wait_active(&ns, &pod).await.unwrap();
+    let bundle = ca_bundle(mwcs.get(WEBHOOK_CONFIG).await.unwrap());
+
+    // Both replicas keep checking; nothing may change while they agree.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = secrets.get(TLS_SECRET).await.unwrap();
+    assert_eq!(
+        again.metadata.resource_version, secret.metadata.resource_version,
+        "the TLS Secret was rewritten: replicas disagree"
+    );
+    assert_eq!(ca_bundle(mwcs.get(WEBHOOK_CONFIG).await.unwrap()), bundle);
+
+    // Route the Service to replica 1 only: the same caBundle must verify it.
+    let other = SocketAddr::from((Ipv4Addr::LOCALHOST, wc.replicas[0].port));
+    wc.cp.map_service(NAMESPACE, SERVICE, 443, other).unwrap();
+    wc.stop_webhook(); // drops the apiserver's connection to replica 0
     wc.wait_active(&ns, &pod).await.unwrap();
     let stored = Api::<Pod>::namespaced(client, &ns)
         .create(&PostParams::default(), &pod)

@@ -89,12 +89,33 @@ pub struct WebhookCluster {
     args: Vec<String>,
     kubeconfig: PathBuf,
     webhook: Option<Child>,
+    /// Replicas beyond the first (see [`WebhookCluster::start_with_replicas`]).
+    pub replicas: Vec<Replica>,
     log: PathBuf,
+}
+
+/// A further webhook process with the same args on its own ports.
+#[derive(Debug)]
+pub struct Replica {
+    child: Child,
+    pub port: u16,
+    pub metrics_port: u16,
 }
 
 impl WebhookCluster {
     /// Starts a control plane of its own, installs the manifests and starts the webhook.
     pub async fn start(platform: Platform, tls: Tls) -> Result<WebhookCluster> {
+        Self::start_with_replicas(platform, tls, 1).await
+    }
+
+    /// Like [`WebhookCluster::start`] with `replicas` webhook processes started at
+    /// the same moment (as a Deployment's replicas are): in self-managed mode they
+    /// race for the TLS Secret. The first one is the one the methods act on.
+    pub async fn start_with_replicas(
+        platform: Platform,
+        tls: Tls,
+        replicas: usize,
+    ) -> Result<WebhookCluster> {
         let cp = ControlPlane::start()?;
         let client = cp.client().await?;
         let work = tempfile::Builder::new()
@@ -177,9 +198,23 @@ impl WebhookCluster {
             args,
             kubeconfig,
             webhook: None,
+            replicas: Vec::new(),
             log,
         };
-        wc.start_webhook().await?;
+        wc.webhook = Some(wc.spawn(wc.port, wc.metrics_port, 0)?);
+        for i in 1..replicas {
+            let (port, metrics_port) = (free_port()?, free_port()?);
+            let child = wc.spawn(port, metrics_port, i)?;
+            wc.replicas.push(Replica {
+                child,
+                port,
+                metrics_port,
+            });
+        }
+        wc.wait_ready(wc.metrics_port).await?;
+        for i in 0..wc.replicas.len() {
+            wc.wait_ready(wc.replicas[i].metrics_port).await?;
+        }
         Ok(wc)
     }
 
@@ -206,31 +241,62 @@ impl WebhookCluster {
     /// Starts (or restarts) the local webhook and waits for its /readyz.
     pub async fn start_webhook(&mut self) -> Result<()> {
         self.stop_webhook();
+        self.webhook = Some(self.spawn(self.port, self.metrics_port, 0)?);
+        self.wait_ready(self.metrics_port).await
+    }
+
+    /// Spawns one webhook process with the manifests' args on the given ports.
+    fn spawn(&self, port: u16, metrics_port: u16, index: usize) -> Result<Child> {
         let bin = webhook_bin()?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(&bin)
-            .args(&self.args)
+        let mut args = with_ports(&self.args, port, metrics_port);
+        if index > 0 {
+            // Each replica has its own TLS emptyDir, as each pod of the Deployment has.
+            let dir = self.work.path().join(format!("tls-{index}"));
+            std::fs::create_dir_all(&dir)?;
+            let shared = self.work.path().join("tls");
+            for file in [session_ssh_certs::CERT_FILE, session_ssh_certs::KEY_FILE] {
+                if self.tls == Tls::Url {
+                    std::fs::copy(shared.join(file), dir.join(file))?;
+                }
+                for a in args.iter_mut() {
+                    if *a == shared.join(file).display().to_string() {
+                        *a = dir.join(file).display().to_string();
+                    }
+                }
+            }
+        }
+        Command::new(&bin)
+            .args(&args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("POD_NAMESPACE", NAMESPACE)
-            .env("POD_NAME", "session-ssh-webhook-e2e")
+            .env("POD_NAME", format!("session-ssh-webhook-e2e-{index}"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        self.webhook = Some(child);
+            .with_context(|| format!("spawn {}", bin.display()))
+    }
+
+    /// Waits for /readyz of the process serving metrics on `metrics_port`.
+    async fn wait_ready(&mut self, metrics_port: u16) -> Result<()> {
         let started = Instant::now();
         loop {
-            if let Ok((200, _)) = http_get(self.metrics_port, "/readyz") {
+            if let Ok((200, _)) = http_get(metrics_port, "/readyz") {
                 return Ok(());
             }
-            if let Some(Ok(Some(status))) = self.webhook.as_mut().map(|c| c.try_wait()) {
+            let exited = self
+                .webhook
+                .iter_mut()
+                .chain(self.replicas.iter_mut().map(|r| &mut r.child))
+                .find_map(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
                 bail!(
-                    "webhook exited ({status}) before ready:\n{}",
+                    "a webhook process exited ({status}) before ready:\n{}",
                     self.webhook_log()
                 );
             }
@@ -360,7 +426,28 @@ impl WebhookCluster {
 impl Drop for WebhookCluster {
     fn drop(&mut self) {
         self.stop_webhook();
+        for r in &mut self.replicas {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
     }
+}
+
+/// `args` with --listen / --metrics-listen set to the given 127.0.0.1 ports.
+fn with_ports(args: &[String], port: u16, metrics_port: u16) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        out.push(a.clone());
+        let value = match a.as_str() {
+            "--listen" => format!("127.0.0.1:{port}"),
+            "--metrics-listen" => format!("127.0.0.1:{metrics_port}"),
+            _ => continue,
+        };
+        it.next();
+        out.push(value);
+    }
+    out
 }
 
 fn ignore_exists<T>(r: kube::Result<T>) -> Result<()> {

@@ -193,6 +193,10 @@ impl Builder {
             image_env: vec![
                 ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
                 ("HOME".into(), format!("/home/{USER}")),
+                // The SNI/TLS listener (issue 6) defaults to 0.0.0.0:2443; tests stay on
+                // loopback and run in parallel, so it is off (serve reads it from the env
+                // that `start` passes on).
+                ("INIT_SSHD_TLS_LISTEN".into(), "off".into()),
             ],
             entry_exports: Vec::new(),
             profile: RESETTING_PROFILE.into(),
@@ -329,7 +333,14 @@ impl Builder {
             .unwrap_or_else(|| format!("{}\n", self.client.public));
         fs::write(&keys_src, authorized).expect("write authorized_keys source");
 
-        let ct = Container::spawn(&fs_spec, uid, gid, &self.image_env, &self.entry_exports);
+        let ct = Container::spawn(
+            &fs_spec,
+            uid,
+            gid,
+            &self.image_env,
+            &self.entry_exports,
+            &root.join("container.log"),
+        );
 
         let install = run::run(
             &mut ct.exec(
@@ -362,8 +373,9 @@ impl Builder {
                 );
                 assert!(
                     out.success(),
-                    "init-sshd start must exit 0:\n{}\n--- log ---\n{}",
+                    "init-sshd start must exit 0:\n{}\n--- install ---\n{}\n--- log ---\n{}",
                     out.describe(),
+                    install.describe(),
                     fs::read_to_string(dir.join("init-sshd.log")).unwrap_or_default()
                 );
                 start_out = Some(out);

@@ -64,10 +64,11 @@ fn assert_env(s: &Sshd, what: &str, text: &str, image_bin: &str, login: bool) {
         text.contains("image=from-image"),
         "image variable lost — {ctx}"
     );
+    // Output lines (not the pty's echo of the typed command), without terminal escapes.
     let path_line = text
         .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("path="))
+        .filter(|l| !l.contains("$PATH"))
+        .find_map(|l| l.find("path=").map(|i| l[i..].trim()))
         .unwrap_or_else(|| panic!("no path= line — {ctx}"));
     assert!(
         path_line.split([':', '=']).any(|p| p == image_bin),

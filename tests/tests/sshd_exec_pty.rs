@@ -6,6 +6,16 @@
 
 use session_ssh_tests::sshd::{Builder, T};
 
+/// The first `/dev/pts/N` in terminal output (which carries \r and escape sequences).
+fn pts_in(text: &str) -> Option<String> {
+    let i = text.find("/dev/pts/")?;
+    let digits: String = text[i + 9..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty()).then(|| format!("/dev/pts/{digits}"))
+}
+
 #[test]
 fn exec_separates_stdout_stderr_and_returns_exit_3() {
     let s = Builder::new().start();
@@ -44,7 +54,12 @@ fn exec_passes_stdin_binary_safe_and_eof() {
 #[test]
 fn exec_without_pty_has_no_tty_and_no_ssh_tty() {
     let s = Builder::new().start();
-    let out = s.exec(&[], "tty; echo \"SSH_TTY=[$SSH_TTY]\"", b"", T);
+    let out = s.exec(
+        &[],
+        "tty; r=$?; echo \"SSH_TTY=[$SSH_TTY]\"; exit $r",
+        b"",
+        T,
+    );
     assert_eq!(
         out.code(),
         Some(1),
@@ -89,11 +104,7 @@ fn pty_login_shell_has_a_pts_tty_term_and_exit_status() {
     );
     let text = out.stdout_str();
     assert_eq!(out.code(), Some(7), "shell exit status\n{}", s.diag(&out));
-    let tty = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("/dev/pts/") && l["/dev/pts/".len()..].parse::<u32>().is_ok())
-        .unwrap_or_else(|| panic!("no /dev/pts/N line from `tty`\n{}", s.diag(&out)));
+    let tty = pts_in(&text).unwrap_or_else(|| panic!("no /dev/pts/N from `tty`\n{}", s.diag(&out)));
     assert!(
         text.contains(&format!("term=xterm-256color ssh_tty={tty}")),
         "TERM / SSH_TTY in the pty shell\n{}",

@@ -37,12 +37,12 @@ fn asyncssh_client_runs_commands_pty_sftp_and_forwarding() {
     eprintln!("{}", out.stdout_str());
 }
 
-/// ssh-audit's verdict. Policy: no `[fail]` finding at all (broken crypto, SHA-1, CBC,
-/// NIST-curve kex, Terrapin without strict kex, small moduli are all `fail` in ssh-audit 3.9);
-/// `[warn]` findings are printed but allowed, because ssh-audit also warns about algorithms
-/// that OpenSSH itself enables by default and that clients still need (e.g. 2048-bit
-/// diffie-hellman-group14, encrypt-and-MAC variants next to their -etm versions). Exit code 2
-/// (failure) or 3 (could not audit) fails the test.
+/// ssh-audit's verdict. ssh-audit 3.9 exit codes: 0 good, 1 connection error, 2 warning,
+/// 3 failure. Policy: no `[fail]` finding and no exit 3 (broken crypto, SHA-1, CBC, NIST-curve
+/// kex, Terrapin without strict kex, small moduli are all `fail`); exit 1 fails too (nothing was
+/// audited). `[warn]` (exit 2) is printed but allowed: today it flags only curve25519-sha256 as
+/// "not post-quantum", and that kex must stay because the OpenSSH in Debian 12 / Ubuntu 22.04
+/// (9.2 / 8.9) has no mlkem768x25519; the server offers the hybrid first.
 #[test]
 fn ssh_audit_finds_no_failures() {
     let s = Builder::new().start();
@@ -80,8 +80,8 @@ fn ssh_audit_finds_no_failures() {
         s.logs()
     );
     assert!(
-        matches!(out.code(), Some(0) | Some(1)),
-        "ssh-audit exit code {:?} (2 = failure, 3 = unknown)\n{}",
+        matches!(out.code(), Some(0) | Some(2)),
+        "ssh-audit exit code {:?} (1 = connection error, 3 = failure)\n{}",
         out.code(),
         s.diag(&out)
     );

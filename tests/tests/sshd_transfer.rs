@@ -82,7 +82,7 @@ fn scp_roundtrip(legacy: bool) {
     let src = s.root.join("scp.bin");
     let sum = write_random_file(&src, 5 * 1024 * 1024 + 17, 42);
     let mut up = Command::new("scp");
-    up.args(s.opts()).arg("-q");
+    up.args(s.opts());
     if legacy {
         up.arg("-O");
     }
@@ -93,7 +93,7 @@ fn scp_roundtrip(legacy: bool) {
 
     let back = s.root.join("scp.back");
     let mut down = Command::new("scp");
-    down.args(s.opts()).arg("-q").arg("-p");
+    down.args(s.opts()).arg("-p");
     if legacy {
         down.arg("-O");
     }

@@ -48,6 +48,7 @@ impl Container {
         gid: u32,
         image_env: &[(String, String)],
         entry_exports: &[(String, String)],
+        log: &Path,
     ) -> Container {
         let mut cmd = Command::new("bwrap");
         let rootfs = matches!(fs_spec, Fs::Rootfs(_));
@@ -95,7 +96,11 @@ impl Container {
             cmd.arg(format!("{k}={v}"));
         }
         cmd.args(["/bin/sh", "-c", &script]);
-        cmd.stdin(Stdio::null());
+        // PID 1 must not hold the test runner's stdout/stderr pipes.
+        let logf = fs::File::create(log).expect("create container log");
+        cmd.stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log"))
+            .stderr(logf);
         let what = super::run::show(&cmd);
         let mut bwrap = cmd
             .spawn()
@@ -104,18 +109,31 @@ impl Container {
         let end = Instant::now() + Duration::from_secs(10);
         let pid1 = loop {
             let found = procs::descendants(bpid).into_iter().find(|&p| {
-                procs::status_field(p, "NSpid:")
-                    .is_some_and(|v| v.split_whitespace().count() >= 2 && v.ends_with(" 1"))
-                    && procs::cmdline(p).contains("sleep")
+                // PID 1 of the new namespace, and already exec'd into its final program:
+                // before that, bwrap is still setting up the mounts.
+                procs::status_field(p, "NSpid:").is_some_and(|v| {
+                    let ids: Vec<&str> = v.split_whitespace().collect();
+                    ids.len() >= 2 && ids.last() == Some(&"1")
+                }) && {
+                    let c = procs::cmdline(p);
+                    c.starts_with("sleep ") || c.starts_with("/bin/busybox sleep ")
+                }
             });
             if let Some(p) = found {
                 break p;
             }
             if let Ok(Some(st)) = bwrap.try_wait() {
-                panic!("bwrap exited early with {st}: {what}");
+                panic!(
+                    "bwrap exited early with {st}: {what}\n{}",
+                    fs::read_to_string(log).unwrap_or_default()
+                );
             }
             if Instant::now() > end {
+                for p in procs::descendants(bpid) {
+                    procs::kill9(p);
+                }
                 let _ = bwrap.kill();
+                let _ = bwrap.wait();
                 panic!("container PID 1 did not appear within 10 s: {what}");
             }
             sleep(Duration::from_millis(20));

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use russh::server::Handle;
 use tokio::net::UnixListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Longest socket directory we use; sun_path holds 108 bytes.
@@ -33,7 +34,12 @@ pub fn runtime_dir(base: &Path) -> PathBuf {
 
 impl AgentForward {
     /// Create `<base>/ssh-agent.<pid>.<conn>.<nanos>` (0700) with a listening socket.
-    pub fn start(base: &Path, handle: Handle, conn: u64) -> io::Result<AgentForward> {
+    pub fn start(
+        base: &Path,
+        handle: Handle,
+        conn: u64,
+        gone: watch::Receiver<()>,
+    ) -> io::Result<AgentForward> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -59,9 +65,10 @@ impl AgentForward {
                     }
                 };
                 let handle = handle.clone();
+                let gone = gone.clone();
                 tokio::spawn(async move {
                     match handle.channel_open_agent().await {
-                        Ok(ch) => crate::forward::copy_bidi(ch, stream).await,
+                        Ok(ch) => crate::forward::copy_bidi(ch, stream, gone).await,
                         Err(e) => tracing::info!(conn, error = %e, "client refused agent channel"),
                     }
                 });

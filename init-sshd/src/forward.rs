@@ -18,6 +18,7 @@ use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Errors of forwarding.
@@ -62,12 +63,13 @@ pub fn direct_tcpip(
     port: u16,
     reply: ChannelOpenHandle,
     conn: u64,
+    gone: watch::Receiver<()>,
 ) {
     tokio::spawn(async move {
         match connect_tcp(&host, port).await {
             Ok(sock) => {
                 reply.accept().await;
-                copy_bidi(channel, sock).await;
+                copy_bidi(channel, sock, gone).await;
                 tracing::debug!(conn, host, port, "direct-tcpip closed");
             }
             Err(e) => {
@@ -84,12 +86,13 @@ pub fn direct_streamlocal(
     path: PathBuf,
     reply: ChannelOpenHandle,
     conn: u64,
+    gone: watch::Receiver<()>,
 ) {
     tokio::spawn(async move {
         match UnixStream::connect(&path).await {
             Ok(sock) => {
                 reply.accept().await;
-                copy_bidi(channel, sock).await;
+                copy_bidi(channel, sock, gone).await;
                 tracing::debug!(conn, path = %path.display(), "direct-streamlocal closed");
             }
             Err(e) => {
@@ -106,6 +109,7 @@ pub fn direct_streamlocal(
 pub async fn copy_bidi<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     channel: Channel<Msg>,
     sock: S,
+    mut gone: watch::Receiver<()>,
 ) {
     let (mut ch_read, ch_write) = channel.split();
     let (mut sock_read, mut sock_write) = tokio::io::split(sock);
@@ -151,6 +155,8 @@ pub async fn copy_bidi<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         tokio::select! {
             () = &mut downstream, if !down_done => down_done = true,
             () = &mut upstream => break,
+            // The connection ended while a side was blocked: drop both.
+            _ = gone.changed() => return,
         }
     }
     // The client closed: a writer still waiting for window would wait forever.
@@ -191,6 +197,7 @@ impl RemoteForwards {
         port: u16,
         handle: Handle,
         conn: u64,
+        gone: watch::Receiver<()>,
     ) -> Result<u16> {
         let listener = TcpListener::bind((bind_host(address), port)).await?;
         let bound = listener.local_addr()?.port();
@@ -208,6 +215,7 @@ impl RemoteForwards {
                 let _ = sock.set_nodelay(true);
                 let handle = handle.clone();
                 let addr = addr.clone();
+                let gone = gone.clone();
                 tokio::spawn(async move {
                     match handle
                         .channel_open_forwarded_tcpip(
@@ -218,7 +226,7 @@ impl RemoteForwards {
                         )
                         .await
                     {
-                        Ok(ch) => copy_bidi(ch, sock).await,
+                        Ok(ch) => copy_bidi(ch, sock, gone).await,
                         Err(e) => {
                             tracing::info!(conn, error = %e, "client refused forwarded-tcpip")
                         }

@@ -26,7 +26,7 @@ use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::server::policy::Program;
@@ -71,6 +71,8 @@ pub struct Launch {
     pub env: Vec<(String, String)>,
     pub user: User,
     pub conn: u64,
+    /// Closes when the connection ends.
+    pub gone: watch::Receiver<()>,
 }
 
 /// `$SHELL -c cmd` (argv[0] = basename) or the login shell (argv[0] = "-bash").
@@ -145,6 +147,7 @@ pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Resul
                 input,
                 outputs,
                 pty_exit: None,
+                gone: launch.gone.clone(),
             }));
         }
         Some(req) => {
@@ -194,6 +197,7 @@ pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Resul
                 input,
                 outputs: vec![out],
                 pty_exit: Some(exit),
+                gone: launch.gone.clone(),
             }));
         }
     }
@@ -344,6 +348,7 @@ struct Supervised {
     input: JoinHandle<InputEnd>,
     outputs: Vec<JoinHandle<io::Result<()>>>,
     pty_exit: Option<Arc<PtyExit>>,
+    gone: watch::Receiver<()>,
 }
 
 async fn supervise(mut s: Supervised) {
@@ -380,6 +385,10 @@ async fn supervise(mut s: Supervised) {
             }
             end = &mut s.input => {
                 tracing::debug!(conn = s.conn, channel = %s.id, ?end, "channel input ended");
+                break false;
+            }
+            _ = s.gone.changed() => {
+                tracing::debug!(conn = s.conn, channel = %s.id, "connection gone");
                 break false;
             }
         }

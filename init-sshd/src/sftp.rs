@@ -11,12 +11,18 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use russh::Channel;
 use russh::server::Msg;
 use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 
 /// Errors of SFTP requests, mapped onto SFTP status codes.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +75,7 @@ pub struct Sftp {
 }
 
 /// Serve SFTP on an accepted `subsystem sftp` channel.
-pub fn start(channel: Channel<Msg>, home: PathBuf, conn: u64) {
+pub fn start(channel: Channel<Msg>, home: PathBuf, conn: u64, gone: watch::Receiver<()>) {
     let handler = Sftp {
         home,
         conn,
@@ -80,11 +86,68 @@ pub fn start(channel: Channel<Msg>, home: PathBuf, conn: u64) {
         // Room for a 255 KiB write plus header (OpenSSH's client max).
         max_client_packet_len: 512 * 1024,
     };
-    tokio::spawn(russh_sftp::server::run_with_config(
-        channel.into_stream(),
-        handler,
-        cfg,
-    ));
+    let stream = UntilGone {
+        inner: channel.into_stream(),
+        gone: Box::pin(async move {
+            let mut gone = gone;
+            let _ = gone.changed().await;
+        }),
+    };
+    tokio::spawn(russh_sftp::server::run_with_config(stream, handler, cfg));
+}
+
+/// The channel stream, failing once the connection is gone: russh-sftp's
+/// loop cannot be cancelled from outside, and a write waiting for window on a
+/// dead connection would otherwise wait forever.
+struct UntilGone<S> {
+    inner: S,
+    gone: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl<S> UntilGone<S> {
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.gone.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection gone")),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for UntilGone<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for UntilGone<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Resolve a client path: relative to home, "" and "." mean home.

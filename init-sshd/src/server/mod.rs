@@ -19,6 +19,7 @@ use russh::server::{
     Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, ChannelOpenFailure, Pty};
+use tokio::sync::watch;
 
 use crate::agent::AgentForward;
 use crate::forward::RemoteForwards;
@@ -65,6 +66,9 @@ pub struct Conn {
     sessions: HashMap<ChannelId, PendingSession>,
     agent: Option<AgentForward>,
     remote: RemoteForwards,
+    /// Dropped with the connection: wakes every task of it (a task blocked
+    /// writing to a stalled child or socket would never see the channel end).
+    gone: watch::Sender<()>,
 }
 
 impl Conn {
@@ -84,7 +88,12 @@ impl Conn {
             sessions: HashMap::new(),
             agent: None,
             remote: RemoteForwards::default(),
+            gone: watch::channel(()).0,
         }
+    }
+
+    fn gone(&self) -> watch::Receiver<()> {
+        self.gone.subscribe()
     }
 
     fn peer(&self) -> Option<SocketAddr> {
@@ -171,6 +180,7 @@ impl Conn {
             env,
             user: self.shared.user.clone(),
             conn: self.id,
+            gone: self.gone(),
         };
         match crate::session::start(channel, session.handle(), launch) {
             Ok(()) => true,
@@ -384,7 +394,7 @@ impl Handler for Conn {
             {
                 Some(ch) => {
                     tracing::info!(conn = self.id, channel = %channel, kind = "sftp", "channel");
-                    crate::sftp::start(ch, self.shared.user.home.clone(), self.id);
+                    crate::sftp::start(ch, self.shared.user.home.clone(), self.id, self.gone());
                     true
                 }
                 None => false,
@@ -403,7 +413,12 @@ impl Handler for Conn {
             return Ok(false);
         }
         if self.agent.is_none() {
-            match AgentForward::start(&self.shared.runtime_dir, session.handle(), self.id) {
+            match AgentForward::start(
+                &self.shared.runtime_dir,
+                session.handle(),
+                self.id,
+                self.gone(),
+            ) {
                 Ok(a) => self.agent = Some(a),
                 Err(e) => {
                     tracing::warn!(conn = self.id, error = %e, "agent forwarding setup failed");
@@ -432,9 +447,14 @@ impl Handler for Conn {
         };
         tracing::info!(conn = self.id, kind = "direct-tcpip", host, port, originator = %format!("{originator_address}:{originator_port}"), allowed, "channel");
         match u16::try_from(port) {
-            Ok(port) if allowed => {
-                crate::forward::direct_tcpip(channel, host.to_owned(), port, reply, self.id)
-            }
+            Ok(port) if allowed => crate::forward::direct_tcpip(
+                channel,
+                host.to_owned(),
+                port,
+                reply,
+                self.id,
+                self.gone(),
+            ),
             _ => {
                 reply
                     .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -465,7 +485,13 @@ impl Handler for Conn {
             "channel"
         );
         if allowed {
-            crate::forward::direct_streamlocal(channel, PathBuf::from(socket_path), reply, self.id);
+            crate::forward::direct_streamlocal(
+                channel,
+                PathBuf::from(socket_path),
+                reply,
+                self.id,
+                self.gone(),
+            );
         } else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
@@ -494,7 +520,7 @@ impl Handler for Conn {
         };
         match self
             .remote
-            .listen(address, p16, session.handle(), self.id)
+            .listen(address, p16, session.handle(), self.id, self.gone())
             .await
         {
             Ok(bound) => {

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -558,6 +561,136 @@ async fn self_managed_replicas_agree_on_one_certificate() {
         .await
         .unwrap();
     assert!(is_injected(&stored), "{}", wc.webhook_log());
+}
+
+/// The manifests' RBAC, decided by the real authorizer for the webhook's
+/// ServiceAccount (JupyterHub example: host keys only in the hub namespace).
+#[tokio::test]
+async fn webhook_service_account_gets_exactly_the_manifests_rights() {
+    let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let client = wc.client().await.unwrap();
+    assert_eq!(
+        wc.session_namespaces,
+        ["jhub"],
+        "the example binds host keys in jhub"
+    );
+    let user = format!("system:serviceaccount:{NAMESPACE}:session-ssh-webhook");
+    // (verb, group, resource, subresource, namespace, name, allowed)
+    let cases: &[(&str, &str, &str, &str, &str, &str, bool)] = &[
+        ("watch", "", "pods", "", "", "", true),
+        ("patch", "", "pods", "", "jhub", "jupyter-alice", true),
+        ("create", "", "services", "", "jhub", "", true),
+        ("delete", "", "services", "", "jhub", "s", true),
+        ("create", "events.k8s.io", "events", "", "jhub", "", true),
+        ("create", "", "secrets", "", "jhub", "", true),
+        ("get", "", "secrets", "", NAMESPACE, TLS_SECRET, true),
+        ("update", "", "secrets", "", NAMESPACE, TLS_SECRET, true),
+        (
+            "patch",
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            "",
+            "",
+            WEBHOOK_CONFIG,
+            true,
+        ),
+        ("create", "", "pods", "", "jhub", "", false),
+        ("delete", "", "pods", "", "jhub", "jupyter-alice", false),
+        ("create", "", "pods", "exec", "jhub", "jupyter-alice", false),
+        ("get", "", "secrets", "", "kube-system", "any", false),
+        ("get", "", "secrets", "", "other-users", "any", false),
+        ("get", "", "secrets", "", NAMESPACE, "another-secret", false),
+        (
+            "patch",
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            "",
+            "",
+            "someone-else",
+            false,
+        ),
+        (
+            "delete",
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            "",
+            "",
+            WEBHOOK_CONFIG,
+            false,
+        ),
+        (
+            "get",
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            "",
+            "",
+            "",
+            false,
+        ),
+        ("update", "", "configmaps", "", NAMESPACE, "", false),
+        ("get", "", "nodes", "", "", "", false),
+    ];
+    let sars = Api::<SubjectAccessReview>::all(client.clone());
+    let mut wrong = Vec::new();
+    for &(verb, group, resource, sub, ns, name, want) in cases {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(user.clone()),
+                groups: Some(vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{NAMESPACE}"),
+                    "system:authenticated".into(),
+                ]),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    subresource: (!sub.is_empty()).then(|| sub.into()),
+                    namespace: (!ns.is_empty()).then(|| ns.into()),
+                    name: (!name.is_empty()).then(|| name.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let got = sars
+            .create(&PostParams::default(), &review)
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.allowed);
+        if got != want {
+            wrong.push(format!(
+                "{verb} {group}/{resource}/{sub} ns={ns} name={name}: allowed={got}"
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "RBAC differs from the manifests' intent:\n{}",
+        wrong.join("\n")
+    );
+
+    // And the token the webhook runs with is that identity.
+    let token = cluster::service_account_token(&client, NAMESPACE, "session-ssh-webhook", 600)
+        .await
+        .unwrap();
+    let sa = wc.cp.token_client(&token).await.unwrap();
+    Api::<Pod>::namespaced(sa.clone(), "jhub")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let err = Api::<Secret>::namespaced(sa, "kube-system")
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
 }
 
 /// Issue 5, item 7: 200 pods created concurrently are all injected; admission

@@ -23,6 +23,9 @@ use session_ssh_tests::cluster::webhook::{
 };
 use session_ssh_tests::cluster::{self, wait_for};
 
+/// The load test runs alone; the others share the machine.
+static ALONE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn fixture(name: &str) -> Pod {
     let path =
         session_ssh_tests::repo_root().join(format!("webhook/tests/fixtures/{name}.pod.yaml"));
@@ -96,6 +99,7 @@ async fn adopt_statefulset_owner(client: &kube::Client, ns: &str, pod: &mut Pod)
 /// and never when it opts out.
 #[tokio::test]
 async fn jupyterhub_pod_injected_only_where_selected() {
+    let _shared = ALONE.read().await;
     let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
         .await
         .unwrap();
@@ -197,6 +201,7 @@ async fn jupyterhub_pod_injected_only_where_selected() {
 /// pod is still injected and valid.
 #[tokio::test]
 async fn generate_name_pod_is_injected() {
+    let _shared = ALONE.read().await;
     let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
         .await
         .unwrap();
@@ -240,12 +245,14 @@ async fn generate_name_pod_is_injected() {
 /// Issue 5, item 2: the Renku (Amalthea StatefulSet) pod, stored injected and valid.
 #[tokio::test]
 async fn renku_statefulset_pod_is_injected() {
+    let _shared = ALONE.read().await;
     platform_pod_is_injected(Platform::Renku, "renku-amalthea").await;
 }
 
 /// Issue 5, item 2: the Kubeflow Notebook pod, stored injected and valid.
 #[tokio::test]
 async fn kubeflow_pod_is_injected() {
+    let _shared = ALONE.read().await;
     platform_pod_is_injected(Platform::Kubeflow, "kubeflow-notebook").await;
 }
 
@@ -275,6 +282,7 @@ async fn platform_pod_is_injected(platform: Platform, case: &str) {
 /// Issue 5, item 3: a dry-run create returns the mutation and stores nothing.
 #[tokio::test]
 async fn dry_run_returns_mutation_and_creates_nothing() {
+    let _shared = ALONE.read().await;
     let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
         .await
         .unwrap();
@@ -336,6 +344,7 @@ async fn dry_run_returns_mutation_and_creates_nothing() {
 /// gone, pods are still created, unmodified, within timeoutSeconds.
 #[tokio::test]
 async fn webhook_down_pods_still_created_within_timeout() {
+    let _shared = ALONE.read().await;
     let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
         .await
         .unwrap();
@@ -385,6 +394,7 @@ async fn webhook_down_pods_still_created_within_timeout() {
 #[tokio::test]
 #[ignore = "session-ssh-webhook has no controller yet: nothing is made for a pod to collect"]
 async fn objects_made_for_a_pod_are_garbage_collected() {
+    let _shared = ALONE.read().await;
     let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
         .await
         .unwrap();
@@ -456,6 +466,7 @@ async fn objects_made_for_a_pod_are_garbage_collected() {
 /// Service name) then calls it successfully.
 #[tokio::test]
 async fn self_managed_certificate_is_made_and_trusted() {
+    let _shared = ALONE.read().await;
     let wc = WebhookCluster::start(Platform::Default, Tls::SelfManaged)
         .await
         .unwrap();
@@ -514,6 +525,7 @@ async fn self_managed_certificate_is_made_and_trusted() {
 /// caBundle, no flapping, and the apiserver trusts either replica.
 #[tokio::test]
 async fn self_managed_replicas_agree_on_one_certificate() {
+    let _shared = ALONE.read().await;
     let mut wc = WebhookCluster::start_with_replicas(Platform::Default, Tls::SelfManaged, 2)
         .await
         .unwrap();
@@ -567,6 +579,7 @@ async fn self_managed_replicas_agree_on_one_certificate() {
 /// ServiceAccount (JupyterHub example: host keys only in the hub namespace).
 #[tokio::test]
 async fn webhook_service_account_gets_exactly_the_manifests_rights() {
+    let _shared = ALONE.read().await;
     let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
         .await
         .unwrap();
@@ -697,6 +710,9 @@ async fn webhook_service_account_gets_exactly_the_manifests_rights() {
 /// latency p50/p99 from the webhook's histogram and the apiserver's own.
 #[tokio::test]
 async fn two_hundred_concurrent_pods_are_all_injected() {
+    // Alone: 200 admissions next to another control plane on 2 cores could
+    // reach the webhook's timeout and be ignored, which is not what is measured.
+    let _alone = ALONE.write().await;
     let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
         .await
         .unwrap();

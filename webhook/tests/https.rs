@@ -30,6 +30,10 @@ struct Running {
 }
 
 async fn start(dir: &Path) -> Running {
+    start_with_drain(dir, Duration::ZERO).await
+}
+
+async fn start_with_drain(dir: &Path, drain: Duration) -> Running {
     let state = AppState::new(Config::preset(Platform::Jupyterhub));
     let reloader = CertReloader::new(
         &dir.join("tls.crt"),
@@ -48,7 +52,7 @@ async fn start(dir: &Path) -> Running {
         async move {
             let _ = rx.await;
         },
-        Duration::ZERO,
+        drain,
     ));
     Running {
         addr,
@@ -243,4 +247,39 @@ async fn https_http1_http2_metrics_and_rotation() {
         .expect("server stops")
         .unwrap();
     assert!(TcpStream::connect(srv.addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_not_ready_then_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::generate().unwrap();
+    ca.issue_bundle(&ServerCertSpec::localhost())
+        .unwrap()
+        .write_pem_files(dir.path())
+        .unwrap();
+    let mut srv = start_with_drain(dir.path(), Duration::from_millis(1500)).await;
+    let tls = connect(srv.addr, ca.cert_pem(), b"h2").await.unwrap();
+    let mut conn = h2(tls).await;
+    assert_eq!(plain_get(srv.metrics, "/readyz").await.0, 200);
+
+    srv.stop.take().unwrap().send(()).unwrap();
+    // During the drain delay: not ready, but admission requests are still answered.
+    let mut saw_not_ready = false;
+    for _ in 0..20 {
+        if plain_get(srv.metrics, "/readyz").await.0 == 503 {
+            saw_not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(saw_not_ready, "readyz never turned 503");
+    check_response(conn.send_request(mutate_request()).await.unwrap()).await;
+    let fresh = connect(srv.addr, ca.cert_pem(), b"h2").await.unwrap();
+    let mut fresh = h2(fresh).await;
+    check_response(fresh.send_request(mutate_request()).await.unwrap()).await;
+    // Then the server stops by itself.
+    tokio::time::timeout(Duration::from_secs(15), &mut srv.task)
+        .await
+        .expect("server stops after the drain")
+        .unwrap();
 }

@@ -87,8 +87,9 @@ fn serve_becomes_ready_and_stops_on_sigterm() {
             .contains("session_ssh_build_info{version=")
     );
 
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    // The shell's builtin kill: no procps needed.
+    let term = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
         .status()
         .unwrap();
     assert!(term.success());

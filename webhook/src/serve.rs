@@ -186,11 +186,20 @@ impl Server {
             reloader: self.reloader.clone(),
             metrics: self.state.metrics.clone(),
         };
+        let metrics_addr = self
+            .metrics
+            .local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string());
         let metrics_task = tokio::spawn(serve_metrics(self.metrics, health, stop_rx.clone()));
         let router = admission::router(self.state);
         self.ready.store(true, Ordering::SeqCst);
+        let show = |l: &TcpListener| {
+            l.local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string())
+        };
         info!(
-            listen = ?self.admission.local_addr().ok(),
+            listen = %show(&self.admission),
+            metrics_listen = %metrics_addr,
             "admission webhook listening (HTTPS, h2 + http/1.1)"
         );
 

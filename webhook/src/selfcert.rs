@@ -114,6 +114,14 @@ impl SelfTlsArgs {
             .ok_or_else(|| {
                 Error::Args(format!("--tls-secret {secret:?}: expected NAMESPACE/NAME"))
             })?;
+        // A window as long as the certificate's life would renew on every check.
+        let validity_days = session_ssh_certs::SERVER_VALIDITY.as_secs() / 86_400;
+        if self.renew_before_days >= validity_days {
+            return Err(Error::Args(format!(
+                "--renew-before-days {} must be shorter than the certificate's {validity_days} days",
+                self.renew_before_days
+            )));
+        }
         let service = need(&self.service, "--service")?;
         let (svc, svc_ns) = service
             .split_once('.')

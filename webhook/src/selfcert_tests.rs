@@ -48,6 +48,10 @@ fn flags_are_validated() {
         let err = a.settings().unwrap_err().to_string();
         assert!(err.contains(needle), "{field}={value}: {err}");
     }
+    let mut a = args();
+    a.renew_before_days = 365;
+    let err = a.settings().unwrap_err().to_string();
+    assert!(err.contains("shorter than"), "{err}");
 }
 
 #[test]

@@ -109,7 +109,20 @@ func run(o options) int {
 	if kubeconfig, err = filepath.Abs(kubeconfig); err != nil {
 		return fail("kubeconfig path", err)
 	}
-	// The kubeconfig points at a server that is gone once we exit.
+	// The kubeconfig points at a server that is gone once we exit; a parent dir
+	// made for it goes too (os.Remove leaves it if something else is in it).
+	var made []string
+	for d := filepath.Dir(kubeconfig); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		made = append(made, d)
+	}
+	// Cleanups run in reverse: register the outermost first so it goes last.
+	for i := len(made) - 1; i >= 0; i-- {
+		dir := made[i]
+		cleanup.add(func() { _ = os.Remove(dir) })
+	}
 	cleanup.add(func() { _ = os.Remove(kubeconfig) })
 
 	p, err := newPKI(filepath.Join(dir, "pki"))
@@ -243,7 +256,7 @@ func prepareDir(dir string, cleanup *cleanupList) (string, error) {
 		return abs, nil
 	}
 	cleanup.add(func() {
-		for _, pattern := range []string{"pki", "etcd-*", "apiserver-certs"} {
+		for _, pattern := range []string{"pki", "etcd-*", "apiserver-certs", "service-endpoints*"} {
 			matches, _ := filepath.Glob(filepath.Join(abs, pattern))
 			for _, m := range matches {
 				_ = os.RemoveAll(m)

@@ -16,7 +16,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use russh::Channel;
-use russh::server::Msg;
+use russh::ChannelId;
+use russh::server::{Handle as SessionHandle, Msg};
 use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
 };
@@ -75,7 +76,13 @@ pub struct Sftp {
 }
 
 /// Serve SFTP on an accepted `subsystem sftp` channel.
-pub fn start(channel: Channel<Msg>, home: PathBuf, conn: u64, gone: watch::Receiver<()>) {
+pub fn start(
+    channel: Channel<Msg>,
+    handle: SessionHandle,
+    home: PathBuf,
+    conn: u64,
+    gone: watch::Receiver<()>,
+) {
     let handler = Sftp {
         home,
         conn,
@@ -86,67 +93,102 @@ pub fn start(channel: Channel<Msg>, home: PathBuf, conn: u64, gone: watch::Recei
         // Room for a 255 KiB write plus header (OpenSSH's client max).
         max_client_packet_len: 512 * 1024,
     };
-    let stream = UntilGone {
-        inner: channel.into_stream(),
+    let id = channel.id();
+    let stream = SftpStream {
+        inner: Some(channel.into_stream()),
         gone: Box::pin(async move {
             let mut gone = gone;
             let _ = gone.changed().await;
         }),
+        end: Some((handle, id)),
     };
     tokio::spawn(russh_sftp::server::run_with_config(stream, handler, cfg));
 }
 
-/// The channel stream, failing once the connection is gone: russh-sftp's
-/// loop cannot be cancelled from outside, and a write waiting for window on a
-/// dead connection would otherwise wait forever.
-struct UntilGone<S> {
-    inner: S,
+/// The channel stream as russh-sftp sees it.
+///
+/// - Fails once the connection is gone: russh-sftp's loop cannot be cancelled
+///   from outside, and a write waiting for window on a dead connection would
+///   otherwise wait forever. A read reports EOF, which ends that loop.
+/// - When the loop ends it drops the stream; that sends exit-status 0 and EOF
+///   before the stream's own CLOSE, as OpenSSH does (scp treats a missing
+///   exit status as failure).
+struct SftpStream<S: Send + 'static> {
+    inner: Option<S>,
     gone: Pin<Box<dyn Future<Output = ()> + Send>>,
+    end: Option<(SessionHandle, ChannelId)>,
 }
 
-impl<S> UntilGone<S> {
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+impl<S: Send + 'static> SftpStream<S> {
+    fn check(&mut self, cx: &mut Context<'_>, kind: io::ErrorKind) -> Option<io::Error> {
         match self.gone.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(io::ErrorKind::BrokenPipe, "connection gone")),
-            Poll::Pending => Ok(()),
+            Poll::Ready(()) => Some(io::Error::new(kind, "connection gone")),
+            Poll::Pending if self.inner.is_none() => Some(io::Error::new(kind, "closed")),
+            Poll::Pending => None,
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for UntilGone<S> {
+impl<S: Send + 'static> Drop for SftpStream<S> {
+    fn drop(&mut self) {
+        let inner = self.inner.take();
+        if let Some((handle, id)) = self.end.take() {
+            tokio::spawn(async move {
+                let _ = handle.exit_status_request(id, 0).await;
+                let _ = handle.eof(id).await;
+                // Dropping the channel stream now queues its CLOSE after these.
+                drop(inner);
+            });
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin + Send + 'static> AsyncRead for SftpStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Err(e) = self.check(cx) {
+        if let Some(e) = self.check(cx, io::ErrorKind::UnexpectedEof) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        match self.inner.as_mut() {
+            Some(s) => Pin::new(s).poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for UntilGone<S> {
+impl<S: AsyncWrite + Unpin + Send + 'static> AsyncWrite for SftpStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Err(e) = self.check(cx) {
+        if let Some(e) = self.check(cx, io::ErrorKind::BrokenPipe) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        match self.inner.as_mut() {
+            Some(s) => Pin::new(s).poll_write(cx, buf),
+            None => Poll::Ready(Ok(0)),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Err(e) = self.check(cx) {
+        if let Some(e) = self.check(cx, io::ErrorKind::BrokenPipe) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match self.inner.as_mut() {
+            Some(s) => Pin::new(s).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match self.inner.as_mut() {
+            Some(s) => Pin::new(s).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 

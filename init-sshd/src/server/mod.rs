@@ -394,7 +394,13 @@ impl Handler for Conn {
             {
                 Some(ch) => {
                     tracing::info!(conn = self.id, channel = %channel, kind = "sftp", "channel");
-                    crate::sftp::start(ch, self.shared.user.home.clone(), self.id, self.gone());
+                    crate::sftp::start(
+                        ch,
+                        session.handle(),
+                        self.shared.user.home.clone(),
+                        self.id,
+                        self.gone(),
+                    );
                     true
                 }
                 None => false,

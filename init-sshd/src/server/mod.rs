@@ -357,6 +357,21 @@ impl Handler for Conn {
         reply(session, channel, ok)
     }
 
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _protocol: &str,
+        _cookie: &str,
+        _screen: u32,
+        session: &mut Session,
+    ) -> Result<()> {
+        // No X11 forwarding; the explicit failure keeps the client's reply
+        // queue in step (an unanswered request would shift every later reply).
+        tracing::info!(conn = self.id, channel = %channel, "x11 forwarding refused");
+        reply(session, channel, false)
+    }
+
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<()> {
         let ok = self.start_session(channel, None, session);
         reply(session, channel, ok)

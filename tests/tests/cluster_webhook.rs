@@ -756,18 +756,7 @@ async fn two_hundred_concurrent_pods_are_all_injected() {
     let ours = diff(&after, &before);
     let total = ours.last().map(|b| b.1).unwrap_or(0.0);
     assert!(total >= 200.0, "webhook histogram counted {total} requests");
-    let out = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(wc.cp.kubeconfig())
-        .args(["get", "--raw", "/metrics"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let api_metrics = String::from_utf8_lossy(&out.stdout);
+    let api_metrics = wc.apiserver_metrics().await.unwrap();
     let theirs = histogram(
         &api_metrics,
         "apiserver_admission_webhook_admission_duration_seconds",

@@ -343,6 +343,13 @@ impl WebhookCluster {
         }
     }
 
+    /// The apiserver's own Prometheus metrics (`GET /metrics` as admin).
+    pub async fn apiserver_metrics(&self) -> Result<String> {
+        let client = self.client().await?;
+        let req = http::Request::get("/metrics").body(Vec::new())?;
+        Ok(client.request_text(req).await?)
+    }
+
     pub fn webhook_log(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -535,7 +542,7 @@ fn render(
         serde_yaml::to_string(&kustomization)?,
     )?;
 
-    let (program, args) = kustomize_command();
+    let (program, args) = kustomize_command()?;
     let out = Command::new(&program)
         .args(&args)
         .arg(&overlay)
@@ -558,12 +565,18 @@ fn render(
     Ok(objects)
 }
 
-/// `$SESSION_SSH_KUSTOMIZE` (e.g. `kustomize build`), else `kubectl kustomize`.
-fn kustomize_command() -> (String, Vec<String>) {
-    let cmd = std::env::var("SESSION_SSH_KUSTOMIZE").unwrap_or_else(|_| "kubectl kustomize".into());
-    let mut words = cmd.split_whitespace().map(String::from);
-    let program = words.next().unwrap_or_else(|| "kubectl".into());
-    (program, words.collect())
+/// `$SESSION_SSH_KUSTOMIZE` (e.g. `kustomize build`), else the control plane
+/// binary's `kustomize` (kubectl 1.35's kustomize, so no kubectl is needed).
+fn kustomize_command() -> Result<(String, Vec<String>)> {
+    if let Ok(cmd) = std::env::var("SESSION_SSH_KUSTOMIZE") {
+        let mut words = cmd.split_whitespace().map(String::from);
+        let program = words
+            .next()
+            .ok_or_else(|| anyhow!("SESSION_SSH_KUSTOMIZE is empty"))?;
+        return Ok((program, words.collect()));
+    }
+    let bin = super::binary()?;
+    Ok((bin.display().to_string(), vec!["kustomize".into()]))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -12,8 +12,9 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Longest socket directory we use; sun_path holds 108 bytes.
-const MAX_DIR_LEN: usize = 80;
+/// Longest base directory we try; sun_path holds 108 bytes with the NUL.
+const MAX_DIR_LEN: usize = 64;
+const MAX_SOCKET_PATH: usize = 107;
 
 /// The forwarded agent of one connection; removed when dropped.
 pub struct AgentForward {
@@ -44,7 +45,11 @@ impl AgentForward {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let dir = base.join(format!("ssh-agent.{}.{conn}.{nanos}", std::process::id()));
+        let name = format!("ssh-agent.{}.{conn}.{nanos}", std::process::id());
+        let mut dir = base.join(&name);
+        if dir.as_os_str().len() + "/agent.sock".len() > MAX_SOCKET_PATH {
+            dir = Path::new("/tmp").join(&name);
+        }
         // create (not create_all): fails if it exists, so nobody can pre-plant it.
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let socket = dir.join("agent.sock");

@@ -234,6 +234,13 @@ impl ControlPlane {
             .join("\n")
     }
 
+    /// Closes the control plane's stdin, as the death of this process would, and
+    /// waits up to `timeout` for it to exit; returns its exit status if it did.
+    pub fn close_stdin_and_wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.stdin = None;
+        wait_exit(&mut self.child, timeout)
+    }
+
     /// Stops the control plane (SIGTERM, then SIGKILL after a bounded wait) and
     /// returns whether it exited cleanly on SIGTERM with status 0.
     pub fn stop(&mut self) -> bool {

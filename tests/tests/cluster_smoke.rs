@@ -207,3 +207,17 @@ async fn own_control_plane_stops_on_sigterm_and_leaves_nothing() {
         "process {pid} still there"
     );
 }
+
+#[tokio::test]
+async fn control_plane_stops_when_its_parent_goes_away() {
+    let mut cp = ControlPlane::start().unwrap();
+    let dir = cp.dir().to_path_buf();
+    // What the kernel does to the pipe when the test process dies.
+    let status = cp.close_stdin_and_wait(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "no clean exit on stdin EOF: {status:?}\n{}",
+        cp.log_tail(40)
+    );
+    assert!(!dir.exists(), "state dir left behind: {}", dir.display());
+}

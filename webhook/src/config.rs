@@ -94,6 +94,47 @@ pub struct Config {
     pub ports: Ports,
     /// Where authorized keys come from.
     pub keys: Keys,
+    /// How the controller in `serve` makes each injected session reachable.
+    pub ingress: Ingress,
+}
+
+/// How a session is exposed: the Service the controller applies per injected pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngressMode {
+    /// A ClusterIP Service only (reachable inside the cluster or by `kubectl port-forward`).
+    #[default]
+    None,
+    /// A NodePort Service: every node forwards its allocated port to the session.
+    Nodeport,
+    /// A LoadBalancer Service per session.
+    Loadbalancer,
+}
+
+impl IngressMode {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngressMode::None => "none",
+            IngressMode::Nodeport => "nodeport",
+            IngressMode::Loadbalancer => "loadbalancer",
+        }
+    }
+}
+
+/// Per-session Service and the connection info published on the pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Ingress {
+    /// `none` (ClusterIP Service), `nodeport` or `loadbalancer` (the Service's type).
+    /// Default `none`.
+    pub mode: IngressMode,
+    /// Hostname users connect to, e.g. `{pod}.{namespace}.ssh.example.org` or
+    /// `{label:hub.jupyter.org/username}-{label:hub.jupyter.org/servername}.ssh.example.org`;
+    /// placeholders `{pod}`, `{namespace}`, `{session-id}`, `{label:KEY}`, each value made a
+    /// DNS label (hash suffix when altered). Default null: the mode's own address (the
+    /// Service's cluster DNS name, the node's IP, the load balancer's address).
+    pub host_template: Option<String>,
 }
 
 /// Pod selection.
@@ -292,6 +333,10 @@ impl Config {
                 annotation: Some("session-ssh.io/authorized-keys".to_owned()),
                 extra_secrets: vec![],
             },
+            ingress: Ingress {
+                mode: IngressMode::None,
+                host_template: None,
+            },
         }
     }
 
@@ -430,6 +475,11 @@ impl Config {
                     format!("`{s}` is not a valid Secret name"),
                 );
             }
+        }
+        if let Some(t) = &self.ingress.host_template
+            && let Err(r) = crate::routes::check_host_template(t)
+        {
+            return err("ingress.hostTemplate", r);
         }
         for (i, k) in self.selector.has_labels.iter().enumerate() {
             if !crate::naming::is_qualified_name(k) {

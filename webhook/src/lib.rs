@@ -3,11 +3,13 @@
 pub mod admission;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod inject;
 pub mod keys;
 pub mod metrics;
 pub mod naming;
 pub mod patch;
+pub mod routes;
 pub mod selfcert;
 pub mod serve;
 pub mod tls;

@@ -93,6 +93,8 @@ pub struct ServeArgs {
 /// Run until SIGTERM / SIGINT.
 pub async fn run(args: ServeArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
+    // Per-session Services run beside admission; its failures only log and retry.
+    let _controller = crate::controller::spawn(config.clone());
     let state = AppState::new(config);
     let reloader = CertReloader::new(&args.tls_cert, &args.tls_key, state.metrics.clone());
     // Self-managed mode writes the files before the first load and keeps them fresh.

@@ -1,0 +1,216 @@
+//! The controller in `serve`: for every injected session pod, a Service (owned by the
+//! pod) by server-side apply, and the connection info written back on the pod.
+//!
+//! Several replicas may run it at once. Every write is an idempotent server-side apply
+//! (or a merge patch of the same values) under one field manager, computed only from the
+//! pod and the config, so replicas converge on the same objects instead of fighting:
+//! the second replica's apply is a no-op. Replicas with different configs (during a
+//! rollout) flip a Service between their modes until the old ones are gone.
+//!
+//! Errors never stop the server: they are logged and the pod is retried with an
+//! exponential backoff; a missing or unreachable cluster is retried the same way.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::patch::{SESSION_ID, STATUS};
+use crate::routes::{self, MANAGED_BY, MANAGER};
+
+/// Why one reconcile failed (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What was being done.
+        what: &'static str,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How often a pod is looked at again when nothing changes (repairs edited Services).
+const RESYNC: Duration = Duration::from_secs(600);
+/// Retry while an address is not known yet (load balancer pending, pod not on a node).
+const PENDING: Duration = Duration::from_secs(30);
+/// Longest backoff after errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+struct Ctx {
+    client: Client,
+    config: Arc<Config>,
+    /// Consecutive failures per pod UID, for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Start the controller in the background. It never returns an error to the server:
+/// without a usable cluster it logs and retries with backoff.
+pub fn spawn(config: Config) -> tokio::task::JoinHandle<()> {
+    let config = Arc::new(config);
+    tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match Client::try_default().await {
+                Ok(client) => {
+                    run(client, config.clone()).await;
+                    warn!("controller stopped; restarting");
+                }
+                Err(err) => {
+                    warn!(error = %err, retry_in_s = delay.as_secs(), "controller: no Kubernetes client");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+    })
+}
+
+/// Run the controller until its watch streams end.
+pub async fn run(client: Client, config: Arc<Config>) {
+    let pods = Api::<Pod>::all(client.clone());
+    let services = Api::<Service>::all(client.clone());
+    let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    info!(mode = config.ingress.mode.as_str(), "controller started");
+    let ctx = Arc::new(Ctx {
+        client,
+        config,
+        failures: Mutex::new(HashMap::new()),
+    });
+    Controller::new(pods, watcher::Config::default().labels(SESSION_ID))
+        .owns(services, watcher::Config::default().labels(&managed))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(namespace = ?obj.namespace, pod = %obj.name, "reconciled"),
+                Err(err) => debug!(error = %err, "controller event"),
+            }
+        })
+        .await;
+}
+
+fn kube(what: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Kube { what, source }
+}
+
+async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
+    let (Some(ns), Some(uid)) = (pod.namespace(), pod.uid()) else {
+        return Ok(Action::await_change());
+    };
+    let name = pod.name_any();
+    let injected = pod.annotations().get(STATUS).map(String::as_str) == Some("injected");
+    let Some(session_id) = pod.labels().get(SESSION_ID).cloned() else {
+        return Ok(Action::await_change());
+    };
+    if !injected || pod.metadata.deletion_timestamp.is_some() {
+        debug!(%ns, pod = %name, injected, "not an active injected pod; nothing to do");
+        return Ok(Action::await_change());
+    }
+    let cfg = &ctx.config;
+    let svc_name = routes::service_name(&name);
+    let services = Api::<Service>::namespaced(ctx.client.clone(), &ns);
+
+    // Never take over a Service that belongs to another pod (a hand-made one, or a
+    // crafted name equal to another pod's sanitized name): forcing the apply would.
+    if let Some(existing) = services
+        .get_opt(&svc_name)
+        .await
+        .map_err(kube("get Service"))?
+    {
+        let owner = existing
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone());
+        if owner.as_deref() != Some(uid.as_str()) {
+            warn!(%ns, pod = %name, service = %svc_name, owner = ?owner,
+                "Service name taken by an object this pod does not own; not touching it");
+            ctx.forget(&uid);
+            return Ok(Action::requeue(RESYNC));
+        }
+    }
+
+    let desired = routes::service(&pod, &svc_name, &session_id, &uid, cfg.ingress.mode);
+    let applied = services
+        .patch(
+            &svc_name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(kube("apply Service"))?;
+    info!(%ns, pod = %name, service = %svc_name, mode = cfg.ingress.mode.as_str(), "Service applied");
+
+    let host = match &cfg.ingress.host_template {
+        None => None,
+        Some(t) => match routes::render_host(t, &name, &ns, &session_id, pod.labels()) {
+            Ok(h) => Some(h),
+            Err(err) => {
+                warn!(%ns, pod = %name, error = %err, "host template not rendered; using the mode's address");
+                None
+            }
+        },
+    };
+    let Some(endpoint) = routes::endpoint(cfg.ingress.mode, host, &applied, &pod) else {
+        debug!(%ns, pod = %name, "address not known yet");
+        ctx.forget(&uid);
+        return Ok(Action::requeue(PENDING));
+    };
+    let alias = if cfg.ingress.host_template.is_some() {
+        endpoint.host.clone()
+    } else {
+        svc_name.clone()
+    };
+    let wanted = routes::annotations(&alias, &endpoint);
+    let current = pod.annotations();
+    if wanted.iter().any(|(k, v)| current.get(k) != Some(v)) {
+        let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
+        // A merge patch of our annotations only; the uid precondition keeps it off a
+        // newer pod of the same name.
+        let patch = json!({"metadata": {"uid": uid, "annotations": wanted}});
+        pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube("annotate pod"))?;
+        info!(%ns, pod = %name, host = %endpoint.host, port = endpoint.port, "connection info published");
+    }
+    ctx.forget(&uid);
+    Ok(Action::requeue(RESYNC))
+}
+
+impl Ctx {
+    fn forget(&self, uid: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(uid);
+        }
+    }
+}
+
+fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let uid = pod.uid().unwrap_or_default();
+    let n = match ctx.failures.lock() {
+        Ok(mut f) => {
+            let n = f.entry(uid).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = Duration::from_secs(1u64 << n.min(9)).min(MAX_BACKOFF);
+    warn!(namespace = ?pod.namespace(), pod = %pod.name_any(), error = %err,
+        failures = n, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}

@@ -7,7 +7,7 @@
 # Env: INIT_SSHD_BIN (default: the musl release build, built if missing), BENCH_MIB (1024),
 #      BENCH_LATENCY_N (30), BENCH_IDLE_SESSIONS (20).
 # Both servers run as root with their own host key and authorized_keys in a temp dir and the
-# same user (root) logs in to both; OpenSSH runs `/usr/sbin/sshd -D -f CONFIG -e` with UsePAM no,
+# same user (root, with an empty temp HOME via a bwrap-bound /etc/passwd) logs in to both; OpenSSH runs `/usr/sbin/sshd -D -f CONFIG -e` with UsePAM no,
 # init-sshd runs `init-sshd install` + `init-sshd serve`. Every loop is bounded, every process
 # is killed on exit.
 set -euo pipefail
@@ -46,7 +46,8 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   rm -rf "$W"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now_ns() { date +%s%N; }
@@ -96,16 +97,22 @@ AllowTcpForwarding yes
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
 /usr/sbin/sshd -t -f "$W/sshd_config" || die "sshd config invalid"
-/usr/sbin/sshd -D -f "$W/sshd_config" -e 2>"$W/openssh.log" &
-OPID=$!
-PIDS+=("$OPID")
+# The login user is root, but with an empty HOME in both servers: a fake /etc/passwd bound in
+# a private mount namespace (bwrap), so neither server's shell runs the host's ~/.bashrc.
+mkdir "$W/home"
+sed "s#^root:[^:]*:0:0:[^:]*:[^:]*:.*#root:x:0:0:root:$W/home:/bin/bash#" /etc/passwd > "$W/passwd"
+NS=(bwrap --dev-bind / / --bind "$W/passwd" /etc/passwd --die-with-parent --)
+child_of() { local c; for _ in $(seq 1 100); do c=$(cat /proc/"$1"/task/*/children 2>/dev/null | awk '{print $1}'); [ -n "$c" ] && { echo "$c"; return; }; sleep 0.05; done; die "no child of $1"; }
+"${NS[@]}" /usr/sbin/sshd -D -f "$W/sshd_config" -e 2>"$W/openssh.log" &
+PIDS+=("$!")
+OPID=$(child_of "$!")
 
 IPORT=$(free_port)
 mkdir "$W/isd"
 "$BIN" install --dir "$W/isd" --keys "$W/authorized_keys" >"$W/install.log" 2>&1 || die "install failed: $(cat "$W/install.log")"
-"$W/isd/bin/init-sshd" serve --dir "$W/isd" --listen "127.0.0.1:$IPORT" >"$W/init-sshd.log" 2>&1 &
-IPID=$!
-PIDS+=("$IPID")
+INIT_SSHD_TLS_LISTEN=off "${NS[@]}" "$W/isd/bin/init-sshd" serve --dir "$W/isd" --listen "127.0.0.1:$IPORT" >"$W/init-sshd.log" 2>&1 &
+PIDS+=("$!")
+IPID=$(child_of "$!")
 
 {
   echo "[127.0.0.1]:$OPORT $(cut -d' ' -f1,2 "$W/ssh_host_ed25519_key.pub")"
@@ -116,6 +123,13 @@ OPTS=(-F /dev/null -o "UserKnownHostsFile=$W/known_hosts" -o GlobalKnownHostsFil
   -o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityAgent=none
   -o "IdentityFile=$W/id" -o User=root -o ConnectTimeout=10 -o ControlMaster=no -o ControlPath=none)
 sshx() { local port=$1; shift; timeout 600 ssh "${OPTS[@]}" -o "Port=$port" "$@"; }
+# Background ssh: started directly (not through a function) so that $! is `timeout`, which passes
+# SIGTERM on to ssh; stdio never inherits a $(...) pipe (that would block the capture).
+bg_ssh() { # port args... ; sets BG
+  local port=$1; shift
+  timeout 600 ssh "${OPTS[@]}" -o "Port=$port" "$@" </dev/null >/dev/null 2>>"$W/client.log" &
+  BG=$!
+}
 
 for i in $(seq 1 50); do
   if sshx "$OPORT" 127.0.0.1 true 2>/dev/null && sshx "$IPORT" 127.0.0.1 true 2>/dev/null; then break; fi
@@ -161,13 +175,13 @@ sftp_get() {
 fwd() { # port up|down -> MB/s through ssh -L (helpers accept exactly one connection: no probes)
   local port=$1 dir=$2 lport t0 t1 pf="$W/tcp.port" fp hp
   rm -f "$pf"
-  if [ "$dir" = up ]; then timeout 600 $TCP sink "$pf" > "$W/sink.out" & else timeout 600 $TCP source "$pf" "$BYTES" & fi
+  if [ "$dir" = up ]; then timeout 600 $TCP sink "$pf" > "$W/sink.out" 2>>"$W/client.log" &
+  else timeout 600 $TCP source "$pf" "$BYTES" >/dev/null 2>>"$W/client.log" & fi
   hp=$!
   for _ in $(seq 1 100); do [ -f "$pf" ] && break; sleep 0.05; done
   lport=$(free_port)
-  sshx "$port" -N -o ExitOnForwardFailure=yes -L "127.0.0.1:$lport:127.0.0.1:$(cat "$pf")" 127.0.0.1 &
-  fp=$!
-  PIDS+=("$fp")
+  bg_ssh "$port" -N -o ExitOnForwardFailure=yes -L "127.0.0.1:$lport:127.0.0.1:$(cat "$pf")" 127.0.0.1
+  fp=$BG
   for _ in $(seq 1 100); do ss -Hltn "sport = :$lport" | grep -q . && break; sleep 0.05; done
   t0=$(now_ns)
   if [ "$dir" = up ]; then timeout 600 $TCP send "$lport" "$BYTES"; else timeout 600 $TCP recv "$lport" > "$W/recv.out"; fi
@@ -182,7 +196,7 @@ idle_sessions() { # port serverpid name
   local port=$1 spid=$2 name=$3 cl=() i
   R[rss_idle,$name]=$(tree_rss_kb "$spid")
   for i in $(seq 1 "$NIDLE"); do
-    sshx "$port" -N 127.0.0.1 & cl+=("$!"); PIDS+=("$!")
+    bg_ssh "$port" -N 127.0.0.1; cl+=("$BG"); PIDS+=("$BG")
   done
   sleep 4
   for i in "${cl[@]}"; do kill -0 "$i" 2>/dev/null || die "idle session client $i exited early ($name)"; done
@@ -193,6 +207,7 @@ idle_sessions() { # port serverpid name
   R[rss_after,$name]=$(tree_rss_kb "$spid")
 }
 
+BG=
 for srv in openssh init; do
   if [ $srv = openssh ]; then port=$OPORT; spid=$OPID; else port=$IPORT; spid=$IPID; fi
   echo "measuring $srv ..." >&2

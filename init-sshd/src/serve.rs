@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use russh::Disconnect;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -55,12 +56,17 @@ pub struct ServeOpts {
     /// Signed authentication attempts per connection.
     #[arg(long, env = "INIT_SSHD_MAX_AUTH_TRIES", default_value_t = 6)]
     pub max_auth_tries: usize,
-    /// Close connections idle for this many seconds (0: never).
+    /// Close connections with no traffic for this many seconds (0: never). Keepalive
+    /// replies count as traffic, so setting this turns keepalives off: an idle
+    /// or dead client is then dropped after this time.
     #[arg(long, env = "INIT_SSHD_IDLE_TIMEOUT_SECS", default_value_t = 0)]
     pub idle_timeout_secs: u64,
     /// Keepalive interval in seconds; 4 unanswered ones drop the connection.
     #[arg(long, env = "INIT_SSHD_KEEPALIVE_SECS", default_value_t = 30)]
     pub keepalive_secs: u64,
+    /// SSH inside TLS (issue 6): --tls-listen, --tls-handshake-secs.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsOpts,
 }
 
 impl ServeOpts {
@@ -69,7 +75,8 @@ impl ServeOpts {
             max_auth_attempts: self.max_auth_tries.max(1),
             idle_timeout: (self.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.idle_timeout_secs)),
-            keepalive_interval: Duration::from_secs(self.keepalive_secs.max(1)),
+            keepalive_interval: (self.idle_timeout_secs == 0)
+                .then(|| Duration::from_secs(self.keepalive_secs.max(1))),
             ..Limits::default()
         }
     }
@@ -102,7 +109,31 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
     tracing::info!(listen = %local, host_key = %host_fp, max_connections = opts.max_connections, "serving");
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let grace = Duration::from_secs(opts.login_grace_secs.max(1));
-    let ids = AtomicU64::new(0);
+    let ids = Arc::new(AtomicU64::new(0));
+    {
+        // The TLS listener runs next to this one; its failures are only logged.
+        let (config, shared, ids) = (config.clone(), shared.clone(), ids.clone());
+        let handoff = move |stream, peer, info, permit| {
+            let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::info!(conn = id, %peer, tls = true, "connection");
+            run_connection(
+                stream,
+                peer,
+                info,
+                id,
+                config.clone(),
+                shared.clone(),
+                grace,
+                permit,
+            )
+        };
+        tokio::spawn(crate::tls::serve_logged(
+            opts.tls.clone(),
+            opts.dir.clone(),
+            slots.clone(),
+            handoff,
+        ));
+    }
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -143,6 +174,23 @@ async fn connection(
     let _ = sock.set_nodelay(true);
     let info = sock.local_addr().ok().map(|local| ConnInfo { peer, local });
     tracing::info!(conn = id, %peer, "connection");
+    run_connection(sock, peer, info, id, config, shared, grace, _permit).await;
+}
+
+/// The SSH part of one connection, for any byte stream (plain TCP, or TLS from tls.rs).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_connection<S>(
+    sock: S,
+    peer: SocketAddr,
+    info: Option<ConnInfo>,
+    id: u64,
+    config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+    grace: Duration,
+    _permit: OwnedSemaphorePermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let authed = Arc::new(AtomicBool::new(false));
     let handler = Conn::new(shared, id, info, authed.clone());
     let session = match russh::server::run_stream(config, sock, handler).await {
@@ -171,5 +219,40 @@ async fn connection(
     match result {
         Ok(()) => tracing::info!(conn = id, %peer, "connection closed"),
         Err(e) => tracing::info!(conn = id, %peer, error = %e, "connection ended"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        opts: ServeOpts,
+    }
+
+    fn parse(args: &[&str]) -> ServeOpts {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap()
+            .opts
+    }
+
+    #[test]
+    fn defaults() {
+        let o = parse(&["--dir", "/d"]);
+        assert_eq!(o.listen, "0.0.0.0:2222".parse().unwrap());
+        let l = o.limits();
+        assert_eq!(l.keepalive_interval, Some(Duration::from_secs(30)));
+        assert_eq!(l.idle_timeout, None);
+        assert_eq!(l.max_auth_attempts, 6);
+    }
+
+    #[test]
+    fn idle_timeout_replaces_keepalive() {
+        let l = parse(&["--dir", "/d", "--idle-timeout-secs", "600"]).limits();
+        assert_eq!(l.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(l.keepalive_interval, None);
     }
 }

@@ -20,8 +20,8 @@ pub struct Limits {
     pub max_auth_attempts: usize,
     /// Close a connection with no traffic at all for this long (None: never).
     pub idle_timeout: Option<Duration>,
-    /// Send a keepalive after this much silence from the client.
-    pub keepalive_interval: Duration,
+    /// Send a keepalive after this much silence from the client (None: never).
+    pub keepalive_interval: Option<Duration>,
     /// Unanswered keepalives before the connection is dropped.
     pub keepalive_max: usize,
 }
@@ -32,7 +32,7 @@ impl Default for Limits {
             auth_rejection_time: Duration::from_millis(300),
             max_auth_attempts: 6,
             idle_timeout: None,
-            keepalive_interval: Duration::from_secs(30),
+            keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_max: 4,
         }
     }
@@ -116,7 +116,7 @@ pub fn build(host_key: PrivateKey, limits: &Limits) -> Config {
         },
         max_auth_attempts: limits.max_auth_attempts,
         inactivity_timeout: limits.idle_timeout,
-        keepalive_interval: Some(limits.keepalive_interval),
+        keepalive_interval: limits.keepalive_interval,
         keepalive_max: limits.keepalive_max,
         nodelay: true,
     }

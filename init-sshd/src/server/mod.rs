@@ -396,9 +396,14 @@ impl Handler for Conn {
     ) -> Result<()> {
         let forced = self.perms.as_ref().is_some_and(|p| p.command.is_some());
         if forced {
-            // A forced command also replaces subsystems (OpenSSH does the same).
-            let ok =
-                self.start_session(channel, Some(format!("internal-subsystem {name}")), session);
+            // A forced command also replaces subsystems; like OpenSSH with
+            // `Subsystem sftp internal-sftp`, SSH_ORIGINAL_COMMAND names it.
+            let original = if name == "sftp" {
+                "internal-sftp"
+            } else {
+                name
+            };
+            let ok = self.start_session(channel, Some(original.to_owned()), session);
             return reply(session, channel, ok);
         }
         let ok = if name == "sftp" {

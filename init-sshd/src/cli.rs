@@ -89,6 +89,8 @@ pub struct InstallArgs {
     /// key 0600 at once; otherwise it is handed off and `start` makes it private.
     #[arg(long, env = "INIT_SSHD_SESSION_UID")]
     pub session_uid: Option<u32>,
+    #[command(flatten)]
+    pub tls: crate::tlscert::TlsNameArgs,
 }
 
 /// `start` flags.
@@ -100,6 +102,9 @@ pub struct StartArgs {
     /// Address serve listens on (passed to `serve --listen`).
     #[arg(long, env = "INIT_SSHD_LISTEN", default_value = "0.0.0.0:2222")]
     pub listen: SocketAddr,
+    /// Address serve wraps SSH in TLS on, or `off` (passed to `serve --tls-listen`; unset: serve's default).
+    #[arg(long, env = "INIT_SSHD_TLS_LISTEN")]
+    pub tls_listen: Option<crate::tls::TlsListen>,
     /// Milliseconds to wait for serve to accept connections.
     #[arg(long, env = "INIT_SSHD_START_WAIT_MS", default_value_t = 2000)]
     pub wait_ms: u64,
@@ -184,11 +189,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             if std::panic::catch_unwind(|| install::run(&opts)).is_err() {
                 tracing::error!("install panicked; the session starts without SSH");
             }
+            crate::tlscert::install_logged(&opts.dir, &a.tls, a.session_uid);
             Ok(0)
         }
         Command::Start(a) => Ok(start::run(&start::Options {
             dir: a.dir,
             listen: a.listen,
+            tls_listen: a.tls_listen,
             wait: Duration::from_millis(a.wait_ms),
             env_wait: Duration::from_millis(a.env_wait_ms),
             log_max_bytes: cli.log_max_bytes,

@@ -14,4 +14,6 @@ pub mod server;
 pub mod session;
 pub mod sftp;
 pub mod start;
+pub mod tls;
+pub mod tlscert;
 pub mod user;

@@ -48,6 +48,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 pub struct Options {
     pub dir: PathBuf,
     pub listen: SocketAddr,
+    /// Passed to `serve --tls-listen` when set.
+    pub tls_listen: Option<crate::tls::TlsListen>,
     /// How long to wait for serve to accept a TCP connection.
     pub wait: Duration,
     /// How long to wait for an entrypoint script to exec its program before the snapshot.
@@ -216,6 +218,9 @@ fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
             tracing::warn!(path = %log_path.display(), error = %e, "log file not writable; serve logs are discarded");
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
+    }
+    if let Some(t) = opts.tls_listen {
+        cmd.arg("--tls-listen").arg(t.to_string());
     }
     cloexec_inherited();
     let (pid_r, pid_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;

@@ -1,0 +1,360 @@
+//! SSH inside TLS through a real SNI router (issue 6, "What it must show" 1).
+//!
+//! Two real init-sshd sessions (install + start, and install + serve), each with its own host
+//! key and TLS port, behind Debian nginx's stream `ssl_preread` passthrough. The real OpenSSH
+//! client uses exactly the documented ProxyCommand
+//! `openssl s_client -quiet -verify_quiet -connect ROUTER -servername %h` and reaches each
+//! session by its hostname, which the host key proves (StrictHostKeyChecking=yes).
+//!
+//! Needs Debian: openssh-client, openssl, nginx, libnginx-mod-stream, bubblewrap, util-linux.
+
+// Test helpers: a panic with a message is the failure report.
+#![allow(clippy::expect_used)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use session_ssh_tests::sni::SniRouter;
+use session_ssh_tests::sshd::run::{self, Out};
+use session_ssh_tests::sshd::{Bg, Builder, Sshd, T, USER, net};
+
+const A: &str = "a.ssh.test";
+const B: &str = "b.ssh.test";
+
+/// Two sessions behind one router, and a client config as a user would write it.
+struct Ingress {
+    a: Sshd,
+    a_tls: u16,
+    b: Sshd,
+    b_tls: u16,
+    router: SniRouter,
+    /// ~/.ssh/config of the test user.
+    config: PathBuf,
+    known_hosts: PathBuf,
+}
+
+fn host_pub(s: &Sshd) -> String {
+    let line = fs::read_to_string(s.dir.join("ssh_host_ed25519_key.pub")).expect("host pub");
+    let mut it = line.split_whitespace();
+    format!("{} {}", it.next().expect("type"), it.next().expect("blob"))
+}
+
+impl Ingress {
+    fn start() -> Ingress {
+        // Session a: install + start (start passes --tls-listen from its env to serve).
+        let a_tls = net::free_port();
+        let a = Builder::new()
+            .image_env("INIT_SSHD_TLS_LISTEN", &format!("127.0.0.1:{a_tls}"))
+            .image_env("INIT_SSHD_TLS_HANDSHAKE_SECS", "3")
+            .image_env("INIT_SSHD_TLS_NAME", A)
+            .home_file("whoami.txt", "session-a\n")
+            .start();
+        // Session b: install + serve in the foreground, authorizing the SAME client key, so
+        // only the host key tells the two apart.
+        let b_tls = net::free_port();
+        let b = Builder::new()
+            .authorized_keys(&format!("{}\n", a.client.public))
+            .image_env("INIT_SSHD_TLS_LISTEN", &format!("127.0.0.1:{b_tls}"))
+            .image_env("INIT_SSHD_TLS_HANDSHAKE_SECS", "3")
+            .image_env("INIT_SSHD_TLS_NAME", B)
+            .home_file("whoami.txt", "session-b\n")
+            .serve_foreground()
+            .start();
+        for (s, p) in [(&a, a_tls), (&b, b_tls)] {
+            assert!(
+                net::wait_port(p, Duration::from_secs(10)),
+                "TLS port {p} not accepting\n{}",
+                s.logs()
+            );
+        }
+        assert_ne!(host_pub(&a), host_pub(&b), "two sessions, two host keys");
+
+        let router = SniRouter::start(&[(A, a_tls), (B, b_tls)]);
+        let config = a.root.join("client/config");
+        let known_hosts = a.root.join("client/known_hosts_sni");
+        // The documented user config: one Host block for the ingress domain.
+        let text = format!(
+            "Host *.ssh.test\n\
+             \x20 ProxyCommand openssl s_client -quiet -verify_quiet -connect 127.0.0.1:{port} -servername %h\n\
+             \x20 User {USER}\n\
+             \x20 IdentityFile {key}\n\
+             \x20 IdentitiesOnly yes\n\
+             \x20 IdentityAgent none\n\
+             \x20 UserKnownHostsFile {kh}\n\
+             \x20 GlobalKnownHostsFile /dev/null\n\
+             \x20 StrictHostKeyChecking yes\n\
+             \x20 BatchMode yes\n\
+             \x20 ConnectTimeout 15\n\
+             \x20 ServerAliveInterval 15\n",
+            port = router.port,
+            key = a.client.private.display(),
+            kh = known_hosts.display(),
+        );
+        fs::write(&config, text).expect("write ssh config");
+        let ing = Ingress {
+            a,
+            a_tls,
+            b,
+            b_tls,
+            router,
+            config,
+            known_hosts,
+        };
+        ing.trust(&[(A, &ing.a), (B, &ing.b)]);
+        ing
+    }
+
+    /// known_hosts: `name` → that session's host key, nothing else.
+    fn trust(&self, entries: &[(&str, &Sshd)]) {
+        let mut text = String::new();
+        for (name, s) in entries {
+            text.push_str(&format!("{name} {}\n", host_pub(s)));
+        }
+        fs::write(&self.known_hosts, text).expect("write known_hosts");
+    }
+
+    fn ssh(&self, host: &str, remote: &str) -> Out {
+        let mut c = Command::new("ssh");
+        c.arg("-F").arg(&self.config).arg(host).arg(remote);
+        c.env_remove("SSH_AUTH_SOCK");
+        run::run(&mut c, b"", T)
+    }
+
+    fn diag(&self, out: &Out) -> String {
+        format!(
+            "{}\n--- router error.log ---\n{}\n--- router access.log ---\n{}\n--- a ---\n{}\n--- b ---\n{}",
+            out.describe(),
+            self.router.error_log(),
+            self.router.access_log(),
+            self.a.logs(),
+            self.b.logs()
+        )
+    }
+
+    fn ssh_ok(&self, host: &str, remote: &str) -> String {
+        let out = self.ssh(host, remote);
+        assert!(out.success(), "{}", self.diag(&out));
+        out.stdout_str()
+    }
+}
+
+#[test]
+fn each_session_is_reached_by_its_hostname_proven_by_its_host_key() {
+    let ing = Ingress::start();
+    assert_eq!(ing.ssh_ok(A, "cat ~/whoami.txt"), "session-a\n");
+    assert_eq!(ing.ssh_ok(B, "cat ~/whoami.txt"), "session-b\n");
+
+    // The router really routed by SNI, and each server saw TLS with that name.
+    assert!(
+        ing.router
+            .wait_access(&format!("sni={A} upstream=127.0.0.1:{}", ing.a_tls), T),
+        "{}",
+        ing.router.access_log()
+    );
+    assert!(
+        ing.router
+            .wait_access(&format!("sni={B} upstream=127.0.0.1:{}", ing.b_tls), T),
+        "{}",
+        ing.router.access_log()
+    );
+    for (s, name) in [(&ing.a, A), (&ing.b, B)] {
+        let logs = s.logs();
+        assert!(
+            logs.contains(&format!("sni=\"{name}\""))
+                && logs.contains("TLS connection; SSH follows"),
+            "session {name} log lacks its TLS connection:\n{logs}"
+        );
+    }
+
+    // Cross check: b's key trusted under name a must fail (routing reaches a, whose key differs).
+    ing.trust(&[(A, &ing.b), (B, &ing.a)]);
+    for host in [A, B] {
+        let out = ing.ssh(host, "true");
+        assert_eq!(out.code(), Some(255), "{}", ing.diag(&out));
+        assert!(
+            out.stderr_str()
+                .contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+                || out.stderr_str().contains("Host key verification failed"),
+            "{}",
+            ing.diag(&out)
+        );
+    }
+    // A name the router does not know reaches no session.
+    ing.trust(&[(A, &ing.a), (B, &ing.b), ("c.ssh.test", &ing.a)]);
+    let out = ing.ssh("c.ssh.test", "true");
+    assert_eq!(out.code(), Some(255), "{}", ing.diag(&out));
+
+    // The certificate install made: ECDSA P-256 naming the session host; key private to serve.
+    for (s, name) in [(&ing.a, A), (&ing.b, B)] {
+        let text = Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(s.dir.join("tls.crt"))
+            .output()
+            .expect("openssl x509");
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains(&format!("DNS:{name}")), "{text}");
+        assert!(text.contains("DNS:localhost"), "{text}");
+        assert!(text.contains("prime256v1"), "{text}");
+        let mode = fs::metadata(s.dir.join("tls.key"))
+            .expect("tls.key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "tls.key mode after serve");
+    }
+}
+
+fn sftp_batch(ing: &Ingress, host: &str, batch: &str) -> Out {
+    let f = ing.a.root.join(format!("batch-{host}"));
+    fs::write(&f, batch).expect("batch");
+    let mut c = Command::new("sftp");
+    c.arg("-F").arg(&ing.config).arg("-b").arg(&f).arg(host);
+    c.env_remove("SSH_AUTH_SOCK");
+    run::run(&mut c, b"", T)
+}
+
+#[test]
+fn sftp_and_local_forwarding_work_through_the_router() {
+    let ing = Ingress::start();
+    let root = ing.a.root.clone();
+    let up = root.join("up.bin");
+    let sum = run::write_random_file(&up, 8 << 20, 6);
+    for host in [A, B] {
+        let down = root.join(format!("down-{host}.bin"));
+        let out = sftp_batch(
+            &ing,
+            host,
+            &format!(
+                "put {} up.bin\nget up.bin {}\n",
+                up.display(),
+                down.display()
+            ),
+        );
+        assert!(out.success(), "{}", ing.diag(&out));
+        assert_eq!(run::sha256_file(&down), sum, "{host}: sftp round trip");
+    }
+    // Each upload landed in its own session's home.
+    assert_eq!(run::sha256_file(&ing.a.home.join("up.bin")), sum);
+    assert_eq!(run::sha256_file(&ing.b.home.join("up.bin")), sum);
+
+    // ssh -L through the router to a TCP/HTTP server.
+    let http = net::http_server("hello through the ingress\n");
+    let lport = net::free_port();
+    let mut c = Command::new("ssh");
+    c.arg("-F")
+        .arg(&ing.config)
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+        .arg(format!("127.0.0.1:{lport}:127.0.0.1:{}", http.port))
+        .arg(B)
+        .env_remove("SSH_AUTH_SOCK");
+    let fwd = Bg::spawn(&mut c);
+    assert!(
+        net::wait_port(lport, T),
+        "-L port not listening: {}",
+        fwd.what
+    );
+    let body = net::http_get(lport).expect("GET through -L");
+    assert!(
+        body.contains("hello through the ingress"),
+        "{body}\n{}",
+        fwd.stop()
+    );
+}
+
+/// Open `n` raw connections to the TLS port that send `bytes` (maybe none) and stay open.
+fn raw_conns(port: u16, n: usize, bytes: &[u8]) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect TLS port");
+            if !bytes.is_empty() {
+                let _ = s.write_all(bytes);
+            }
+            s
+        })
+        .collect()
+}
+
+fn assert_closed_by_server(mut s: TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("server did not close a garbage connection: {e}"),
+        }
+        assert!(total < 1 << 16, "server keeps talking to garbage");
+    }
+}
+
+#[test]
+fn plain_tcp_or_garbage_on_the_tls_port_leaves_plain_ssh_alone() {
+    let ing = Ingress::start();
+    let a = &ing.a;
+    // Idle connections (handshake never starts), an SSH banner instead of a ClientHello,
+    // random bytes, and the OpenSSH client speaking plain SSH to the TLS port.
+    let idle = raw_conns(ing.a_tls, 5, b"");
+    let banner = raw_conns(ing.a_tls, 3, b"SSH-2.0-OpenSSH_9.2\r\n");
+    let mut noise = vec![0u8; 4096];
+    for (i, b) in noise.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0];
+    }
+    let garbage = raw_conns(ing.a_tls, 3, &noise);
+    let mut plain_to_tls = Command::new("ssh");
+    // -p first: OpenSSH keeps the first value it gets for an option.
+    plain_to_tls
+        .args(["-p", &ing.a_tls.to_string()])
+        .args(a.opts())
+        .arg(a.host())
+        .arg("true");
+    let out = run::run(&mut plain_to_tls, b"", T);
+    assert_eq!(
+        out.code(),
+        Some(255),
+        "plain SSH on the TLS port must fail: {}",
+        out.describe()
+    );
+
+    // The plain port (and the TLS route) keep serving while all of that is open.
+    assert_eq!(a.exec_ok("echo plain-ok"), "plain-ok\n");
+    assert_eq!(ing.ssh_ok(A, "echo tls-ok"), "tls-ok\n");
+    for s in banner.into_iter().chain(garbage) {
+        assert_closed_by_server(s);
+    }
+    // The idle ones are dropped by the handshake timeout (3 s here), and nothing above hurt
+    // the server.
+    for s in idle {
+        assert_closed_by_server(s);
+    }
+    assert_eq!(a.exec_ok("echo still-ok"), "still-ok\n");
+    let logs = a.logs();
+    assert!(logs.contains("TLS handshake failed"), "{logs}");
+    assert!(logs.contains("TLS handshake timed out"), "{logs}");
+}
+
+#[test]
+fn a_tls_port_that_cannot_be_bound_leaves_plain_ssh_serving() {
+    // Someone else holds the TLS port: serve logs it and keeps serving plain SSH.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let s = Builder::new()
+        .image_env("INIT_SSHD_TLS_LISTEN", &format!("127.0.0.1:{port}"))
+        .start();
+    assert_eq!(s.exec_ok("echo plain-ok"), "plain-ok\n");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while !s
+        .logs()
+        .contains("TLS listener not running; plain SSH is unaffected")
+    {
+        assert!(std::time::Instant::now() < end, "{}", s.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.exec_ok("echo still-ok"), "still-ok\n");
+}

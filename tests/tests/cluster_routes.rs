@@ -1,0 +1,344 @@
+//! End-to-end: the controller in `session-ssh-webhook serve` against a real control
+//! plane (kube-apiserver + controller-manager v1.35), running with a token of the
+//! manifests' ServiceAccount (so its RBAC is what the manifests grant). Per injected
+//! pod: a Service owned by the pod, the connection annotations, garbage collection,
+//! valid distinct names for dotted and 253-character pod names, `ingress.mode`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster, is_injected};
+use session_ssh_tests::cluster::{self, wait_for};
+
+const SESSION_ID: &str = "session-ssh.io/session-id";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn fixture() -> Pod {
+    let path =
+        session_ssh_tests::repo_root().join("webhook/tests/fixtures/jupyterhub-alice.pod.yaml");
+    let mut pod: Pod = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    pod.metadata.namespace = None;
+    pod
+}
+
+fn named(name: &str) -> Pod {
+    let mut p = fixture();
+    p.metadata.name = Some(name.to_owned());
+    p
+}
+
+fn annotation(pod: &Pod, key: &str) -> Option<String> {
+    pod.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+/// DNS-1035 label: what a Service name must be.
+fn is_dns1035(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Waits for the Service whose controller ownerReference is the pod.
+async fn service_of(client: &kube::Client, ns: &str, pod: &Pod) -> Service {
+    let uid = pod.metadata.uid.clone().unwrap();
+    let services = Api::<Service>::namespaced(client.clone(), ns);
+    wait_for("the pod's Service", WAIT, || {
+        let services = services.clone();
+        let uid = uid.clone();
+        async move {
+            let list = services.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|s| {
+                s.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.uid == uid && o.controller == Some(true))
+            }))
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until the controller published the connection info on the pod.
+async fn connection_info(client: &kube::Client, ns: &str, name: &str) -> Pod {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    wait_for("connection annotations on the pod", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get(name).await?;
+            Ok(annotation(&p, "session-ssh.io/ssh-config").map(|_| p))
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn create(client: &kube::Client, ns: &str, pod: &Pod) -> Pod {
+    let created = Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), pod)
+        .await
+        .unwrap();
+    assert!(is_injected(&created), "the webhook injected the pod");
+    created
+}
+
+fn check_service(svc: &Service, pod: &Pod, kind: &str) {
+    let id = &pod.metadata.labels.as_ref().unwrap()[SESSION_ID];
+    let spec = svc.spec.as_ref().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some(kind));
+    assert_eq!(
+        spec.selector.as_ref().unwrap().get(SESSION_ID),
+        Some(id),
+        "selects the pod by its session id"
+    );
+    assert_eq!(spec.selector.as_ref().unwrap().len(), 1);
+    let ports: Vec<(String, i32, String)> = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            let target = match p.target_port.as_ref().unwrap() {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i.to_string(),
+            };
+            (p.name.clone().unwrap(), p.port, target)
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            ("ssh".to_owned(), 22, "session-ssh".to_owned()),
+            ("ssh-tls".to_owned(), 443, "session-ssh-tls".to_owned()),
+        ]
+    );
+    let owners = svc.metadata.owner_references.as_ref().unwrap();
+    assert_eq!(owners.len(), 1);
+    let o = &owners[0];
+    assert_eq!((o.api_version.as_str(), o.kind.as_str()), ("v1", "Pod"));
+    assert_eq!(Some(&o.name), pod.metadata.name.as_ref());
+    assert_eq!(Some(&o.uid), pod.metadata.uid.as_ref());
+    assert_eq!(o.controller, Some(true));
+    assert_eq!(o.block_owner_deletion, Some(false));
+    let managers: Vec<&str> = svc
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.operation.as_deref() == Some("Apply"))
+        .filter_map(|m| m.manager.as_deref())
+        .collect();
+    assert_eq!(managers, vec!["session-ssh-webhook"], "server-side applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_per_injected_pod_with_connection_info_and_gc() {
+    let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let client = wc.client().await.unwrap();
+    let ns = cluster::unique_name("routes");
+    wc.namespace(&ns, true).await.unwrap();
+    wc.wait_active(&ns, &fixture()).await.unwrap();
+
+    // A plain name, a dotted one, its dashed twin, and one of 253 characters.
+    let long = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+    assert_eq!(long.len(), 253);
+    let names = [
+        "jupyter-alice".to_owned(),
+        "jupyter-alice.smith".to_owned(),
+        "jupyter-alice-smith".to_owned(),
+        long.clone(),
+    ];
+    let mut pods = Vec::new();
+    for n in &names {
+        pods.push(create(&client, &ns, &named(n)).await);
+    }
+    let mut service_names = BTreeSet::new();
+    for pod in &pods {
+        let svc = service_of(&client, &ns, pod).await;
+        check_service(&svc, pod, "ClusterIP");
+        let svc_name = svc.metadata.name.clone().unwrap();
+        assert!(is_dns1035(&svc_name), "valid Service name: {svc_name}");
+        service_names.insert(svc_name.clone());
+
+        let pod_name = pod.metadata.name.as_deref().unwrap();
+        let annotated = connection_info(&client, &ns, pod_name).await;
+        let host = format!("{svc_name}.{ns}.svc");
+        assert_eq!(
+            annotation(&annotated, "session-ssh.io/ssh-host"),
+            Some(host.clone())
+        );
+        assert_eq!(
+            annotation(&annotated, "session-ssh.io/ssh-port").as_deref(),
+            Some("22")
+        );
+        let config = annotation(&annotated, "session-ssh.io/ssh-config").unwrap();
+        assert!(
+            config.starts_with(&format!(
+                "Host {svc_name}\n    HostName {host}\n    Port 22\n"
+            )),
+            "{config}"
+        );
+        assert!(config.contains("ServerAliveInterval 30"), "{config}");
+        assert!(!config.contains("StrictHostKeyChecking"), "{config}");
+        assert!(
+            !config.contains("ProxyCommand"),
+            "no SNI route in mode none: {config}"
+        );
+    }
+    assert_eq!(
+        service_names.len(),
+        names.len(),
+        "distinct: {service_names:?}"
+    );
+    assert!(
+        service_names.contains("jupyter-alice"),
+        "a valid name is kept"
+    );
+    assert!(
+        service_names.contains("jupyter-alice-smith"),
+        "a valid name is kept"
+    );
+
+    // Deleting a pod: the garbage collector removes its Service (ownerReference).
+    let dotted = &pods[1];
+    let gone = service_of(&client, &ns, dotted)
+        .await
+        .metadata
+        .name
+        .unwrap();
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .delete(
+            "jupyter-alice.smith",
+            &DeleteParams::default().grace_period(0),
+        )
+        .await
+        .unwrap();
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    wait_for("the Service collected with its pod", WAIT, || {
+        let services = services.clone();
+        let gone = gone.clone();
+        async move { Ok(services.get_opt(&gone).await?.is_none().then_some(())) }
+    })
+    .await
+    .unwrap();
+    // The others stay.
+    for n in ["jupyter-alice", "jupyter-alice-smith"] {
+        assert!(services.get_opt(n).await.unwrap().is_some(), "{n} kept");
+    }
+
+    // A pod the webhook did not inject (namespace not selected) gets nothing.
+    let plain_ns = cluster::unique_name("routes-plain");
+    wc.namespace(&plain_ns, false).await.unwrap();
+    wc.prepare_for(&plain_ns, &fixture()).await.unwrap();
+    Api::<Pod>::namespaced(client.clone(), &plain_ns)
+        .create(&PostParams::default(), &fixture())
+        .await
+        .unwrap();
+    // By now the controller has long handled the injected pods; give it one more round.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let list = Api::<Service>::namespaced(client.clone(), &plain_ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(list.items.is_empty(), "no Service for a pod without SSH");
+    assert!(
+        !wc.webhook_log().contains("reconcile failed"),
+        "{}",
+        wc.webhook_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodeport_mode_and_back_to_clusterip() {
+    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let config_path = wc.work.path().join("config.yaml");
+    let base = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        format!(
+            "{}\ningress:\n  mode: nodeport\n  hostTemplate: '{{label:hub.jupyter.org/username}}.{{namespace}}.ssh.example.org'\n",
+            base.trim_end()
+        ),
+    )
+    .unwrap();
+    wc.start_webhook().await.unwrap();
+
+    let client = wc.client().await.unwrap();
+    let ns = cluster::unique_name("routes-np");
+    wc.namespace(&ns, true).await.unwrap();
+    wc.wait_active(&ns, &fixture()).await.unwrap();
+    let pod = create(&client, &ns, &fixture()).await;
+    let svc = service_of(&client, &ns, &pod).await;
+    check_service(&svc, &pod, "NodePort");
+    let node_port = svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .node_port
+        .expect("a node port allocated");
+    let annotated = connection_info(&client, &ns, "jupyter-alice").await;
+    let host = format!("alice.{ns}.ssh.example.org");
+    assert_eq!(
+        annotation(&annotated, "session-ssh.io/ssh-host"),
+        Some(host.clone())
+    );
+    assert_eq!(
+        annotation(&annotated, "session-ssh.io/ssh-port"),
+        Some(node_port.to_string())
+    );
+    let config = annotation(&annotated, "session-ssh.io/ssh-config").unwrap();
+    assert!(
+        config.starts_with(&format!(
+            "Host {host}\n    HostName {host}\n    Port {node_port}\n"
+        )),
+        "{config}"
+    );
+
+    // Back to the default: the same Service becomes ClusterIP, the node port is released,
+    // and the annotations follow.
+    std::fs::write(&config_path, &base).unwrap();
+    wc.start_webhook().await.unwrap();
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let svc = wait_for("the Service back to ClusterIP", WAIT, || {
+        let services = services.clone();
+        async move {
+            let s = services.get("jupyter-alice").await?;
+            let cluster_ip = s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ClusterIP");
+            Ok(cluster_ip.then_some(s))
+        }
+    })
+    .await
+    .unwrap();
+    check_service(&svc, &pod, "ClusterIP");
+    assert!(
+        svc.spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .flatten()
+            .all(|p| p.node_port.is_none()),
+        "node ports released"
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    wait_for("annotations of mode none", WAIT, || {
+        let pods = pods.clone();
+        let ns = ns.clone();
+        async move {
+            let p = pods.get("jupyter-alice").await?;
+            let want = format!("jupyter-alice.{ns}.svc");
+            Ok((annotation(&p, "session-ssh.io/ssh-host") == Some(want)
+                && annotation(&p, "session-ssh.io/ssh-port").as_deref() == Some("22"))
+            .then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+}

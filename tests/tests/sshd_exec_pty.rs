@@ -4,7 +4,7 @@
 // Helpers outside #[test] fns panic with a message on failure, like the tests.
 #![allow(clippy::expect_used)]
 
-use session_ssh_tests::sshd::{Builder, T};
+use session_ssh_tests::sshd::{Builder, T, procs};
 
 /// The first `/dev/pts/N` in terminal output (which carries \r and escape sequences).
 fn pts_in(text: &str) -> Option<String> {
@@ -185,4 +185,19 @@ fn remote_signal_death_is_reported_to_the_client() {
     // OpenSSH's client exits 255 when the remote command died from a signal (exit-signal);
     // a server that only sent exit-status would give 143 (128+15) or 0.
     assert_eq!(out.code(), Some(255), "{}", s.diag(&out));
+}
+
+#[test]
+fn serve_in_the_foreground_without_start() {
+    // `serve` alone (no `start`, so no env snapshot and no bash_profile block) is a working
+    // server: what `kubectl exec ... init-sshd serve` would give for debugging.
+    let s = Builder::new().serve_foreground().start();
+    let out = s.exec(&[], "echo fg; exit 3", b"", T);
+    assert_eq!(out.code(), Some(3), "{}", s.diag(&out));
+    assert_eq!(out.stdout_str(), "fg\n");
+    assert!(
+        !s.home.join(".bash_profile").exists(),
+        "serve alone must not write ~/.bash_profile"
+    );
+    assert!(procs::alive(s.serve_pid()));
 }

@@ -180,6 +180,11 @@ COMMON_GRANTS = {
     ("", "services", v) for v in ("get", "list", "watch", "create", "patch", "delete")
 } | {
     ("events.k8s.io", "events", v) for v in ("create", "patch")
+} | {
+    # controller routes of the SNI modes (gateway, traefik, ingress-nginx)
+    (g, r, v) for (g, r) in (("gateway.networking.k8s.io", "tlsroutes"), ("traefik.io", "ingressroutetcps"),
+                             ("networking.k8s.io", "ingresses"))
+    for v in ("get", "create", "patch", "delete")
 }
 HOST_KEY_VERBS = {"get", "list", "watch", "create", "delete"}
 
@@ -211,7 +216,8 @@ def check_rbac(name: str, objs: list[dict], sa: tuple[str, str], self_managed: d
             err(name, "self-managed TLS needs secrets create in its namespace")
     elif named:
         err(name, f"grants by name that only self-managed TLS needs: {sorted(named)}")
-    other = {x for x in grants if x[2] not in ("pods", "services", "events", "secrets", "mutatingwebhookconfigurations")}
+    other = {x for x in grants if x[2] not in ("pods", "services", "events", "secrets", "mutatingwebhookconfigurations",
+                                            "tlsroutes", "ingressroutetcps", "ingresses")}
     if other:
         err(name, f"unexpected grants: {sorted(other)}")
 

@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+};
+use serde::Deserialize;
 use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster, is_injected};
 use session_ssh_tests::cluster::{self, wait_for};
 
@@ -337,6 +340,264 @@ async fn nodeport_mode_and_back_to_clusterip() {
             Ok((annotation(&p, "session-ssh.io/ssh-host") == Some(want)
                 && annotation(&p, "session-ssh.io/ssh-port").as_deref() == Some("22"))
             .then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// Installs the route CRDs the SNI modes use (test data from their Go modules).
+async fn install_route_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let dir = session_ssh_tests::repo_root().join("tests/data/crds");
+    let mut names = Vec::new();
+    for file in [
+        "gateway.networking.k8s.io_tlsroutes.yaml",
+        "traefik.io_ingressroutetcps.yaml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc).unwrap();
+            if value.is_null() {
+                continue;
+            }
+            let crd: CustomResourceDefinition = serde_yaml::from_value(value).unwrap();
+            let name = crd.metadata.name.clone().unwrap();
+            crds.patch(
+                &name,
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap();
+            names.push(name);
+        }
+    }
+    for name in names {
+        wait_for("CRD established", WAIT, || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let c = crds.get(&name).await?;
+                let ok = c
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(ok.then_some(()))
+            }
+        })
+        .await
+        .unwrap();
+    }
+}
+
+fn dynamic(
+    client: &kube::Client,
+    ns: &str,
+    gvk: (&str, &str, &str),
+    plural: &str,
+) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(gvk.0, gvk.1, gvk.2), plural);
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+fn owned_by(obj: &DynamicObject, pod: &Pod) -> bool {
+    obj.metadata.owner_references.iter().flatten().any(|o| {
+        Some(&o.uid) == pod.metadata.uid.as_ref()
+            && o.controller == Some(true)
+            && o.block_owner_deletion == Some(false)
+    })
+}
+
+async fn wait_object(api: &Api<DynamicObject>, name: &str, what: &str) -> DynamicObject {
+    wait_for(what, WAIT, || {
+        let api = api.clone();
+        let name = name.to_owned();
+        async move { Ok(api.get_opt(&name).await?) }
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_gone(api: &Api<DynamicObject>, name: &str, what: &str) {
+    wait_for(what, WAIT, || {
+        let api = api.clone();
+        let name = name.to_owned();
+        async move { Ok(api.get_opt(&name).await?.is_none().then_some(())) }
+    })
+    .await
+    .unwrap();
+}
+
+/// Rewrites the webhook's config with `ingress` appended and restarts it.
+async fn restart_with(wc: &mut WebhookCluster, base: &str, ingress: &str) {
+    let path = wc.work.path().join("config.yaml");
+    std::fs::write(&path, format!("{}\n{ingress}", base.trim_end())).unwrap();
+    wc.start_webhook().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_routes_per_mode_follow_the_config_and_are_collected() {
+    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let client = wc.client().await.unwrap();
+    install_route_crds(&client).await;
+    let base = std::fs::read_to_string(wc.work.path().join("config.yaml")).unwrap();
+    let host_template =
+        "  hostTemplate: '{label:hub.jupyter.org/username}.{namespace}.ssh.example.org'\n";
+    restart_with(
+        &mut wc,
+        &base,
+        &format!(
+            "ingress:\n  mode: gateway\n{host_template}  gateway:\n    parentRefs:\n    - {{name: ssh, namespace: gateways, sectionName: tls}}\n"
+        ),
+    )
+    .await;
+
+    let ns = cluster::unique_name("routes-sni");
+    wc.namespace(&ns, true).await.unwrap();
+    wc.wait_active(&ns, &fixture()).await.unwrap();
+    let pod = create(&client, &ns, &fixture()).await;
+    let host = format!("alice.{ns}.ssh.example.org");
+    let svc = service_of(&client, &ns, &pod).await;
+    check_service(&svc, &pod, "ClusterIP");
+
+    // gateway: a TLSRoute for the hostname to the Service's ssh-tls port.
+    let tls_routes = dynamic(
+        &client,
+        &ns,
+        ("gateway.networking.k8s.io", "v1", "TLSRoute"),
+        "tlsroutes",
+    );
+    let route = wait_object(&tls_routes, "jupyter-alice", "the TLSRoute").await;
+    assert!(owned_by(&route, &pod));
+    assert_eq!(route.data["spec"]["hostnames"], serde_json::json!([host]));
+    assert_eq!(
+        route.data["spec"]["parentRefs"][0],
+        serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "ssh", "namespace": "gateways", "sectionName": "tls"})
+    );
+    assert_eq!(
+        route.data["spec"]["rules"][0]["backendRefs"][0]["name"],
+        "jupyter-alice"
+    );
+    assert_eq!(
+        route.data["spec"]["rules"][0]["backendRefs"][0]["port"],
+        443
+    );
+    let annotated = connection_info(&client, &ns, "jupyter-alice").await;
+    assert_eq!(
+        annotation(&annotated, "session-ssh.io/ssh-host"),
+        Some(host.clone())
+    );
+    assert_eq!(
+        annotation(&annotated, "session-ssh.io/ssh-port").as_deref(),
+        Some("443")
+    );
+    assert_eq!(
+        annotation(&annotated, "session-ssh.io/ssh-config").unwrap(),
+        format!(
+            "Host {host}\n    HostName {host}\n    Port 443\n    ProxyCommand openssl s_client -quiet -verify_quiet -connect %h:443 -servername %h\n    ServerAliveInterval 30\n    ServerAliveCountMax 4\n"
+        )
+    );
+
+    // traefik: an IngressRouteTCP with HostSNI and passthrough; the TLSRoute goes.
+    restart_with(
+        &mut wc,
+        &base,
+        &format!("ingress:\n  mode: traefik\n{host_template}"),
+    )
+    .await;
+    let tcp_routes = dynamic(
+        &client,
+        &ns,
+        ("traefik.io", "v1alpha1", "IngressRouteTCP"),
+        "ingressroutetcps",
+    );
+    let route = wait_object(&tcp_routes, "jupyter-alice", "the IngressRouteTCP").await;
+    assert!(owned_by(&route, &pod));
+    assert_eq!(
+        route.data["spec"]["entryPoints"],
+        serde_json::json!(["websecure"])
+    );
+    assert_eq!(
+        route.data["spec"]["routes"][0]["match"],
+        format!("HostSNI(`{host}`)")
+    );
+    assert_eq!(
+        route.data["spec"]["routes"][0]["services"][0]["name"],
+        "jupyter-alice"
+    );
+    assert_eq!(route.data["spec"]["routes"][0]["services"][0]["port"], 443);
+    assert_eq!(route.data["spec"]["tls"]["passthrough"], true);
+    wait_gone(
+        &tls_routes,
+        "jupyter-alice",
+        "the TLSRoute of the old mode deleted",
+    )
+    .await;
+
+    // ingress-nginx: an Ingress with ssl-passthrough; the IngressRouteTCP goes.
+    restart_with(
+        &mut wc,
+        &base,
+        &format!("ingress:\n  mode: ingress-nginx\n{host_template}"),
+    )
+    .await;
+    let ingresses = dynamic(
+        &client,
+        &ns,
+        ("networking.k8s.io", "v1", "Ingress"),
+        "ingresses",
+    );
+    let ing = wait_object(&ingresses, "jupyter-alice", "the Ingress").await;
+    assert!(owned_by(&ing, &pod));
+    assert_eq!(
+        ing.metadata.annotations.as_ref().unwrap()["nginx.ingress.kubernetes.io/ssl-passthrough"],
+        "true"
+    );
+    assert_eq!(ing.data["spec"]["ingressClassName"], "nginx");
+    assert_eq!(ing.data["spec"]["rules"][0]["host"], host);
+    assert_eq!(
+        ing.data["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"],
+        serde_json::json!({"name": "jupyter-alice", "port": {"name": "ssh-tls"}})
+    );
+    wait_gone(
+        &tcp_routes,
+        "jupyter-alice",
+        "the IngressRouteTCP of the old mode deleted",
+    )
+    .await;
+    assert!(
+        !wc.webhook_log().contains("reconcile failed"),
+        "{}",
+        wc.webhook_log()
+    );
+
+    // The pod goes: the garbage collector removes its Service and Ingress.
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .delete("jupyter-alice", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    wait_gone(
+        &ingresses,
+        "jupyter-alice",
+        "the Ingress collected with its pod",
+    )
+    .await;
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    wait_for("the Service collected with its pod", WAIT, || {
+        let services = services.clone();
+        async move {
+            Ok(services
+                .get_opt("jupyter-alice")
+                .await?
+                .is_none()
+                .then_some(()))
         }
     })
     .await

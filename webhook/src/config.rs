@@ -98,7 +98,8 @@ pub struct Config {
     pub ingress: Ingress,
 }
 
-/// How a session is exposed: the Service the controller applies per injected pod.
+/// How a session is exposed: the Service the controller applies per injected pod, and
+/// for the SNI modes a route that passes TLS on port 443 through to its `ssh-tls` port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IngressMode {
@@ -109,6 +110,14 @@ pub enum IngressMode {
     Nodeport,
     /// A LoadBalancer Service per session.
     Loadbalancer,
+    /// A Gateway API `TLSRoute` (gateway.networking.k8s.io/v1) on `ingress.gateway.parentRefs`.
+    Gateway,
+    /// A Traefik `IngressRouteTCP` (traefik.io/v1alpha1) with `HostSNI` and passthrough.
+    Traefik,
+    /// Legacy: an Ingress with `nginx.ingress.kubernetes.io/ssl-passthrough: "true"`
+    /// (ingress-nginx started with `--enable-ssl-passthrough`).
+    #[serde(rename = "ingress-nginx")]
+    IngressNginx,
 }
 
 impl IngressMode {
@@ -118,23 +127,79 @@ impl IngressMode {
             IngressMode::None => "none",
             IngressMode::Nodeport => "nodeport",
             IngressMode::Loadbalancer => "loadbalancer",
+            IngressMode::Gateway => "gateway",
+            IngressMode::Traefik => "traefik",
+            IngressMode::IngressNginx => "ingress-nginx",
         }
+    }
+
+    /// Whether users reach the session through TLS on 443, routed by SNI.
+    pub fn is_sni(self) -> bool {
+        matches!(
+            self,
+            IngressMode::Gateway | IngressMode::Traefik | IngressMode::IngressNginx
+        )
     }
 }
 
-/// Per-session Service and the connection info published on the pod.
+/// Per-session Service, route and the connection info published on the pod.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Ingress {
-    /// `none` (ClusterIP Service), `nodeport` or `loadbalancer` (the Service's type).
-    /// Default `none`.
+    /// `none` (ClusterIP Service), `nodeport` or `loadbalancer` (the Service's type),
+    /// or an SNI route: `gateway`, `traefik`, `ingress-nginx`. Default `none`.
     pub mode: IngressMode,
     /// Hostname users connect to, e.g. `{pod}.{namespace}.ssh.example.org` or
     /// `{label:hub.jupyter.org/username}-{label:hub.jupyter.org/servername}.ssh.example.org`;
     /// placeholders `{pod}`, `{namespace}`, `{session-id}`, `{label:KEY}`, each value made a
-    /// DNS label (hash suffix when altered). Default null: the mode's own address (the
-    /// Service's cluster DNS name, the node's IP, the load balancer's address).
+    /// DNS label (hash suffix when altered). Required by the SNI modes. Default null: the
+    /// mode's own address (the Service's cluster DNS name, the node's IP, the load balancer's).
     pub host_template: Option<String>,
+    /// Mode `gateway`.
+    pub gateway: GatewayRoute,
+    /// Mode `traefik`.
+    pub traefik: TraefikRoute,
+    /// Mode `ingress-nginx`.
+    pub ingress_nginx: NginxRoute,
+}
+
+/// Where `TLSRoute`s attach.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewayRoute {
+    /// Gateways (listeners with `protocol: TLS`, `tls.mode: Passthrough`). Default empty;
+    /// mode `gateway` needs at least one.
+    pub parent_refs: Vec<ParentRef>,
+}
+
+/// A Gateway API parentRef.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ParentRef {
+    /// Gateway name.
+    pub name: String,
+    /// Gateway namespace. Default null: the session's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Listener name. Default null: every listener that accepts the route.
+    #[serde(default)]
+    pub section_name: Option<String>,
+}
+
+/// Traefik `IngressRouteTCP` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TraefikRoute {
+    /// Entry points the route binds to. Default `[websecure]`.
+    pub entry_points: Vec<String>,
+}
+
+/// ingress-nginx Ingress settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NginxRoute {
+    /// `ingressClassName` of the Ingress. Default `nginx`.
+    pub class_name: Option<String>,
 }
 
 /// Pod selection.
@@ -336,6 +401,15 @@ impl Config {
             ingress: Ingress {
                 mode: IngressMode::None,
                 host_template: None,
+                gateway: GatewayRoute {
+                    parent_refs: vec![],
+                },
+                traefik: TraefikRoute {
+                    entry_points: vec!["websecure".to_owned()],
+                },
+                ingress_nginx: NginxRoute {
+                    class_name: Some("nginx".to_owned()),
+                },
             },
         }
     }
@@ -480,6 +554,22 @@ impl Config {
             && let Err(r) = crate::routes::check_host_template(t)
         {
             return err("ingress.hostTemplate", r);
+        }
+        if self.ingress.mode.is_sni() && self.ingress.host_template.is_none() {
+            return err(
+                "ingress.hostTemplate",
+                format!(
+                    "mode `{}` routes by hostname: set a template",
+                    self.ingress.mode.as_str()
+                ),
+            );
+        }
+        if self.ingress.mode == IngressMode::Gateway && self.ingress.gateway.parent_refs.is_empty()
+        {
+            return err(
+                "ingress.gateway.parentRefs",
+                "mode `gateway` needs at least one Gateway".into(),
+            );
         }
         for (i, k) in self.selector.has_labels.iter().enumerate() {
             if !crate::naming::is_qualified_name(k) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::patch::{SESSION_ID, STATUS};
-use crate::routes::{self, MANAGED_BY, MANAGER};
+use crate::routes::{self, MANAGED_BY, MANAGER, sni};
 
 /// Why one reconcile failed (retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +154,6 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
         .await
         .map_err(kube("apply Service"))?;
     info!(%ns, pod = %name, service = %svc_name, mode = cfg.ingress.mode.as_str(), "Service applied");
-
     let host = match &cfg.ingress.host_template {
         None => None,
         Some(t) => match routes::render_host(t, &name, &ns, &session_id, pod.labels()) {
@@ -165,6 +164,17 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
             }
         },
     };
+    sync_routes(
+        &ctx,
+        &pod,
+        &ns,
+        &svc_name,
+        &session_id,
+        &uid,
+        host.as_deref(),
+    )
+    .await?;
+
     let Some(endpoint) = routes::endpoint(cfg.ingress.mode, host, &applied, &pod) else {
         debug!(%ns, pod = %name, "address not known yet");
         ctx.forget(&uid);
@@ -189,6 +199,62 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     ctx.forget(&uid);
     Ok(Action::requeue(RESYNC))
+}
+
+/// Apply the route of the configured SNI mode; delete this pod's routes of the other
+/// modes (left from an earlier config). A kind the cluster lacks (no CRD) or the
+/// webhook may not read counts as absent for the cleanup.
+async fn sync_routes(
+    ctx: &Ctx,
+    pod: &Pod,
+    ns: &str,
+    name: &str,
+    session_id: &str,
+    uid: &str,
+    host: Option<&str>,
+) -> Result<()> {
+    let cfg = &ctx.config.ingress;
+    for (mode, ar) in sni::kinds() {
+        let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &ar);
+        if mode == cfg.mode {
+            let Some(host) = host else {
+                warn!(%ns, pod = %pod.name_any(), mode = mode.as_str(), "no hostname for the route");
+                continue;
+            };
+            let Some(route) = sni::route(mode, cfg, pod, name, session_id, uid, host) else {
+                continue;
+            };
+            api.patch(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&route),
+            )
+            .await
+            .map_err(kube("apply route"))?;
+            info!(%ns, pod = %pod.name_any(), kind = %ar.kind, %host, "route applied");
+            continue;
+        }
+        let existing = match api.get_opt(name).await {
+            Ok(o) => o,
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => {
+                debug!(%ns, kind = %ar.kind, code = s.code, "route kind not readable; no cleanup");
+                None
+            }
+            Err(e) => return Err(kube("get route")(e)),
+        };
+        let owned = existing.is_some_and(|o| {
+            o.owner_references()
+                .iter()
+                .any(|r| r.uid == uid && r.controller == Some(true))
+        });
+        if owned {
+            api.delete(name, &DeleteParams::default())
+                .await
+                .map_err(kube("delete route"))?;
+            info!(%ns, pod = %pod.name_any(), kind = %ar.kind, "route of another mode deleted");
+        }
+    }
+    Ok(())
 }
 
 impl Ctx {

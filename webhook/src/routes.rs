@@ -222,8 +222,7 @@ fn port_names(pod: &Pod) -> Vec<&str> {
 /// The Service to apply for a pod (only the fields the controller owns). Ports target the
 /// session container's named ports, so a non-default `ports.ssh` needs nothing here;
 /// `ssh-tls` is left out when the pod has no TLS port. The ownerReference makes the
-/// garbage collector delete the Service with the pod; `blockOwnerDeletion: false` because
-/// setting it true needs `update` on `pods/finalizers`, a right the webhook does not have.
+/// garbage collector delete the Service with the pod.
 pub fn service(pod: &Pod, name: &str, session_id: &str, uid: &str, mode: IngressMode) -> Value {
     let names = port_names(pod);
     let mut ports = vec![json!({
@@ -235,31 +234,41 @@ pub fn service(pod: &Pod, name: &str, session_id: &str, uid: &str, mode: Ingress
         }));
     }
     let kind = match mode {
-        IngressMode::None => "ClusterIP",
+        IngressMode::None
+        | IngressMode::Gateway
+        | IngressMode::Traefik
+        | IngressMode::IngressNginx => "ClusterIP",
         IngressMode::Nodeport => "NodePort",
         IngressMode::Loadbalancer => "LoadBalancer",
     };
     json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": pod.metadata.namespace,
-            "labels": { MANAGED_BY.0: MANAGED_BY.1, SESSION_ID: session_id },
-            "ownerReferences": [{
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": pod.metadata.name,
-                "uid": uid,
-                "controller": true,
-                "blockOwnerDeletion": false,
-            }],
-        },
+        "metadata": owned_metadata(pod, name, session_id, uid),
         "spec": {
             "type": kind,
             "selector": { SESSION_ID: session_id },
             "ports": ports,
         },
+    })
+}
+
+/// Metadata of an object the controller makes for a pod: name, namespace, our labels,
+/// and the pod as controlling owner. `blockOwnerDeletion: false` because setting it true
+/// needs `update` on `pods/finalizers`, a right the webhook does not have.
+pub fn owned_metadata(pod: &Pod, name: &str, session_id: &str, uid: &str) -> Value {
+    json!({
+        "name": name,
+        "namespace": pod.metadata.namespace,
+        "labels": { MANAGED_BY.0: MANAGED_BY.1, SESSION_ID: session_id },
+        "ownerReferences": [{
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": pod.metadata.name,
+            "uid": uid,
+            "controller": true,
+            "blockOwnerDeletion": false,
+        }],
     })
 }
 
@@ -310,6 +319,14 @@ pub fn endpoint(
             lb.as_ref()?;
             (lb, 22)
         }
+        // Through the ingress on 443, only by the hostname its route names.
+        IngressMode::Gateway | IngressMode::Traefik | IngressMode::IngressNginx => {
+            return Some(Endpoint {
+                host: host?,
+                port: 443,
+                sni: true,
+            });
+        }
     };
     Some(Endpoint {
         host: host.or(own_host)?,
@@ -342,6 +359,8 @@ pub fn annotations(alias: &str, ep: &Endpoint) -> BTreeMap<String, String> {
         (SSH_CONFIG.to_owned(), ssh_config(alias, ep)),
     ])
 }
+
+pub mod sni;
 
 #[cfg(test)]
 mod tests;

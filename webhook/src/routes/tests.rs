@@ -268,10 +268,104 @@ fn config_ingress_section() {
     )
     .unwrap();
     assert_eq!(c.ingress.mode, IngressMode::Nodeport);
-    let e = Config::from_yaml("ingress:\n  mode: gateway\n", "c.yaml").unwrap_err();
+    let e = Config::from_yaml("ingress:\n  mode: istio\n", "c.yaml").unwrap_err();
     assert!(e.to_string().contains("ingress.mode"), "{e}");
     let e = Config::from_yaml("ingress:\n  hostTemplate: ssh.example.org\n", "c.yaml").unwrap_err();
     assert!(e.to_string().contains("ingress.hostTemplate"), "{e}");
     let e = Config::from_yaml("ingress:\n  tls: true\n", "c.yaml").unwrap_err();
     assert!(e.to_string().contains("tls"), "{e}");
+}
+
+fn sni_config(yaml: &str) -> crate::config::Config {
+    crate::config::Config::from_yaml(yaml, "c.yaml").unwrap()
+}
+
+#[test]
+fn sni_modes_need_a_host_template_and_gateways() {
+    use crate::config::Config;
+    let e = Config::from_yaml("ingress:\n  mode: traefik\n", "c.yaml").unwrap_err();
+    assert!(e.to_string().contains("ingress.hostTemplate"), "{e}");
+    let e = Config::from_yaml(
+        "ingress:\n  mode: gateway\n  hostTemplate: '{pod}.x.org'\n",
+        "c.yaml",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("ingress.gateway.parentRefs"), "{e}");
+    let c = sni_config("ingress:\n  mode: ingress-nginx\n  hostTemplate: '{pod}.x.org'\n");
+    assert_eq!(c.ingress.mode, IngressMode::IngressNginx);
+    assert!(c.ingress.mode.is_sni());
+    assert_eq!(c.ingress.traefik.entry_points, vec!["websecure".to_owned()]);
+    assert_eq!(c.ingress.ingress_nginx.class_name.as_deref(), Some("nginx"));
+    assert!(!IngressMode::Nodeport.is_sni());
+}
+
+#[test]
+fn sni_route_objects() {
+    let c = sni_config(
+        "ingress:\n  mode: gateway\n  hostTemplate: '{pod}.x.org'\n  gateway:\n    parentRefs:\n    - {name: gw, sectionName: tls}\n",
+    );
+    let p = pod(true);
+    let r = sni::route(
+        IngressMode::Gateway,
+        &c.ingress,
+        &p,
+        "svc",
+        "id",
+        "u-1",
+        "h.x.org",
+    )
+    .unwrap();
+    assert_eq!(r["apiVersion"], "gateway.networking.k8s.io/v1");
+    assert_eq!(r["kind"], "TLSRoute");
+    assert_eq!(r["metadata"]["name"], "svc");
+    assert_eq!(r["metadata"]["ownerReferences"][0]["uid"], "u-1");
+    assert_eq!(
+        r["spec"]["parentRefs"],
+        serde_json::json!([{"name": "gw", "sectionName": "tls"}])
+    );
+    assert_eq!(r["spec"]["hostnames"], serde_json::json!(["h.x.org"]));
+    assert_eq!(
+        r["spec"]["rules"][0]["backendRefs"][0],
+        serde_json::json!({"name": "svc", "port": 443})
+    );
+    let r = sni::route(
+        IngressMode::Traefik,
+        &c.ingress,
+        &p,
+        "svc",
+        "id",
+        "u-1",
+        "h.x.org",
+    )
+    .unwrap();
+    assert_eq!(r["apiVersion"], "traefik.io/v1alpha1");
+    assert_eq!(r["spec"]["routes"][0]["match"], "HostSNI(`h.x.org`)");
+    assert_eq!(r["spec"]["tls"]["passthrough"], true);
+    let r = sni::route(
+        IngressMode::IngressNginx,
+        &c.ingress,
+        &p,
+        "svc",
+        "id",
+        "u-1",
+        "h.x.org",
+    )
+    .unwrap();
+    assert_eq!(r["kind"], "Ingress");
+    assert_eq!(r["metadata"]["annotations"][sni::NGINX_PASSTHROUGH], "true");
+    assert_eq!(r["spec"]["ingressClassName"], "nginx");
+    assert_eq!(r["spec"]["rules"][0]["host"], "h.x.org");
+    let _: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(r).unwrap();
+    for m in [
+        IngressMode::None,
+        IngressMode::Nodeport,
+        IngressMode::Loadbalancer,
+    ] {
+        assert_eq!(sni::route(m, &c.ingress, &p, "svc", "id", "u-1", "h"), None);
+    }
+    // The SNI modes publish 443 with the ProxyCommand, only with a hostname.
+    let svc = applied(None, None);
+    let e = endpoint(IngressMode::Traefik, Some("h.x.org".into()), &svc, &p).unwrap();
+    assert_eq!((e.host.as_str(), e.port, e.sni), ("h.x.org", 443, true));
+    assert_eq!(endpoint(IngressMode::Gateway, None, &svc, &p), None);
 }

@@ -603,3 +603,81 @@ async fn sni_routes_per_mode_follow_the_config_and_are_collected() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_converge_without_fighting() {
+    let wc = WebhookCluster::start_with_replicas(Platform::Jupyterhub, Tls::Url, 2)
+        .await
+        .unwrap();
+    let client = wc.client().await.unwrap();
+    let ns = cluster::unique_name("routes-2r");
+    wc.namespace(&ns, true).await.unwrap();
+    wc.wait_active(&ns, &fixture()).await.unwrap();
+    let mut pods = Vec::new();
+    for i in 0..5 {
+        pods.push(create(&client, &ns, &named(&format!("jupyter-user{i}.x"))).await);
+    }
+    for pod in &pods {
+        let svc = service_of(&client, &ns, pod).await;
+        // One Apply manager on the object: both replicas wrote as the same one.
+        check_service(&svc, pod, "ClusterIP");
+        connection_info(&client, &ns, pod.metadata.name.as_deref().unwrap()).await;
+    }
+    // Settled: a Service is not rewritten again and again (its resourceVersion holds).
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let versions = |list: Vec<Service>| -> Vec<String> {
+        list.into_iter()
+            .map(|s| s.metadata.resource_version.unwrap())
+            .collect()
+    };
+    let before = versions(services.list(&ListParams::default()).await.unwrap().items);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = versions(services.list(&ListParams::default()).await.unwrap().items);
+    assert_eq!(before, after, "Services stable with two controllers");
+    assert_eq!(before.len(), 5);
+    let log = wc.webhook_log();
+    assert!(!log.contains("reconcile failed"), "{log}");
+    assert!(log.contains("Service applied"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadbalancer_mode_publishes_the_address_once_assigned() {
+    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let base = std::fs::read_to_string(wc.work.path().join("config.yaml")).unwrap();
+    restart_with(&mut wc, &base, "ingress:\n  mode: loadbalancer\n").await;
+    let client = wc.client().await.unwrap();
+    let ns = cluster::unique_name("routes-lb");
+    wc.namespace(&ns, true).await.unwrap();
+    wc.wait_active(&ns, &fixture()).await.unwrap();
+    let pod = create(&client, &ns, &fixture()).await;
+    let svc = service_of(&client, &ns, &pod).await;
+    check_service(&svc, &pod, "LoadBalancer");
+    // No load balancer yet: nothing published.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let p = pods.get("jupyter-alice").await.unwrap();
+    assert_eq!(annotation(&p, "session-ssh.io/ssh-host"), None);
+    // A cloud controller assigns an address (done here by hand on the status).
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let status =
+        serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}});
+    services
+        .patch_status(
+            "jupyter-alice",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
+    let annotated = connection_info(&client, &ns, "jupyter-alice").await;
+    assert_eq!(
+        annotation(&annotated, "session-ssh.io/ssh-host").as_deref(),
+        Some("192.0.2.10")
+    );
+    assert_eq!(
+        annotation(&annotated, "session-ssh.io/ssh-port").as_deref(),
+        Some("22")
+    );
+}

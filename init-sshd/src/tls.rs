@@ -105,8 +105,8 @@ fn acceptor(dir: &Path) -> Result<TlsAcceptor> {
 }
 
 /// Run the TLS listener until the process ends. `handoff` is serve's per-connection SSH path;
-/// `slots` is the connection limit shared with the plain listener. Returns only on a failure
-/// that stops TLS (already logged by the caller's choice: see [`serve_logged`]).
+/// `slots` is the connection limit shared with the plain listener. Returns at once when TLS
+/// is off, and with an error when it cannot start (no certificate at all, port taken).
 pub async fn serve<F, Fut>(
     opts: TlsOpts,
     dir: PathBuf,

@@ -73,6 +73,8 @@ pub struct Launch {
     pub conn: u64,
     /// Closes when the connection ends.
     pub gone: watch::Receiver<()>,
+    /// Held while the session runs (counts the connection's sessions).
+    pub live: Arc<()>,
 }
 
 /// `$SHELL -c cmd` (argv[0] = basename) or the login shell (argv[0] = "-bash").
@@ -148,6 +150,7 @@ pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Resul
                 outputs,
                 pty_exit: None,
                 gone: launch.gone.clone(),
+                _live: launch.live.clone(),
             }));
         }
         Some(req) => {
@@ -198,6 +201,7 @@ pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Resul
                 outputs: vec![out],
                 pty_exit: Some(exit),
                 gone: launch.gone.clone(),
+                _live: launch.live.clone(),
             }));
         }
     }
@@ -349,6 +353,7 @@ struct Supervised {
     outputs: Vec<JoinHandle<io::Result<()>>>,
     pty_exit: Option<Arc<PtyExit>>,
     gone: watch::Receiver<()>,
+    _live: Arc<()>,
 }
 
 async fn supervise(mut s: Supervised) {

@@ -80,6 +80,7 @@ pub fn start(
     home: PathBuf,
     conn: u64,
     gone: watch::Receiver<()>,
+    live: Arc<()>,
 ) {
     let handler = Sftp {
         home,
@@ -99,6 +100,7 @@ pub fn start(
             let _ = gone.changed().await;
         }),
         end: Some((handle, id)),
+        _live: live,
     };
     tokio::spawn(russh_sftp::server::run_with_config(stream, handler, cfg));
 }

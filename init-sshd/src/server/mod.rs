@@ -69,7 +69,14 @@ pub struct Conn {
     /// Dropped with the connection: wakes every task of it (a task blocked
     /// writing to a stalled child or socket would never see the channel end).
     gone: watch::Sender<()>,
+    /// One clone per running session process or SFTP server of this
+    /// connection, to cap them like OpenSSH's MaxSessions.
+    live: Arc<()>,
 }
+
+/// Session channels per connection (OpenSSH MaxSessions is 10; VS Code and
+/// multiplexed clients open a few more).
+const MAX_SESSIONS: usize = 32;
 
 impl Conn {
     pub fn new(
@@ -89,6 +96,7 @@ impl Conn {
             agent: None,
             remote: RemoteForwards::default(),
             gone: watch::channel(()).0,
+            live: Arc::new(()),
         }
     }
 
@@ -181,6 +189,7 @@ impl Conn {
             user: self.shared.user.clone(),
             conn: self.id,
             gone: self.gone(),
+            live: self.live.clone(),
         };
         match crate::session::start(channel, session.handle(), launch) {
             Ok(()) => true,
@@ -289,6 +298,16 @@ impl Handler for Conn {
         _session: &mut Session,
     ) -> Result<()> {
         let id = channel.id();
+        let open = self.sessions.len() + Arc::strong_count(&self.live) - 1;
+        if open >= MAX_SESSIONS {
+            tracing::warn!(
+                conn = self.id,
+                open,
+                "session channel refused: too many sessions"
+            );
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
         self.sessions.insert(
             id,
             PendingSession {
@@ -420,6 +439,7 @@ impl Handler for Conn {
                         self.shared.user.home.clone(),
                         self.id,
                         self.gone(),
+                        self.live.clone(),
                     );
                     true
                 }

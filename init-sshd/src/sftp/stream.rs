@@ -21,6 +21,7 @@ pub(super) struct SftpStream<S: Send + 'static> {
     pub(super) inner: Option<S>,
     pub(super) gone: Pin<Box<dyn Future<Output = ()> + Send>>,
     pub(super) end: Option<(SessionHandle, ChannelId)>,
+    pub(super) _live: std::sync::Arc<()>,
 }
 
 impl<S: Send + 'static> SftpStream<S> {

@@ -100,6 +100,30 @@ fn command(launch: &Launch) -> Command {
     cmd
 }
 
+/// In the child before exec: a session starts with default signal handling,
+/// whatever serve inherited (a `nohup` or a non-interactive `&` launch
+/// leaves SIGHUP/SIGINT/SIGQUIT ignored, and ignored signals survive exec:
+/// Ctrl-C and our hang-up would not reach the session).
+fn default_signals() -> io::Result<()> {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, signal, sigprocmask};
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGPIPE,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGCHLD,
+    ] {
+        // SAFETY: installing SIG_DFL has no handler to be unsafe about.
+        unsafe { signal(sig, SigHandler::SigDfl) }?;
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    Ok(())
+}
+
 /// Spawn the process for a session channel and its I/O tasks.
 pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Result<()> {
     let id = channel.id();
@@ -116,9 +140,12 @@ pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Resul
             cmd.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            // SAFETY: setsid is async-signal-safe; runs in the forked child.
+            // SAFETY: only async-signal-safe calls; runs in the forked child.
             unsafe {
-                cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+                cmd.pre_exec(|| {
+                    default_signals()?;
+                    nix::unistd::setsid().map(drop).map_err(io::Error::from)
+                });
             }
             let mut child = cmd.spawn().map_err(spawn_err)?;
             let pgid = Pid::from_raw(
@@ -171,9 +198,13 @@ pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Resul
             cmd.stdin(Stdio::from(dup(&pair.slave)?))
                 .stdout(Stdio::from(dup(&pair.slave)?))
                 .stderr(Stdio::from(pair.slave));
-            // SAFETY: setsid + ioctl(TIOCSCTTY) are async-signal-safe syscalls.
+            // SAFETY: sigaction, sigprocmask, setsid and ioctl(TIOCSCTTY) are
+            // async-signal-safe syscalls.
             unsafe {
-                cmd.pre_exec(pty::child_setup);
+                cmd.pre_exec(|| {
+                    default_signals()?;
+                    pty::child_setup()
+                });
             }
             let child = cmd.spawn().map_err(spawn_err)?;
             // Drop our copies of the slave now, so EIO on the master means the

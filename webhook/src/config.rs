@@ -152,7 +152,8 @@ pub struct Ingress {
     /// Hostname users connect to, e.g. `{pod}.{namespace}.ssh.example.org` or
     /// `{label:hub.jupyter.org/username}-{label:hub.jupyter.org/servername}.ssh.example.org`;
     /// placeholders `{pod}`, `{namespace}`, `{session-id}`, `{label:KEY}`, each value made a
-    /// DNS label (hash suffix when altered). Required by the SNI modes. Default null: the
+    /// DNS label (hash suffix when altered; also when values joined in one label could be
+    /// read two ways). Required by the SNI modes. Default null: the
     /// mode's own address (the Service's cluster DNS name, the node's IP, the load balancer's).
     pub host_template: Option<String>,
     /// Mode `gateway`.

@@ -165,9 +165,53 @@ pub fn check_host_template(t: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// One DNS label of a host being rendered.
+#[derive(Default)]
+struct LabelBuf {
+    text: String,
+    /// Raw values of the placeholders in this label.
+    values: Vec<String>,
+    /// Two placeholders follow each other without literal text between them.
+    adjacent: bool,
+    /// The last piece was a placeholder.
+    after_placeholder: bool,
+    /// Some sanitized value contains `-` (so a `-` separator does not split uniquely).
+    dashed: bool,
+}
+
+impl LabelBuf {
+    fn placeholder(&mut self, raw: &str) {
+        let v = dns_label(raw);
+        self.adjacent |= self.after_placeholder;
+        self.dashed |= v.contains('-');
+        self.text.push_str(&v);
+        self.values.push(raw.to_owned());
+        self.after_placeholder = true;
+    }
+
+    fn literal(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.after_placeholder &= s.is_empty();
+    }
+
+    /// The finished label. Two values in one label (`{user}-{server}`) could be split in
+    /// more than one way when a value holds `-` or nothing separates them
+    /// (`a-b`+`c` = `a`+`b-c`): such a label gets the hash of the raw values, so distinct
+    /// sessions never share a host. Too long labels are cut with a hash too.
+    fn finish(self) -> String {
+        let ambiguous = self.values.len() > 1 && (self.adjacent || self.dashed);
+        if ambiguous {
+            with_hash(&self.text, &self.values.join("\0"))
+        } else if self.text.len() > 63 {
+            with_hash(&self.text, &self.text)
+        } else {
+            self.text
+        }
+    }
+}
+
 /// Render the session's hostname. Every placeholder value becomes a DNS label of its own
-/// ([`dns_label`]); a resulting label longer than 63 (a placeholder joined with literal
-/// text) is cut and hash-suffixed the same way.
+/// ([`dns_label`]); see [`LabelBuf::finish`] for labels that join several values.
 pub fn render_host(
     template: &str,
     pod: &str,
@@ -175,33 +219,32 @@ pub fn render_host(
     session_id: &str,
     labels: &BTreeMap<String, String>,
 ) -> Result<String> {
-    let mut raw = String::new();
+    let mut done: Vec<String> = Vec::new();
+    let mut cur = LabelBuf::default();
     // An invalid template was refused at config load; render what parses.
     for piece in parse_template(template).unwrap_or_default() {
         match piece {
-            Piece::Literal(s) => raw.push_str(s),
-            Piece::Pod => raw.push_str(&dns_label(pod)),
-            Piece::Namespace => raw.push_str(&dns_label(namespace)),
-            Piece::SessionId => raw.push_str(&dns_label(session_id)),
+            Piece::Literal(s) => {
+                let mut parts = s.split('.');
+                cur.literal(parts.next().unwrap_or_default());
+                for part in parts {
+                    done.push(std::mem::take(&mut cur).finish());
+                    cur.literal(part);
+                }
+            }
+            Piece::Pod => cur.placeholder(pod),
+            Piece::Namespace => cur.placeholder(namespace),
+            Piece::SessionId => cur.placeholder(session_id),
             Piece::Label(key) => {
                 let v = labels
                     .get(key)
                     .ok_or_else(|| Error::MissingLabel(key.to_owned()))?;
-                raw.push_str(&dns_label(v));
+                cur.placeholder(v);
             }
         }
     }
-    let host = raw
-        .split('.')
-        .map(|l| {
-            if l.len() > 63 {
-                with_hash(l, l)
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(".");
+    done.push(cur.finish());
+    let host = done.join(".");
     if is_dns_subdomain(&host) {
         Ok(host)
     } else {

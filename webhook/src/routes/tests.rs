@@ -369,3 +369,47 @@ fn sni_route_objects() {
     assert_eq!((e.host.as_str(), e.port, e.sni), ("h.x.org", 443, true));
     assert_eq!(endpoint(IngressMode::Gateway, None, &svc, &p), None);
 }
+
+#[test]
+fn joined_values_never_collide() {
+    let t = "{label:u}-{label:s}.ssh.example.org";
+    let render = |u: &str, s: &str| {
+        let l = BTreeMap::from([
+            ("u".to_owned(), u.to_owned()),
+            ("s".to_owned(), s.to_owned()),
+        ]);
+        render_host(t, "p", "n", "id", &l).unwrap()
+    };
+    // Plain values keep a predictable name.
+    assert_eq!(render("alice", "lab"), "alice-lab.ssh.example.org");
+    // `a-b`+`c` and `a`+`b-c` would both read `a-b-c`: hashed apart.
+    let x = render("a-b", "c");
+    let y = render("a", "b-c");
+    assert_ne!(x, y);
+    assert!(
+        x.starts_with("a-b-c-") && y.starts_with("a-b-c-"),
+        "{x} {y}"
+    );
+    assert!(is_dns_subdomain(&x) && is_dns_subdomain(&y));
+    // Adjacent placeholders are ambiguous even without dashes.
+    let adj = |u: &str, s: &str| {
+        let l = BTreeMap::from([
+            ("u".to_owned(), u.to_owned()),
+            ("s".to_owned(), s.to_owned()),
+        ]);
+        render_host("{label:u}{label:s}.x.org", "p", "n", "id", &l).unwrap()
+    };
+    assert_ne!(adj("ab", "c"), adj("a", "bc"));
+    // One placeholder per label stays as it is.
+    assert_eq!(
+        render_host(
+            "{pod}.{namespace}.x.org",
+            "a-b",
+            "c-d",
+            "id",
+            &BTreeMap::new()
+        )
+        .unwrap(),
+        "a-b.c-d.x.org"
+    );
+}

@@ -645,20 +645,46 @@ async fn loadbalancer_mode_publishes_the_address_once_assigned() {
     let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
         .await
         .unwrap();
-    let base = std::fs::read_to_string(wc.work.path().join("config.yaml")).unwrap();
-    restart_with(&mut wc, &base, "ingress:\n  mode: loadbalancer\n").await;
     let client = wc.client().await.unwrap();
     let ns = cluster::unique_name("routes-lb");
     wc.namespace(&ns, true).await.unwrap();
     wc.wait_active(&ns, &fixture()).await.unwrap();
+    // First published in the default mode (the Service's cluster DNS name).
     let pod = create(&client, &ns, &fixture()).await;
-    let svc = service_of(&client, &ns, &pod).await;
+    let p = connection_info(&client, &ns, "jupyter-alice").await;
+    assert_eq!(
+        annotation(&p, "session-ssh.io/ssh-host"),
+        Some(format!("jupyter-alice.{ns}.svc"))
+    );
+
+    let base = std::fs::read_to_string(wc.work.path().join("config.yaml")).unwrap();
+    restart_with(&mut wc, &base, "ingress:\n  mode: loadbalancer\n").await;
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let svc = wait_for("the Service of type LoadBalancer", WAIT, || {
+        let services = services.clone();
+        async move {
+            let s = services.get("jupyter-alice").await?;
+            let lb = s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+            Ok(lb.then_some(s))
+        }
+    })
+    .await
+    .unwrap();
     check_service(&svc, &pod, "LoadBalancer");
-    // No load balancer yet: nothing published.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // No load balancer yet: the old connection info is withdrawn, nothing new published.
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let p = pods.get("jupyter-alice").await.unwrap();
-    assert_eq!(annotation(&p, "session-ssh.io/ssh-host"), None);
+    wait_for("stale connection info removed", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("jupyter-alice").await?;
+            let none = ["ssh-host", "ssh-port", "ssh-config"]
+                .iter()
+                .all(|k| annotation(&p, &format!("session-ssh.io/{k}")).is_none());
+            Ok(none.then_some(()))
+        }
+    })
+    .await
+    .unwrap();
     // A cloud controller assigns an address (done here by hand on the status).
     let services = Api::<Service>::namespaced(client.clone(), &ns);
     let status =

@@ -145,6 +145,14 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
     }
 
     let desired = routes::service(&pod, &svc_name, &session_id, &uid, cfg.ingress.mode);
+    if cfg.ingress.mode.is_sni()
+        && desired["spec"]["ports"]
+            .as_array()
+            .is_some_and(|p| p.len() < 2)
+    {
+        warn!(%ns, pod = %name, mode = cfg.ingress.mode.as_str(),
+            "pod has no session-ssh-tls port (ports.sshTls null when it was injected): its route has no backend");
+    }
     let applied = services
         .patch(
             &svc_name,
@@ -176,9 +184,33 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
     .await?;
 
     let Some(endpoint) = routes::endpoint(cfg.ingress.mode, host, &applied, &pod) else {
-        debug!(%ns, pod = %name, "address not known yet");
+        // Info from an earlier mode or address would send users to the wrong place.
+        let stale: Vec<&str> = routes::CONNECTION_ANNOTATIONS
+            .into_iter()
+            .filter(|k| pod.annotations().contains_key(*k))
+            .collect();
+        if !stale.is_empty() {
+            let nulls: serde_json::Map<String, serde_json::Value> = stale
+                .iter()
+                .map(|k| ((*k).to_owned(), serde_json::Value::Null))
+                .collect();
+            let patch = json!({"metadata": {"uid": uid, "annotations": nulls}});
+            Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(kube("annotate pod"))?;
+            info!(%ns, pod = %name, "stale connection info removed");
+        }
         ctx.forget(&uid);
-        return Ok(Action::requeue(PENDING));
+        // Pending addresses come by a Service status change or the node binding (both
+        // trigger a reconcile); the periodic retry is only a safety net.
+        debug!(%ns, pod = %name, mode = cfg.ingress.mode.as_str(), "address not known yet");
+        let again = if cfg.ingress.mode.is_sni() {
+            RESYNC
+        } else {
+            PENDING
+        };
+        return Ok(Action::requeue(again));
     };
     let alias = if cfg.ingress.host_template.is_some() {
         endpoint.host.clone()

@@ -21,6 +21,8 @@ pub const SSH_HOST: &str = "session-ssh.io/ssh-host";
 pub const SSH_PORT: &str = "session-ssh.io/ssh-port";
 /// Annotation: a ready `Host` block for `~/.ssh/config`.
 pub const SSH_CONFIG: &str = "session-ssh.io/ssh-config";
+/// Every annotation the controller writes on a pod.
+pub const CONNECTION_ANNOTATIONS: [&str; 3] = [SSH_HOST, SSH_PORT, SSH_CONFIG];
 
 /// Why a host template cannot be rendered for a pod.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -209,6 +209,30 @@ async fn a_service_per_injected_pod_with_connection_info_and_gc() {
         service_names.contains("jupyter-alice-smith"),
         "a valid name is kept"
     );
+    // An event on the pod says where to connect (`kubectl describe pod`).
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    let ev = wait_for("the SSHRoute event", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("SSHRoute")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("jupyter-alice")
+            }))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ev.type_.as_deref(), Some("Normal"));
+    assert_eq!(
+        ev.reporting_controller.as_deref(),
+        Some("session-ssh-webhook")
+    );
+    let note = ev.note.unwrap_or_default();
+    assert!(
+        note.contains(&format!("jupyter-alice.{ns}.svc:22")),
+        "{note}"
+    );
 
     // Deleting a pod: the garbage collector removes its Service (ownerReference).
     let dotted = &pods[1];

@@ -18,8 +18,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
@@ -53,6 +54,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 struct Ctx {
     client: Client,
+    /// Events on the pod (`kubectl describe pod`) when its connection info changes.
+    recorder: Recorder,
     config: Arc<Config>,
     /// Consecutive failures per pod UID, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -86,7 +89,13 @@ pub async fn run(client: Client, config: Arc<Config>) {
     let services = Api::<Service>::all(client.clone());
     let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
     info!(mode = config.ingress.mode.as_str(), "controller started");
+    let reporter = Reporter {
+        controller: MANAGER.to_owned(),
+        // The Deployment sets POD_NAME (downward API): which replica acted.
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let ctx = Arc::new(Ctx {
+        recorder: Recorder::new(client.clone(), reporter),
         client,
         config,
         failures: Mutex::new(HashMap::new()),
@@ -139,6 +148,15 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
         if owner.as_deref() != Some(uid.as_str()) {
             warn!(%ns, pod = %name, service = %svc_name, owner = ?owner,
                 "Service name taken by an object this pod does not own; not touching it");
+            ctx.event(
+                &pod,
+                EventType::Warning,
+                "ServiceNameTaken",
+                format!(
+                    "Service {svc_name} exists and belongs to another owner; no SSH route made"
+                ),
+            )
+            .await;
             ctx.forget(&uid);
             return Ok(Action::requeue(RESYNC));
         }
@@ -228,6 +246,18 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
             .await
             .map_err(kube("annotate pod"))?;
         info!(%ns, pod = %name, host = %endpoint.host, port = endpoint.port, "connection info published");
+        ctx.event(
+            &pod,
+            EventType::Normal,
+            "SSHRoute",
+            format!(
+                "ssh {}:{} (ingress mode {}, Service {svc_name})",
+                endpoint.host,
+                endpoint.port,
+                cfg.ingress.mode.as_str()
+            ),
+        )
+        .await;
     }
     ctx.forget(&uid);
     Ok(Action::requeue(RESYNC))
@@ -290,6 +320,20 @@ async fn sync_routes(
 }
 
 impl Ctx {
+    /// Publish an event on the pod; a failure only logs (events are a courtesy).
+    async fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&ev, &pod.object_ref(&())).await {
+            debug!(pod = %pod.name_any(), error = %err, "event not published");
+        }
+    }
+
     fn forget(&self, uid: &str) {
         if let Ok(mut f) = self.failures.lock() {
             f.remove(uid);

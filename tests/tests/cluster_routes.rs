@@ -261,6 +261,42 @@ async fn a_service_per_injected_pod_with_connection_info_and_gc() {
         assert!(services.get_opt(n).await.unwrap().is_some(), "{n} kept");
     }
 
+    // A Service of that name made by someone else is never taken over.
+    let foreign: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "jupyter-bob"},
+        "spec": {"selector": {"app": "other"}, "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    services
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    create(&client, &ns, &named("jupyter-bob")).await;
+    let ev = wait_for("the ServiceNameTaken warning", WAIT, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("ServiceNameTaken")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("jupyter-bob")
+            }))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ev.type_.as_deref(), Some("Warning"));
+    let kept = services.get("jupyter-bob").await.unwrap();
+    assert_eq!(kept.metadata.owner_references, None);
+    assert_eq!(
+        kept.spec.unwrap().selector.unwrap(),
+        std::collections::BTreeMap::from([("app".to_owned(), "other".to_owned())])
+    );
+    let bob = Api::<Pod>::namespaced(client.clone(), &ns)
+        .get("jupyter-bob")
+        .await
+        .unwrap();
+    assert_eq!(annotation(&bob, "session-ssh.io/ssh-host"), None);
+
     // A pod the webhook did not inject (namespace not selected) gets nothing.
     let plain_ns = cluster::unique_name("routes-plain");
     wc.namespace(&plain_ns, false).await.unwrap();

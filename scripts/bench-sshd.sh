@@ -208,30 +208,30 @@ idle_sessions() { # port serverpid name
 }
 
 BG=
-for srv in openssh init; do
-  if [ $srv = openssh ]; then port=$OPORT; spid=$OPID; else port=$IPORT; spid=$IPID; fi
-  echo "measuring $srv ..." >&2
-  idle_sessions "$port" "$spid" "$srv"
-  R[lat,$srv]=$(latency "$port")
-  for c in chacha20-poly1305@openssh.com aes128-gcm@openssh.com; do
-    R[up_$c,$srv]=$(up_cat "$port" "$c")
-    R[down_$c,$srv]=$(down_cat "$port" "$c")
-  done
-  R[sftp_put,$srv]=$(sftp_put "$port")
-  R[sftp_get,$srv]=$(sftp_get "$port")
-  R[fwd_up,$srv]=$(fwd "$port" up)
-  R[fwd_down,$srv]=$(fwd "$port" down)
+# Metrics are interleaved (OpenSSH, then init-sshd, per metric) so that load drift on a shared
+# machine hits both sides alike.
+port_of() { if [ "$1" = openssh ]; then echo "$OPORT"; else echo "$IPORT"; fi; }
+pid_of() { if [ "$1" = openssh ]; then echo "$OPID"; else echo "$IPID"; fi; }
+for srv in openssh init; do echo "measuring $srv: idle sessions ..." >&2; idle_sessions "$(port_of $srv)" "$(pid_of $srv)" "$srv"; done
+for srv in openssh init; do echo "measuring $srv: latency ..." >&2; R[lat,$srv]=$(latency "$(port_of $srv)"); done
+for c in chacha20-poly1305@openssh.com aes128-gcm@openssh.com; do
+  for srv in openssh init; do echo "measuring $srv: cat $c ..." >&2; R[up_$c,$srv]=$(up_cat "$(port_of $srv)" "$c"); done
+  for srv in openssh init; do R[down_$c,$srv]=$(down_cat "$(port_of $srv)" "$c"); done
 done
+for srv in openssh init; do echo "measuring $srv: sftp ..." >&2; R[sftp_put,$srv]=$(sftp_put "$(port_of $srv)"); done
+for srv in openssh init; do R[sftp_get,$srv]=$(sftp_get "$(port_of $srv)"); done
+for srv in openssh init; do echo "measuring $srv: ssh -L ..." >&2; R[fwd_up,$srv]=$(fwd "$(port_of $srv)" up); done
+for srv in openssh init; do R[fwd_down,$srv]=$(fwd "$(port_of $srv)" down); done
 
 # ---------- table ----------
 row() { # label key unit goal
   local o=${R[$2,openssh]} i=${R[$2,init]}
   local ratio; ratio=$(awk -v a="$i" -v b="$o" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
-  printf '%-44s %12s %12s %8s   %s\n' "$1 ($3)" "$i" "$o" "$ratio" "$4"
+  printf '%-56s %10s %10s %7s   %s\n' "$1 ($3)" "$i" "$o" "$ratio" "$4"
 }
 echo
 echo "init-sshd $("$BIN" --version 2>/dev/null || echo "($BIN)") vs $(ssh -V 2>&1 | cut -d, -f1) sshd; ${MIB} MiB transfers, $(nproc) cores, loopback"
-printf '%-44s %12s %12s %8s   %s\n' "metric" "init-sshd" "OpenSSH" "ratio" "goal"
+printf '%-56s %10s %10s %7s   %s\n' "metric" "init-sshd" "OpenSSH" "ratio" "goal"
 row "connect+auth+true, median of $NLAT" lat ms "<= 0.5"
 for c in chacha20-poly1305@openssh.com aes128-gcm@openssh.com; do
   row "upload via cat, $c" "up_$c" MB/s ">= 1.0"

@@ -19,9 +19,10 @@ use kube::core::admission::{
     AdmissionRequest, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
 };
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::hostkey::{self, SecretRef};
 use crate::metrics::{Metrics, outcome};
 use crate::patch::{self, Mutation};
 
@@ -83,12 +84,14 @@ impl Error {
 }
 
 /// What the handlers share.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     /// The mutation config.
     pub config: Arc<Config>,
     /// Where decisions are counted.
     pub metrics: Arc<Metrics>,
+    /// For the host-key Secret; None (no cluster): pods get a fresh key at install.
+    pub client: Option<kube::Client>,
 }
 
 impl AppState {
@@ -97,9 +100,31 @@ impl AppState {
         AppState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
+            client: None,
         }
     }
+
+    /// Same state, creating host-key Secrets through `client`.
+    pub fn with_client(mut self, client: Option<kube::Client>) -> Self {
+        self.client = client;
+        self
+    }
 }
+
+impl std::fmt::Debug for AppState {
+    // kube::Client has no Debug; say whether there is one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .field("metrics", &self.metrics)
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+/// Admission waits this long for the host-key Secret, well inside the webhook timeout:
+/// after that the pod is admitted and install generates a key.
+const HOST_KEY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `POST /mutate`. Everything else is 404 / 405 (axum's defaults).
 pub fn router(state: AppState) -> Router {
@@ -115,6 +140,11 @@ async fn mutate_handler(State(state): State<AppState>, body: Body) -> Response {
         Ok(bytes) => review(&bytes, &state.config),
         Err(_) => Err(Error::TooLarge),
     };
+    if let Ok(d) = &result
+        && let Some(r) = &d.host_key
+    {
+        ensure_host_key(&state, &d.namespace, &d.pod, r).await;
+    }
     let elapsed = start.elapsed();
     match result {
         Ok(decision) => {
@@ -144,6 +174,39 @@ async fn mutate_handler(State(state): State<AppState>, body: Body) -> Response {
             };
             (status, format!("{err}\n")).into_response()
         }
+    }
+}
+
+/// Create the session's host-key Secret before the pod exists (its volume is optional, so
+/// every failure here only costs the stable key, never the pod).
+async fn ensure_host_key(state: &AppState, namespace: &str, pod: &str, r: &SecretRef) {
+    let Some(client) = state.client.clone() else {
+        debug!(ns = %namespace, pod = %pod, secret = %r.name, "no Kubernetes client; host key left to install");
+        return;
+    };
+    match tokio::time::timeout(HOST_KEY_TIMEOUT, hostkey::ensure(client, namespace, r)).await {
+        Ok(Ok(how)) => info!(
+            ns = %namespace,
+            pod = %pod,
+            secret = %r.name,
+            identity = %r.identity.display,
+            result = how.as_str(),
+            "host-key Secret ready"
+        ),
+        Ok(Err(err)) => warn!(
+            ns = %namespace,
+            pod = %pod,
+            secret = %r.name,
+            error = %err,
+            "host-key Secret not made; the session generates its own key"
+        ),
+        Err(_) => warn!(
+            ns = %namespace,
+            pod = %pod,
+            secret = %r.name,
+            timeout_ms = HOST_KEY_TIMEOUT.as_millis() as u64,
+            "host-key Secret timed out; the session generates its own key"
+        ),
     }
 }
 
@@ -184,8 +247,10 @@ pub struct Decision {
     pub uid: String,
     /// Request operation.
     pub operation: String,
-    /// Whether the request was a dry run (same answer; we have no side effects to skip).
+    /// Whether the request was a dry run (same answer; only the host-key Secret is skipped).
     pub dry_run: bool,
+    /// The host-key Secret the patch mounts, to create before answering. None on dryRun.
+    pub host_key: Option<SecretRef>,
 }
 
 /// The fields needed to route the request, read without building the object.
@@ -311,7 +376,33 @@ fn decide_pod(req: &AdmissionRequest<Pod>, cfg: &Config) -> Result<Decision> {
         answer.patch = Some(STANDARD.encode(serde_json::to_vec(&patch).map_err(Error::Encode)?));
         answer.patch_type = Some("JSONPatch");
     }
-    finish(req, answer, outcome, reason)
+    let mut decision = finish(req, answer, outcome, reason)?;
+    // Same derivation as the patch's volume, so the created Secret is the mounted one.
+    // A dry run must have no side effects (sideEffects: NoneOnDryRun).
+    if outcome == outcome::INJECTED && !req.dry_run {
+        decision.host_key = hostkey::secret_ref(pod, &cfg.host_keys).filter(|r| {
+            // A pod injected from a template (label-only patch) mounts what its template
+            // says: create only a Secret it actually references.
+            !already_injected(pod) || references_secret(pod, &r.name)
+        });
+    }
+    Ok(decision)
+}
+
+fn already_injected(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(patch::STATUS))
+        .is_some_and(|v| v == "injected")
+}
+
+fn references_secret(pod: &Pod, name: &str) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.secret.as_ref())
+        .any(|s| s.secret_name.as_deref() == Some(name))
 }
 
 /// The `response` of an AdmissionReview v1, encoded as the apiserver's own Go types are:
@@ -384,6 +475,7 @@ where
         uid: req.uid.clone(),
         operation: operation_name(&req.operation).to_owned(),
         dry_run: req.dry_run,
+        host_key: None,
     })
 }
 

@@ -96,6 +96,27 @@ pub struct Config {
     pub keys: Keys,
     /// How the controller in `serve` makes each injected session reachable.
     pub ingress: Ingress,
+    /// Stable per-session host keys (a Secret per session identity).
+    pub host_keys: HostKeys,
+}
+
+/// Per-session host keys: admission creates a Secret `session-ssh-hostkey-<identity>-<hash>`
+/// in the pod's namespace (not on dryRun) and mounts it `optional: true` into the init
+/// container, so a restarted session keeps its host key. Failures only fall back to a
+/// fresh key in the pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HostKeys {
+    /// Default true. False: every pod generates its own key at install.
+    pub enabled: bool,
+    /// Pod labels that together name the session; all must be present (empty values count).
+    /// jupyterhub: `[hub.jupyter.org/username, hub.jupyter.org/servername]`;
+    /// renku: `[renku.io/safe-username, renku.io/projectName]`; kubeflow: `[notebook-name]`;
+    /// generic: empty.
+    pub identity_labels: Vec<String>,
+    /// When a label is missing: the pod's controller owner (`Kind/name`, e.g. a
+    /// StatefulSet) is the identity. Default true. A pod without either gets no Secret.
+    pub owner_fallback: bool,
 }
 
 /// How a session is exposed: the Service the controller applies per injected pod, and
@@ -358,6 +379,15 @@ impl Config {
             Platform::Jupyterhub => Some("ssh-keys-{hub.jupyter.org/username}".to_owned()),
             _ => None,
         };
+        let identity_labels: Vec<String> = match platform {
+            Platform::Jupyterhub => vec!["hub.jupyter.org/username", "hub.jupyter.org/servername"],
+            Platform::Renku => vec!["renku.io/safe-username", "renku.io/projectName"],
+            Platform::Kubeflow => vec!["notebook-name"],
+            Platform::Generic => vec![],
+        }
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
         Config {
             platform,
             selector: Selector {
@@ -411,6 +441,11 @@ impl Config {
                 ingress_nginx: NginxRoute {
                     class_name: Some("nginx".to_owned()),
                 },
+            },
+            host_keys: HostKeys {
+                enabled: true,
+                identity_labels,
+                owner_fallback: true,
             },
         }
     }
@@ -576,6 +611,14 @@ impl Config {
             if !crate::naming::is_qualified_name(k) {
                 return err(
                     &format!("selector.hasLabels[{i}]"),
+                    format!("`{k}` is not a valid label key"),
+                );
+            }
+        }
+        for (i, k) in self.host_keys.identity_labels.iter().enumerate() {
+            if !crate::naming::is_qualified_name(k) {
+                return err(
+                    &format!("hostKeys.identityLabels[{i}]"),
                     format!("`{k}` is not a valid label key"),
                 );
             }

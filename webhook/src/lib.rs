@@ -4,6 +4,7 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod hostkey;
 pub mod inject;
 pub mod keys;
 pub mod metrics;

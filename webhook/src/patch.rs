@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tracing::debug;
 
 use crate::config::Config;
+use crate::hostkey::{self, SecretRef};
 use crate::keys::{self, KeyPlan};
 use crate::naming;
 
@@ -248,6 +249,15 @@ pub fn mutate_with(pod: &Pod, cfg: &Config, id: SessionId) -> Mutation {
     }
     let mut volumes = vec![json!({ "name": VOLUME, "emptyDir": empty_dir })];
     volumes.extend(plan.volumes.iter().cloned());
+    // The session's host-key Secret (admission creates it); optional, so a missing Secret
+    // only means install generates a key. Default mode: the init container's UID varies.
+    let host_key = hostkey::secret_ref(pod, &cfg.host_keys);
+    if let Some(r) = &host_key {
+        volumes.push(json!({
+            "name": hostkey::VOLUME,
+            "secret": { "secretName": r.name, "optional": true },
+        }));
+    }
     append_all(
         &mut ops,
         &["spec", "volumes"],
@@ -256,7 +266,7 @@ pub fn mutate_with(pod: &Pod, cfg: &Config, id: SessionId) -> Mutation {
     );
 
     // The init container, last so it runs after the platform's git clone.
-    let init = init_container(spec, session, cfg, &plan);
+    let init = init_container(spec, session, cfg, &plan, host_key.as_ref());
     append_all(
         &mut ops,
         &["spec", "initContainers"],
@@ -463,7 +473,13 @@ fn session_id(pod: &Pod, id: &SessionId) -> Option<String> {
 }
 
 /// The `session-ssh-install` container.
-fn init_container(spec: &PodSpec, session: &Container, cfg: &Config, plan: &KeyPlan) -> Value {
+fn init_container(
+    spec: &PodSpec,
+    session: &Container,
+    cfg: &Config,
+    plan: &KeyPlan,
+    host_key: Option<&SecretRef>,
+) -> Value {
     let ic = &cfg.init_container;
     let csc = session.security_context.as_ref();
     let psc = spec.security_context.as_ref();
@@ -483,6 +499,10 @@ fn init_container(spec: &PodSpec, session: &Container, cfg: &Config, plan: &KeyP
         command.push("--session-uid".to_owned());
         command.push(uid.to_string());
     }
+    if host_key.is_some() {
+        command.push("--host-key-dir".to_owned());
+        command.push(hostkey::MOUNT_PATH.to_owned());
+    }
     for f in &plan.files {
         command.push("--keys".to_owned());
         command.push(f.clone());
@@ -493,6 +513,11 @@ fn init_container(spec: &PodSpec, session: &Container, cfg: &Config, plan: &KeyP
     }
     let mut mounts = vec![json!({ "name": VOLUME, "mountPath": cfg.mount_path })];
     mounts.extend(plan.mounts.iter().cloned());
+    if host_key.is_some() {
+        mounts.push(
+            json!({ "name": hostkey::VOLUME, "mountPath": hostkey::MOUNT_PATH, "readOnly": true }),
+        );
+    }
 
     // Run as the session's user when the spec says who that is, so files in the shared
     // volume (host key 0600) belong to it. Root is never copied: the installer needs none.

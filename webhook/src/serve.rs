@@ -95,7 +95,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let config = Config::load(&args.config)?;
     // Per-session Services run beside admission; its failures only log and retry.
     let _controller = crate::controller::spawn(config.clone());
-    let state = AppState::new(config);
+    // Admission creates host-key Secrets with it; without a cluster pods just generate keys.
+    let client = match kube::Client::try_default().await {
+        Ok(c) => Some(c),
+        Err(err) => {
+            warn!(error = %err, "no Kubernetes client; host-key Secrets are not created");
+            None
+        }
+    };
+    let state = AppState::new(config).with_client(client);
     let reloader = CertReloader::new(&args.tls_cert, &args.tls_key, state.metrics.clone());
     // Self-managed mode writes the files before the first load and keeps them fresh.
     let _keeper = if args.self_tls.self_managed_tls {

@@ -1,6 +1,6 @@
 //! init-sshd e2e 8: a second client implementation (asyncssh, PyPI) and `ssh-audit` (PyPI).
 //! Python comes from `SESSION_SSH_PYTHON` (default `.venv/bin/python` in the workspace) with
-//! `tests/python/requirements.txt` installed.
+//! `tests/requirements.txt` installed (scripts/setup.sh --tests).
 
 // Helpers outside #[test] fns panic with a message on failure, like the tests.
 #![allow(clippy::expect_used)]

@@ -362,7 +362,7 @@ pub fn expand(pattern: &str) -> Vec<PathBuf> {
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| !n.starts_with('.') || comp.starts_with('.'))
-                .filter(|n| wildcard(comp.as_bytes(), n.as_bytes()))
+                .filter(|n| crate::wildcard::matches(comp.as_bytes(), n.as_bytes(), false))
                 .collect();
             names.sort();
             next.extend(names.into_iter().map(|n| base.join(n)));
@@ -380,35 +380,6 @@ pub fn expand(pattern: &str) -> Vec<PathBuf> {
     }
     current.retain(|p| is_file(p));
     current
-}
-
-/// Case-sensitive `*`/`?` match of one path component.
-fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || Some(&c) == text.get(t) => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern
-        .get(p..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
 }
 
 #[cfg(test)]

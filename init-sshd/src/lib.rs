@@ -17,3 +17,4 @@ pub mod start;
 pub mod tls;
 pub mod tlscert;
 pub mod user;
+pub mod wildcard;

@@ -154,31 +154,9 @@ pub fn parse_cidr_list(list: &str) -> Result<Vec<Net>, String> {
         .collect()
 }
 
-/// `*` matches any run, `?` one character; iterative with single-star backtracking.
+/// Host patterns compare ASCII case-insensitively, as OpenSSH's do.
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c.eq_ignore_ascii_case(&text[t]) => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
+    crate::wildcard::matches(pattern, text, true)
 }
 
 #[cfg(test)]

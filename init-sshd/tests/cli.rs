@@ -43,6 +43,9 @@ fn start(dir: &Path, home: &Path, port: u16, hook: &[&str]) -> Output {
             &format!("127.0.0.1:{port}"),
             "--env-wait-ms",
             "0",
+            // The TLS default (0.0.0.0:2443) would leave loopback and collide.
+            "--tls-listen",
+            "off",
         ])
         .env_clear()
         .env("PATH", "/opt/image/bin:/usr/bin:/bin")

@@ -1,0 +1,208 @@
+//! End-to-end: stable per-session host keys (issue 6). The webhook, running with the
+//! manifests' ServiceAccount token against a real kube-apiserver, creates one host-key
+//! Secret per session identity at admission and the stored pod mounts it. The same
+//! identity started again reuses the Secret (same key bytes), distinct identities never
+//! share one, and a dryRun admission creates none.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster, is_injected};
+use session_ssh_tests::cluster::{self, wait_for};
+
+const KEY_FILE: &str = "ssh_host_ed25519_key";
+const HOST_KEY_LABEL: &str = "session-ssh.io/host-key=true";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The real KubeSpawner pod, for `user` and `server`.
+fn hub_pod(name: &str, user: &str, server: &str) -> Pod {
+    let path =
+        session_ssh_tests::repo_root().join("webhook/tests/fixtures/jupyterhub-alice.pod.yaml");
+    let mut pod: Pod = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    pod.metadata.namespace = None;
+    pod.metadata.name = Some(name.to_owned());
+    let labels = pod.metadata.labels.get_or_insert_with(Default::default);
+    labels.insert("hub.jupyter.org/username".into(), user.into());
+    labels.insert("hub.jupyter.org/servername".into(), server.into());
+    pod
+}
+
+/// The host-key Secret the stored pod mounts, after checking how it is mounted.
+fn mounted_secret(pod: &Pod) -> String {
+    let spec = pod.spec.as_ref().unwrap();
+    let vol = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "session-ssh-host-key")
+        .expect("host-key volume");
+    let secret = vol.secret.as_ref().unwrap();
+    assert_eq!(secret.optional, Some(true), "never blocks the pod");
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "session-ssh-install")
+        .unwrap();
+    let mount = init
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "session-ssh-host-key")
+        .expect("mounted into install");
+    assert_eq!(mount.read_only, Some(true));
+    let cmd = init.command.as_ref().unwrap();
+    let at = cmd.iter().position(|a| a == "--host-key-dir").unwrap();
+    assert_eq!(cmd[at + 1], mount.mount_path);
+    // Only the install container sees the private key.
+    for c in &spec.containers {
+        assert!(
+            !c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "session-ssh-host-key"),
+            "container {} must not mount the host key Secret",
+            c.name
+        );
+    }
+    secret.secret_name.clone().unwrap()
+}
+
+async fn create(pods: &Api<Pod>, pod: &Pod) -> Pod {
+    let created = pods.create(&PostParams::default(), pod).await.unwrap();
+    assert!(is_injected(&created), "the webhook injected the pod");
+    created
+}
+
+async fn delete_and_wait(pods: &Api<Pod>, name: &str) {
+    pods.delete(name, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    wait_for("the pod to be gone", WAIT, || {
+        let pods = pods.clone();
+        async move { Ok(pods.get_opt(name).await?.is_none().then_some(())) }
+    })
+    .await
+    .unwrap();
+}
+
+fn key_bytes(s: &Secret) -> Vec<u8> {
+    s.data.as_ref().unwrap()[KEY_FILE].0.clone()
+}
+
+async fn host_key_secrets(secrets: &Api<Secret>) -> Vec<Secret> {
+    secrets
+        .list(&ListParams::default().labels(HOST_KEY_LABEL))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_identity_same_key_distinct_identities_distinct_keys_dry_run_none() {
+    let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let client = wc.client().await.unwrap();
+    // The JupyterHub example binds host-key rights (RoleBinding) in its hub namespace only.
+    assert_eq!(
+        wc.session_namespaces.len(),
+        1,
+        "{:?}",
+        wc.session_namespaces
+    );
+    let ns = wc.session_namespaces[0].clone();
+    // wait_active probes with dry-run creates: those must leave no Secret behind.
+    wc.wait_active(&ns, &hub_pod("probe", "probe", ""))
+        .await
+        .unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+
+    // dryRun: the answer mounts a Secret, but none is made.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let returned = pods
+        .create(&dry, &hub_pod("jupyter-dry", "dry", ""))
+        .await
+        .unwrap();
+    assert!(is_injected(&returned));
+    let dry_name = mounted_secret(&returned);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(secrets.get_opt(&dry_name).await.unwrap().is_none());
+    assert!(
+        host_key_secrets(&secrets).await.is_empty(),
+        "dry runs created a host-key Secret"
+    );
+
+    // First start of alice's default server.
+    let first = create(&pods, &hub_pod("jupyter-alice", "alice", "")).await;
+    let name = mounted_secret(&first);
+    assert!(name.starts_with("session-ssh-hostkey-alice-"), "{name}");
+    // Made before the admission answered, so it is there when the pod starts.
+    let Some(s1) = secrets.get_opt(&name).await.unwrap() else {
+        panic!("no Secret {name}; webhook log:\n{}", wc.webhook_log());
+    };
+    assert_eq!(s1.type_.as_deref(), Some("Opaque"));
+    let labels = s1.metadata.labels.clone().unwrap();
+    assert_eq!(labels["session-ssh.io/host-key"], "true");
+    let key1 = key_bytes(&s1);
+    let text = String::from_utf8(key1.clone()).unwrap();
+    let parsed = russh::keys::PrivateKey::from_openssh(&text).unwrap();
+    assert_eq!(parsed.algorithm().as_str(), "ssh-ed25519");
+    let public = &s1.metadata.annotations.as_ref().unwrap()["session-ssh.io/host-key-public"];
+    assert_eq!(*public, parsed.public_key().to_openssh().unwrap());
+
+    // Restart: delete, create again (same name, as KubeSpawner does) → same Secret.
+    delete_and_wait(&pods, "jupyter-alice").await;
+    let second = create(&pods, &hub_pod("jupyter-alice", "alice", "")).await;
+    assert_eq!(mounted_secret(&second), name);
+    let s2 = secrets.get(&name).await.unwrap();
+    assert_eq!(s2.metadata.uid, s1.metadata.uid, "reused, not re-made");
+    assert_eq!(key_bytes(&s2), key1, "same host key after a restart");
+
+    // Other identities: another user, alice's named server, a name that sanitizes alike.
+    let mut keys = vec![key1.clone()];
+    let mut names = vec![name.clone()];
+    for (pod_name, user, server) in [
+        ("jupyter-bob", "bob", ""),
+        ("jupyter-alice--gpu", "alice", "gpu"),
+        ("jupyter-alice-2d-gpu", "alice-gpu", ""),
+    ] {
+        let p = create(&pods, &hub_pod(pod_name, user, server)).await;
+        let n = mounted_secret(&p);
+        let s = secrets.get(&n).await.unwrap();
+        assert!(!names.contains(&n), "{n} shared");
+        assert!(!keys.contains(&key_bytes(&s)), "host key shared by {n}");
+        names.push(n);
+        keys.push(key_bytes(&s));
+    }
+    let all = host_key_secrets(&secrets).await;
+    assert_eq!(all.len(), 4, "one Secret per identity, none for dry runs");
+    assert!(
+        wc.webhook_log().contains("host-key Secret ready"),
+        "decision logged"
+    );
+
+    // A selected namespace where the webhook may not create Secrets: the pod is still
+    // admitted and injected; its optional volume just finds nothing (install generates).
+    let other = cluster::unique_name("no-rbac");
+    wc.namespace(&other, true).await.unwrap();
+    let opods = Api::<Pod>::namespaced(client.clone(), &other);
+    wc.prepare_for(&other, &hub_pod("x", "x", ""))
+        .await
+        .unwrap();
+    let p = create(&opods, &hub_pod("jupyter-alice", "alice", "")).await;
+    let n = mounted_secret(&p);
+    let osecrets = Api::<Secret>::namespaced(client.clone(), &other);
+    assert!(osecrets.get_opt(&n).await.unwrap().is_none());
+    assert!(
+        wc.webhook_log()
+            .contains("host-key Secret not made; the session generates its own key"),
+        "failure logged"
+    );
+}

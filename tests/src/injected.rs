@@ -24,6 +24,8 @@ pub struct InjectedSession {
     pub container: String,
     pub identity: Identity,
     pub port: u16,
+    /// SSH inside TLS (what an SNI ingress routes to).
+    pub tls_port: u16,
     pub key: PathBuf,
     pub known_hosts: PathBuf,
     /// The pod's `session-ssh` volume on this host.
@@ -72,10 +74,18 @@ impl InjectedSession {
         let container =
             session_container(&mutated).context("no container got the postStart hook")?;
         let port = free_port(preferred_port);
+        let tls_port = free_port(0);
         let opts = SandboxOpts {
             init_sshd_bin: init_sshd_bin.to_path_buf(),
             secrets,
-            session_env: vec![("INIT_SSHD_LISTEN".into(), format!("127.0.0.1:{port}"))],
+            // The host's network namespace: both listeners stay on loopback.
+            session_env: vec![
+                ("INIT_SSHD_LISTEN".into(), format!("127.0.0.1:{port}")),
+                (
+                    "INIT_SSHD_TLS_LISTEN".into(),
+                    format!("127.0.0.1:{tls_port}"),
+                ),
+            ],
             entrypoint_env: vec![(ENTRYPOINT_VAR.0.into(), ENTRYPOINT_VAR.1.into())],
             image_user: Some(ImageUser::jovyan()),
         };
@@ -113,6 +123,7 @@ impl InjectedSession {
             container,
             identity,
             port,
+            tls_port,
             key,
             known_hosts,
             dir,
@@ -142,6 +153,23 @@ impl InjectedSession {
             "-p".into(),
             self.port.to_string(),
         ]
+    }
+
+    /// Client options that reach the session through its TLS port, as an SNI
+    /// ingress would route it, with the ProxyCommand the README documents.
+    pub fn ssh_tls_opts(&self) -> Vec<String> {
+        let mut opts = self.ssh_opts();
+        opts.extend([
+            "-o".into(),
+            format!(
+                "ProxyCommand=openssl s_client -quiet -verify_quiet -connect 127.0.0.1:{} \
+                 -servername %h",
+                self.tls_port
+            ),
+            "-o".into(),
+            format!("HostKeyAlias=[127.0.0.1]:{}", self.port),
+        ]);
+        opts
     }
 
     /// Runs `cmd` in the session with the real `ssh`.

@@ -93,7 +93,10 @@ pub struct Identity {
 
 impl PodSandbox {
     /// Lays out the pod's volumes under a fresh temporary directory.
-    pub fn new(pod: Pod, opts: SandboxOpts) -> Result<Self> {
+    pub fn new(pod: Pod, mut opts: SandboxOpts) -> Result<Self> {
+        // bwrap resolves bind sources after changing directory: make the path absolute.
+        opts.init_sshd_bin = fs::canonicalize(&opts.init_sshd_bin)
+            .with_context(|| format!("init-sshd binary {}", opts.init_sshd_bin.display()))?;
         let root = tempfile::Builder::new().prefix("podrun-").tempdir()?;
         let fs_group = pod
             .spec

@@ -23,7 +23,7 @@ use session_ssh_tests::repo_root;
 
 fn init_sshd_bin() -> std::path::PathBuf {
     std::env::var_os("INIT_SSHD_BIN")
-        .map(Into::into)
+        .map(|p| repo_root().join(p))
         .unwrap_or_else(|| repo_root().join("target/debug/init-sshd"))
 }
 

@@ -18,7 +18,8 @@ use session_ssh_tests::repo_root;
 
 fn bin(env: &str, name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
+        // Relative paths are from the workspace root, as scripts/test.sh gives them.
+        return repo_root().join(p);
     }
     let p = repo_root().join("target/debug").join(name);
     assert!(p.exists(), "{name} not built: set {env} or run cargo build");
@@ -107,6 +108,19 @@ fn jupyterhub_pod_runs_and_the_user_logs_in_with_ssh() {
         stdout_ok(&s, &format!("bash -lc 'echo ${}'", ENTRYPOINT_VAR.0)),
         ENTRYPOINT_VAR.1
     );
+    // SSH inside TLS, the way an SNI ingress reaches the session, proven by the same host key.
+    let out = Command::new("ssh")
+        .args(s.ssh_tls_opts())
+        .arg("jovyan@session.ssh.test")
+        .arg("echo via-tls")
+        .output()
+        .expect("ssh through TLS");
+    assert!(
+        out.status.success(),
+        "ssh through TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "via-tls");
     // The host key is the session user's alone.
     let meta = std::fs::metadata(s.dir.join("ssh_host_ed25519_key")).expect("host key");
     assert_eq!(meta.mode() & 0o077, 0, "host key readable by others");

@@ -186,6 +186,12 @@ fn main() -> Result<()> {
     println!("  ssh  -i {k} -o UserKnownHostsFile={kh} -p {port} jovyan@127.0.0.1");
     println!("  sftp -i {k} -o UserKnownHostsFile={kh} -P {port} jovyan@127.0.0.1");
     println!(
+        "  through TLS, as an SNI ingress routes it (port {}):\n    ssh -i {k} -o UserKnownHostsFile={kh} \
+         -o HostKeyAlias=[127.0.0.1]:{port} \\\n      -o ProxyCommand='openssl s_client -quiet \
+         -verify_quiet -connect 127.0.0.1:{} -servername %h' jovyan@session.ssh.test",
+        inj.tls_port, inj.tls_port
+    );
+    println!(
         "\n  VS Code Remote-SSH: add to ~/.ssh/config, then \"Connect to Host\" session-ssh-demo"
     );
     println!("    Host session-ssh-demo");

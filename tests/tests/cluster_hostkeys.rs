@@ -165,6 +165,24 @@ async fn same_identity_same_key_distinct_identities_distinct_keys_dry_run_none()
     assert_eq!(s2.metadata.uid, s1.metadata.uid, "reused, not re-made");
     assert_eq!(key_bytes(&s2), key1, "same host key after a restart");
 
+    // The controller publishes a known_hosts line for the session's address (mode none:
+    // the Service's cluster DNS name, port 22) with the Secret's public key.
+    let pinned = wait_for("the known-hosts annotation", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("jupyter-alice").await?;
+            let a = p.metadata.annotations.unwrap_or_default();
+            Ok(a.get("session-ssh.io/known-hosts")
+                .cloned()
+                .zip(a.get("session-ssh.io/ssh-host").cloned()))
+        }
+    })
+    .await
+    .unwrap();
+    let (line, host) = pinned;
+    let blob = public.split_whitespace().nth(1).unwrap();
+    assert_eq!(line, format!("{host} ssh-ed25519 {blob}"));
+
     // Other identities: another user, alice's named server, a name that sanitizes alike.
     let mut keys = vec![key1.clone()];
     let mut names = vec![name.clone()];

@@ -235,7 +235,13 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
     } else {
         svc_name.clone()
     };
-    let wanted = routes::annotations(&alias, &endpoint);
+    let mut wanted = routes::annotations(&alias, &endpoint);
+    // The session's stable host key, so users can pin it (no trust on first use).
+    if let Some(key) = crate::hostkey::published_key(ctx.client.clone(), &pod, &cfg.host_keys).await
+        && let Some(line) = crate::hostkey::known_hosts_line(&endpoint.host, endpoint.port, &key)
+    {
+        wanted.insert(crate::hostkey::KNOWN_HOSTS.to_owned(), line);
+    }
     let current = pod.annotations();
     if wanted.iter().any(|(k, v)| current.get(k) != Some(v)) {
         let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);

@@ -29,6 +29,8 @@ pub const IDENTITY_LABEL: &str = "session-ssh.io/host-key-identity";
 pub const IDENTITY_ANNOTATION: &str = "session-ssh.io/host-key-identity";
 /// Annotation: the public key line, so readers need no access to the Secret's data.
 pub const PUBLIC_ANNOTATION: &str = "session-ssh.io/host-key-public";
+/// Pod annotation (controller): a known_hosts line for the published address.
+pub const KNOWN_HOSTS: &str = "session-ssh.io/known-hosts";
 /// Prefix of every host-key Secret name.
 pub const NAME_PREFIX: &str = "session-ssh-hostkey-";
 /// Volume name in the pod.
@@ -241,6 +243,56 @@ pub async fn ensure(client: kube::Client, namespace: &str, r: &SecretRef) -> Res
             source,
         }),
     }
+}
+
+/// The known_hosts line ssh looks up for `host`:`port` (`[host]:port` unless port 22).
+/// None when `public` is not an OpenSSH public key; its comment is dropped.
+pub fn known_hosts_line(host: &str, port: u16, public: &str) -> Option<String> {
+    let key = ssh_key::PublicKey::from_openssh(public.trim()).ok()?;
+    let mut fields = public.split_whitespace();
+    let (alg, blob) = (fields.next()?, fields.next()?);
+    if alg != key.algorithm().as_str() {
+        return None;
+    }
+    let name = if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    Some(format!("{name} {alg} {blob}"))
+}
+
+/// The public host key a running pod serves, read from its host-key Secret's annotation
+/// (metadata only: the private key never leaves the apiserver here). None when the pod
+/// does not mount one, the Secret is absent, or it was made after the pod (then install
+/// generated its own key and the Secret's would be wrong).
+pub async fn published_key(client: kube::Client, pod: &Pod, cfg: &HostKeys) -> Option<String> {
+    let r = secret_ref(pod, cfg)?;
+    let mounted = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.secret.as_ref())
+        .any(|s| s.secret_name.as_deref() == Some(r.name.as_str()));
+    if !mounted {
+        return None;
+    }
+    let ns = pod.metadata.namespace.as_deref()?;
+    let api: Api<Secret> = Api::namespaced(client, ns);
+    let meta = match api.get_metadata_opt(&r.name).await {
+        Ok(m) => m?,
+        Err(err) => {
+            tracing::debug!(%ns, secret = %r.name, error = %err, "host-key Secret not readable");
+            return None;
+        }
+    };
+    let made = meta.metadata.creation_timestamp.as_ref()?;
+    let started = pod.metadata.creation_timestamp.as_ref()?;
+    if made.0 > started.0 {
+        tracing::debug!(%ns, secret = %r.name, "host-key Secret newer than the pod; key not published");
+        return None;
+    }
+    meta.metadata.annotations?.get(PUBLIC_ANNOTATION).cloned()
 }
 
 #[cfg(test)]

@@ -148,3 +148,19 @@ fn secret_holds_a_fresh_openssh_ed25519_key() {
     assert_eq!(labels[LABEL], "true");
     assert!(naming::is_label_value(&labels[IDENTITY_LABEL]));
 }
+
+#[test]
+fn known_hosts_lines() {
+    let (_, public) = generate().unwrap();
+    let blob = public.split_whitespace().nth(1).unwrap();
+    assert_eq!(
+        known_hosts_line("a.ns.svc", 22, &format!("{public} comment here")).unwrap(),
+        format!("a.ns.svc ssh-ed25519 {blob}")
+    );
+    assert_eq!(
+        known_hosts_line("10.0.0.1", 30022, &public).unwrap(),
+        format!("[10.0.0.1]:30022 ssh-ed25519 {blob}")
+    );
+    assert_eq!(known_hosts_line("h", 22, "ssh-ed25519 notbase64"), None);
+    assert_eq!(known_hosts_line("h", 22, ""), None);
+}

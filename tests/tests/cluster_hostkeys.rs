@@ -224,3 +224,76 @@ async fn same_identity_same_key_distinct_identities_distinct_keys_dry_run_none()
         "failure logged"
     );
 }
+
+/// The stored pod run as far as this machine allows (install + postStart in the pod
+/// sandbox, Secret volumes from the apiserver): init-sshd serves the Secret's key, and
+/// again after the session is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_session_serves_the_same_host_key() {
+    use session_ssh_tests::injected::InjectedSession;
+    use session_ssh_tests::podrun::Secrets;
+
+    let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let client = wc.client().await.unwrap();
+    let ns = wc.session_namespaces[0].clone();
+    let original = hub_pod("jupyter-alice", "alice", "");
+    wc.wait_active(&ns, &original).await.unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let secrets_api = Api::<Secret>::namespaced(client.clone(), &ns);
+    let bin = std::env::var_os("INIT_SSHD_BIN")
+        .map(|p| session_ssh_tests::repo_root().join(p))
+        .unwrap_or_else(|| session_ssh_tests::repo_root().join("target/debug/init-sshd"));
+
+    let mut served = Vec::new();
+    for round in 0..2 {
+        let stored = create(&pods, &original).await;
+        let host_secret = mounted_secret(&stored);
+        // What a kubelet would mount: every Secret volume that exists.
+        let mut secrets: Secrets = Default::default();
+        for vol in stored.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let Some(n) = vol.secret.as_ref().and_then(|s| s.secret_name.clone()) else {
+                continue;
+            };
+            if let Some(s) = secrets_api.get_opt(&n).await.unwrap() {
+                let files = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                secrets.insert(n, files);
+            }
+        }
+        let s = secrets_api.get(&host_secret).await.unwrap();
+        let public = s.metadata.annotations.unwrap()["session-ssh.io/host-key-public"].clone();
+        let work = tempfile::tempdir().unwrap();
+        let session =
+            InjectedSession::launch(&original, stored, &bin, work.path(), secrets, 0).unwrap();
+        assert!(
+            session.install.status.success(),
+            "{}",
+            String::from_utf8_lossy(&session.install.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(session.dir.join("install-report.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            report["host_key"]["origin"], "copied",
+            "round {round}: {report}"
+        );
+        let key = std::fs::read_to_string(session.dir.join("ssh_host_ed25519_key.pub")).unwrap();
+        let field = |t: &str| t.split_whitespace().nth(1).unwrap().to_owned();
+        assert_eq!(
+            field(&key),
+            field(&public),
+            "round {round}: serves the Secret's key"
+        );
+        served.push(field(&key));
+        drop(session);
+        delete_and_wait(&pods, "jupyter-alice").await;
+    }
+    assert_eq!(served[0], served[1], "same host key after a restart");
+}

@@ -297,3 +297,60 @@ async fn restarted_session_serves_the_same_host_key() {
     }
     assert_eq!(served[0], served[1], "same host key after a restart");
 }
+
+/// `hostKeys.deleteUnusedAfterSeconds`: a Secret no pod mounts goes after the TTL; one a
+/// running session mounts stays however old it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_host_keys_are_deleted_after_the_ttl() {
+    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let path = wc.work.path().join("config.yaml");
+    let base = std::fs::read_to_string(&path).unwrap();
+    assert!(!base.contains("hostKeys"), "{base}");
+    std::fs::write(
+        &path,
+        format!(
+            "{}\nhostKeys:\n  deleteUnusedAfterSeconds: 4\n",
+            base.trim_end()
+        ),
+    )
+    .unwrap();
+    wc.start_webhook().await.unwrap();
+    let client = wc.client().await.unwrap();
+    let ns = wc.session_namespaces[0].clone();
+    wc.wait_active(&ns, &hub_pod("probe", "probe", ""))
+        .await
+        .unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+
+    let alice = mounted_secret(&create(&pods, &hub_pod("jupyter-alice", "alice", "")).await);
+    let bob = mounted_secret(&create(&pods, &hub_pod("jupyter-bob", "bob", "")).await);
+    assert!(secrets.get_opt(&alice).await.unwrap().is_some());
+    delete_and_wait(&pods, "jupyter-alice").await;
+    let gone_after = std::time::Instant::now();
+    wait_for("alice's unused host-key Secret deleted", WAIT, || {
+        let secrets = secrets.clone();
+        let alice = alice.clone();
+        async move { Ok(secrets.get_opt(&alice).await?.is_none().then_some(())) }
+    })
+    .await
+    .unwrap();
+    assert!(
+        gone_after.elapsed() >= Duration::from_secs(3),
+        "deleted before the TTL: {:?}",
+        gone_after.elapsed()
+    );
+    // Bob's session is older than the TTL by now and still mounts its Secret.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        secrets.get_opt(&bob).await.unwrap().is_some(),
+        "a mounted host key was deleted"
+    );
+    assert!(
+        wc.webhook_log().contains("unused host-key Secret deleted"),
+        "{}",
+        wc.webhook_log()
+    );
+}

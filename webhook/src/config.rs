@@ -117,6 +117,9 @@ pub struct HostKeys {
     /// When a label is missing: the pod's controller owner (`Kind/name`, e.g. a
     /// StatefulSet) is the identity. Default true. A pod without either gets no Secret.
     pub owner_fallback: bool,
+    /// Delete a host-key Secret no pod has mounted for this long (measured by the running
+    /// webhook: a restart only delays deletion). Default 2592000 (30 days); null keeps them.
+    pub delete_unused_after_seconds: Option<u64>,
 }
 
 /// How a session is exposed: the Service the controller applies per injected pod, and
@@ -446,6 +449,7 @@ impl Config {
                 enabled: true,
                 identity_labels,
                 owner_fallback: true,
+                delete_unused_after_seconds: Some(30 * 24 * 3600),
             },
         }
     }
@@ -614,6 +618,12 @@ impl Config {
                     format!("`{k}` is not a valid label key"),
                 );
             }
+        }
+        if self.host_keys.delete_unused_after_seconds == Some(0) {
+            return err(
+                "hostKeys.deleteUnusedAfterSeconds",
+                "must be at least 1 (null keeps Secrets)".into(),
+            );
         }
         for (i, k) in self.host_keys.identity_labels.iter().enumerate() {
             if !crate::naming::is_qualified_name(k) {

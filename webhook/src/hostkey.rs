@@ -17,6 +17,8 @@ use ssh_key::LineEnding;
 use ssh_key::private::{Ed25519Keypair, PrivateKey};
 
 use crate::config::HostKeys;
+
+pub mod cleanup;
 use crate::naming::short_hash;
 
 /// Key of the private key in the Secret (the file name init-sshd installs).

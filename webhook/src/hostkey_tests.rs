@@ -164,3 +164,24 @@ fn known_hosts_lines() {
     assert_eq!(known_hosts_line("h", 22, "ssh-ed25519 notbase64"), None);
     assert_eq!(known_hosts_line("h", 22, ""), None);
 }
+
+#[test]
+fn config_section_defaults_and_errors() {
+    let c = Config::from_yaml("platform: renku\n", "t.yaml").unwrap();
+    assert!(c.host_keys.enabled);
+    assert_eq!(c.host_keys.delete_unused_after_seconds, Some(2_592_000));
+    let e = Config::from_yaml("hostKeys:\n  deleteUnusedAfterSeconds: 0\n", "t.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hostKeys.deleteUnusedAfterSeconds"), "{e}");
+    let e = Config::from_yaml("hostKeys:\n  identityLabels: ['bad key']\n", "t.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hostKeys.identityLabels[0]"), "{e}");
+    let e = Config::from_yaml("hostKeys:\n  identityLabel: x\n", "t.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("identityLabel"), "{e}");
+    let c = Config::from_yaml("hostKeys:\n  deleteUnusedAfterSeconds: null\n", "t.yaml").unwrap();
+    assert_eq!(c.host_keys.delete_unused_after_seconds, None);
+}

@@ -103,6 +103,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             None
         }
     };
+    let _cleanup = client
+        .clone()
+        .and_then(|c| crate::hostkey::cleanup::spawn(std::sync::Arc::new(config.clone()), c));
     let state = AppState::new(config).with_client(client);
     let reloader = CertReloader::new(&args.tls_cert, &args.tls_key, state.metrics.clone());
     // Self-managed mode writes the files before the first load and keeps them fresh.

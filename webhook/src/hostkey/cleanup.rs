@@ -1,0 +1,153 @@
+//! Deletes host-key Secrets no session has mounted for `hostKeys.deleteUnusedAfterSeconds`.
+//!
+//! "Last used" lives in memory (the webhook may not write Secrets it does not own the
+//! data of, and needs no extra verb): a Secret counts as used at its creation, at this
+//! process's start and whenever a pod mounts it. A restart therefore only delays
+//! deletion, never hastens it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
+use kube::{Client, ResourceExt};
+use tracing::{debug, info, warn};
+
+use super::LABEL;
+use crate::config::Config;
+use crate::patch::SESSION_ID;
+
+/// Start the sweeper when the config asks for one; it never ends the server.
+pub fn spawn(config: Arc<Config>, client: Client) -> Option<tokio::task::JoinHandle<()>> {
+    let ttl = Duration::from_secs(config.host_keys.delete_unused_after_seconds?);
+    if !config.host_keys.enabled {
+        return None;
+    }
+    // Often enough to be near the TTL, rarely enough to cost nothing.
+    let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    info!(
+        ttl_s = ttl.as_secs(),
+        every_s = every.as_secs(),
+        "host-key cleanup started"
+    );
+    Some(tokio::spawn(async move {
+        let mut sweeper = Sweeper {
+            client,
+            ttl,
+            started: SystemTime::now(),
+            last_used: BTreeMap::new(),
+            namespaces: BTreeSet::new(),
+        };
+        loop {
+            tokio::time::sleep(every).await;
+            sweeper.sweep().await;
+        }
+    }))
+}
+
+struct Sweeper {
+    client: Client,
+    ttl: Duration,
+    started: SystemTime,
+    /// (namespace, Secret uid) → when a pod last mounted it.
+    last_used: BTreeMap<(String, String), SystemTime>,
+    /// Namespaces where sessions were seen (swept when a cluster-wide list is forbidden).
+    namespaces: BTreeSet<String>,
+}
+
+impl Sweeper {
+    async fn sweep(&mut self) {
+        let now = SystemTime::now();
+        let pods = match Api::<Pod>::all(self.client.clone())
+            .list(&ListParams::default().labels(SESSION_ID))
+            .await
+        {
+            Ok(l) => l.items,
+            Err(err) => {
+                warn!(error = %err, "host-key cleanup: cannot list pods; skipped");
+                return;
+            }
+        };
+        let mut mounted: BTreeSet<(String, String)> = BTreeSet::new();
+        for p in &pods {
+            let Some(ns) = p.namespace() else { continue };
+            self.namespaces.insert(ns.clone());
+            for v in p.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+                if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+                    mounted.insert((ns.clone(), name));
+                }
+            }
+        }
+        let lp = ListParams::default().labels(&format!("{LABEL}=true"));
+        // The base binds host-key rights cluster-wide; the examples per namespace.
+        let secrets = match Api::<Secret>::all(self.client.clone()).list(&lp).await {
+            Ok(l) => l.items,
+            Err(_) => {
+                let mut all = Vec::new();
+                for ns in &self.namespaces {
+                    match Api::<Secret>::namespaced(self.client.clone(), ns)
+                        .list(&lp)
+                        .await
+                    {
+                        Ok(l) => all.extend(l.items),
+                        Err(err) => debug!(%ns, error = %err, "host-key Secrets not listable"),
+                    }
+                }
+                all
+            }
+        };
+        let mut seen = BTreeSet::new();
+        for s in secrets {
+            let (Some(ns), Some(uid)) = (s.namespace(), s.uid()) else {
+                continue;
+            };
+            let name = s.name_any();
+            let key = (ns.clone(), uid.clone());
+            seen.insert(key.clone());
+            if mounted.contains(&(ns.clone(), name.clone())) {
+                self.last_used.insert(key, now);
+                continue;
+            }
+            let created = s
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| SystemTime::from(t.0))
+                .unwrap_or(now);
+            let last = self
+                .last_used
+                .get(&key)
+                .copied()
+                .unwrap_or(created)
+                .max(self.started)
+                .max(created);
+            if now.duration_since(last).unwrap_or_default() < self.ttl {
+                continue;
+            }
+            // The uid precondition: never delete a Secret re-made since the list.
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match Api::<Secret>::namespaced(self.client.clone(), &ns)
+                .delete(&name, &dp)
+                .await
+            {
+                Ok(_) => {
+                    info!(%ns, secret = %name, unused_s = now.duration_since(last).unwrap_or_default().as_secs(),
+                        "unused host-key Secret deleted");
+                    self.last_used.remove(&key);
+                }
+                Err(err) => {
+                    warn!(%ns, secret = %name, error = %err, "unused host-key Secret not deleted")
+                }
+            }
+        }
+        // Forget Secrets that are gone.
+        self.last_used.retain(|k, _| seen.contains(k));
+    }
+}

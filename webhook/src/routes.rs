@@ -22,7 +22,8 @@ pub const SSH_PORT: &str = "session-ssh.io/ssh-port";
 /// Annotation: a ready `Host` block for `~/.ssh/config`.
 pub const SSH_CONFIG: &str = "session-ssh.io/ssh-config";
 /// Every annotation the controller writes on a pod.
-pub const CONNECTION_ANNOTATIONS: [&str; 3] = [SSH_HOST, SSH_PORT, SSH_CONFIG];
+pub const CONNECTION_ANNOTATIONS: [&str; 4] =
+    [SSH_HOST, SSH_PORT, SSH_CONFIG, crate::hostkey::KNOWN_HOSTS];
 
 /// Why a host template cannot be rendered for a pod.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

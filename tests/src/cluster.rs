@@ -438,3 +438,27 @@ pub async fn service_account_token(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| anyhow!("TokenRequest for {ns}/{name} returned no token"))
 }
+
+/// What a kubelet would mount for `pod`: every Secret volume whose Secret exists,
+/// read from the apiserver, as file name -> bytes (for the pod sandbox).
+pub async fn mounted_secrets(
+    client: &kube::Client,
+    ns: &str,
+    pod: &k8s_openapi::api::core::v1::Pod,
+) -> Result<crate::podrun::Secrets> {
+    let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns);
+    let mut secrets = crate::podrun::Secrets::new();
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    for name in volumes.filter_map(|v| v.secret.as_ref()?.secret_name.clone()) {
+        if let Some(s) = api.get_opt(&name).await? {
+            let files = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            secrets.insert(name, files);
+        }
+    }
+    Ok(secrets)
+}

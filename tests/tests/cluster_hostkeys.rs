@@ -231,7 +231,6 @@ async fn same_identity_same_key_distinct_identities_distinct_keys_dry_run_none()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_session_serves_the_same_host_key() {
     use session_ssh_tests::injected::InjectedSession;
-    use session_ssh_tests::podrun::Secrets;
 
     let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
         .await
@@ -251,21 +250,9 @@ async fn restarted_session_serves_the_same_host_key() {
         let stored = create(&pods, &original).await;
         let host_secret = mounted_secret(&stored);
         // What a kubelet would mount: every Secret volume that exists.
-        let mut secrets: Secrets = Default::default();
-        for vol in stored.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-            let Some(n) = vol.secret.as_ref().and_then(|s| s.secret_name.clone()) else {
-                continue;
-            };
-            if let Some(s) = secrets_api.get_opt(&n).await.unwrap() {
-                let files = s
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                secrets.insert(n, files);
-            }
-        }
+        let secrets = cluster::mounted_secrets(&client, &ns, &stored)
+            .await
+            .unwrap();
         let s = secrets_api.get(&host_secret).await.unwrap();
         let public = s.metadata.annotations.unwrap()["session-ssh.io/host-key-public"].clone();
         let work = tempfile::tempdir().unwrap();

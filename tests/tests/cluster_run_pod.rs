@@ -18,7 +18,6 @@ use kube::api::{Api, PostParams};
 use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster, is_injected};
 use session_ssh_tests::cluster::{self};
 use session_ssh_tests::injected::{ENTRYPOINT_VAR, InjectedSession};
-use session_ssh_tests::podrun::Secrets;
 use session_ssh_tests::repo_root;
 
 fn init_sshd_bin() -> std::path::PathBuf {
@@ -82,27 +81,9 @@ async fn stored_injected_pod_runs_and_the_user_logs_in() {
     );
 
     // What a kubelet would mount: every Secret volume of the stored spec, from the apiserver.
-    let mut secrets: Secrets = BTreeMap::new();
-    for vol in stored
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        let Some(name) = vol.secret.as_ref().and_then(|s| s.secret_name.clone()) else {
-            continue;
-        };
-        if let Some(s) = secrets_api.get_opt(&name).await.unwrap() {
-            let files = s
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect();
-            secrets.insert(name, files);
-        }
-    }
+    let secrets = cluster::mounted_secrets(&client, &ns, &stored)
+        .await
+        .unwrap();
     assert!(
         secrets.contains_key("ssh-keys-alice"),
         "the stored pod mounts the user's key Secret: {:?}",

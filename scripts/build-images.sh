@@ -15,8 +15,12 @@
 #    image's root filesystem alone as UID 65532 (`chroot --userspec`);
 # 4. writes each image as an OCI archive to target/images/ for
 #    `skopeo copy oci-archive:FILE docker://REGISTRY/NAME:TAG` (or podman load).
-# 5. with the test control plane and kubectl: scripts/run-webhook-image.sh runs the
-#    webhook image the way manifests/ runs it against a real kube-apiserver.
+# 5. with the test control plane: scripts/run-webhook-image.sh runs the webhook
+#    image the way manifests/ runs it against a real kube-apiserver (kubectl is the
+#    control plane's own, `controlplane kubectl`). $SESSION_SSH_CONTROLPLANE set
+#    (scripts/test.sh sets it) but not runnable is an error, and so is a control
+#    plane without target/manifests/; only without $SESSION_SSH_CONTROLPLANE and a
+#    built tests/controlplane/bin/controlplane is this step skipped.
 #
 # Env: IMAGE_REGISTRY (default ghcr.io/session-ssh, the names the manifests and
 # the webhook's default config use), IMAGE_TAG (default: workspace version),
@@ -170,13 +174,19 @@ log "images (buildah --storage-driver vfs --root target/images/storage images):"
 printf '  %s\n' "${SUMMARY[@]}"
 echo "build-images: 2 images built and checked"
 
-# Run the webhook image as the Deployment says, against a real kube-apiserver.
+# Run the webhook image as the Deployment says, against a real kube-apiserver. It
+# needs no kubectl on PATH (it uses `$CONTROLPLANE kubectl`), so with a control plane
+# it always runs.
 CONTROLPLANE=${SESSION_SSH_CONTROLPLANE:-$ROOT/tests/controlplane/bin/controlplane}
-if [ -x "$CONTROLPLANE" ] && command -v kubectl >/dev/null 2>&1 && [ -f target/manifests/manifests.yaml ]; then
+if [ -x "$CONTROLPLANE" ]; then
+    for f in target/manifests/manifests.yaml target/manifests/manifests_overlays_cert-manager.yaml; do
+        [ -f "$f" ] || die "$f missing: run scripts/validate-manifests.sh first (scripts/test.sh does)"
+    done
     scripts/run-webhook-image.sh target/manifests/manifests.yaml
-    if [ -f target/manifests/manifests_overlays_cert-manager.yaml ]; then
-        scripts/run-webhook-image.sh target/manifests/manifests_overlays_cert-manager.yaml
-    fi
+    scripts/run-webhook-image.sh target/manifests/manifests_overlays_cert-manager.yaml
+elif [ -n "${SESSION_SSH_CONTROLPLANE:-}" ]; then
+    die "SESSION_SSH_CONTROLPLANE=$CONTROLPLANE is not executable (tests/controlplane/build.sh builds it)"
 else
-    log "SKIP scripts/run-webhook-image.sh: needs $CONTROLPLANE, kubectl and target/manifests/ (scripts/validate-manifests.sh)"
+    log "SKIP scripts/run-webhook-image.sh: no test control plane at $CONTROLPLANE;" \
+        "build it (tests/controlplane/build.sh) or run scripts/test.sh, which does and never skips this"
 fi

@@ -23,7 +23,9 @@
 # AdmissionReview with a patch, /metrics counts it, SIGTERM stops it. Prints RSS.
 #
 # Env: SESSION_SSH_CONTROLPLANE (default tests/controlplane/bin/controlplane),
-# IMAGE_REGISTRY/IMAGE_TAG as for build-images.sh. Needs root, kubectl, curl.
+# IMAGE_REGISTRY/IMAGE_TAG as for build-images.sh. Needs root and curl. kubectl is
+# the control plane's own (`controlplane kubectl`, k8s.io/kubectl of the apiserver's
+# release), never one from PATH: no hand-installed kubectl needed, none can skew.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -43,7 +45,9 @@ die() { printf 'run-webhook-image: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (mount namespace, chroot)"
 [ -x "$CONTROLPLANE" ] || die "no control plane at $CONTROLPLANE (tests/controlplane/build.sh)"
-command -v kubectl >/dev/null || die "needs kubectl"
+# A control plane built before it had the subcommand would start a cluster instead.
+timeout 30 "$CONTROLPLANE" kubectl version --client 2>/dev/null | grep '^Client Version: v1\.' >/dev/null \
+    || die "$CONTROLPLANE has no kubectl subcommand: rebuild it (tests/controlplane/build.sh)"
 [ -f "$RENDERED" ] || die "$RENDERED missing: run scripts/validate-manifests.sh first"
 
 WORK=$(mktemp -d)
@@ -70,7 +74,7 @@ for _ in $(seq 1 180); do
 done
 KC=$(sed -n 's/^READY kubeconfig=//p' "$WORK/cp.out")
 [ -n "$KC" ] || die "control plane not ready in 180 s"
-k() { kubectl --kubeconfig "$KC" "$@"; }
+k() { "$CONTROLPLANE" kubectl --kubeconfig "$KC" "$@"; }
 # cert-manager's CRDs are not installed here; its objects are not needed to run the webhook.
 "$PY" -c 'import sys, yaml
 yaml.safe_dump_all([d for d in yaml.safe_load_all(open(sys.argv[1])) if d and not d["apiVersion"].startswith("cert-manager.io/")], sys.stdout)' \

@@ -24,10 +24,15 @@
 #    makes a missing binary an error; the defaults documented in comments of
 #    manifests/base/config.yaml must be what check-config prints;
 #  - with the test control plane (tests/controlplane/bin/controlplane or
-#    $SESSION_SSH_CONTROLPLANE) and kubectl: a real kube-apiserver stores the default
-#    install, accepts every overlay (server-side dry run), and its RBAC authorizer
-#    grants the webhook's ServiceAccount exactly what the webhook uses;
-#  - `kubectl kustomize` (what `kubectl apply -k` uses) renders the same, when kubectl exists;
+#    $SESSION_SSH_CONTROLPLANE): a real kube-apiserver stores the default install,
+#    admits the webhook's pod under Pod Security "restricted", accepts every overlay
+#    (server-side dry run), and its RBAC authorizer grants the webhook's
+#    ServiceAccount exactly what the webhook uses;
+#  - `kubectl kustomize` (what `kubectl apply -k` uses) renders the same;
+#  kubectl is always `$CONTROLPLANE kubectl` (kubectl of the control plane's release,
+#  tests/controlplane/kubectl.go), never one from PATH. $SESSION_SSH_CONTROLPLANE set
+#  (scripts/test.sh sets it) but not runnable is an error; only without it and without
+#  a built tests/controlplane/bin/controlplane are these two checks skipped;
 #  - a self-test that breaks the rendered objects on purpose and requires every
 #    break to be caught.
 # Exit status is non-zero on any failure.
@@ -74,6 +79,26 @@ log "building scripts/crdcheck (cert-manager API types)"
 CRDCHECK=$ROOT/target/tools/crdcheck
 (cd scripts/crdcheck && go build -o "$CRDCHECK" .)
 
+# kubectl: the test control plane's own subcommand, k8s.io/kubectl at the release its
+# kube-apiserver runs (tests/controlplane/kubectl.go). Always that one, even when a
+# kubectl is on PATH: what these checks find must not depend on what happens to be
+# installed (Debian's kubernetes-client is 1.20, a newer kubectl embeds another
+# kustomize), and client and apiserver are then one release, as in the tests.
+CONTROLPLANE=${SESSION_SSH_CONTROLPLANE:-$ROOT/tests/controlplane/bin/controlplane}
+KUBECTL=()
+if [ -x "$CONTROLPLANE" ]; then
+    # A control plane built before it had the subcommand would start a cluster instead.
+    kv=$(timeout 30 "$CONTROLPLANE" kubectl version --client 2>/dev/null | sed -n 's/^Client Version: //p' || true)
+    [ -n "$kv" ] || die "$CONTROLPLANE has no kubectl subcommand: rebuild it (tests/controlplane/build.sh)"
+    KUBECTL=("$CONTROLPLANE" kubectl)
+    log "kubectl: $CONTROLPLANE kubectl ($kv)"
+elif [ -n "${SESSION_SSH_CONTROLPLANE:-}" ]; then
+    die "SESSION_SSH_CONTROLPLANE=$CONTROLPLANE is not executable (tests/controlplane/build.sh builds it)"
+else
+    log "SKIP \`kubectl kustomize\` and real kube-apiserver checks: no test control plane at $CONTROLPLANE;" \
+        "build it (tests/controlplane/build.sh) or run scripts/test.sh, which does and never skips these"
+fi
+
 CHECK_CONFIG=${SESSION_SSH_WEBHOOK_BIN:-}
 if [ -z "$CHECK_CONFIG" ]; then
     for b in target/debug/session-ssh-webhook target/release/session-ssh-webhook \
@@ -95,7 +120,7 @@ fi
 # --- render and validate -------------------------------------------------------
 mapfile -t DIRS < <(find manifests -name kustomization.yaml -printf '%h\n' | sort)
 [ "${#DIRS[@]}" -gt 0 ] || die "no kustomization.yaml under manifests/"
-failed=0
+failed=0 kustomized=0
 for dir in "${DIRS[@]}"; do
     name=${dir//\//_}
     rendered=$OUT/$name.yaml
@@ -110,11 +135,12 @@ for dir in "${DIRS[@]}"; do
         continue
     fi
     # Admins run `kubectl apply -k`: kubectl's embedded kustomize must render the same.
-    if command -v kubectl >/dev/null 2>&1; then
-        if ! kubectl kustomize "$dir" 2>&1 | cmp -s - "$rendered"; then
-            echo "ERROR $dir: \`kubectl kustomize\` ($(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: //p')) renders differently from kustomize $KUSTOMIZE_VERSION"
+    if [ "${#KUBECTL[@]}" -gt 0 ]; then
+        if ! "${KUBECTL[@]}" kustomize "$dir" 2>&1 | cmp -s - "$rendered"; then
+            echo "ERROR $dir: \`kubectl kustomize\` ($("${KUBECTL[@]}" version --client 2>/dev/null | sed -n 's/^Kustomize Version: //p')) renders differently from kustomize $KUSTOMIZE_VERSION"
             failed=1
         fi
+        kustomized=$((kustomized + 1))
     fi
     .venv/bin/python scripts/validate_manifests.py --k8s-version "$K8S_VERSION" --name "$dir" \
         "${CHECK_ARGS[@]}" "$rendered" || failed=1
@@ -135,11 +161,10 @@ if [ -n "$CHECK_CONFIG" ]; then
 fi
 
 # --- a real kube-apiserver: its own validation and RBAC authorizer --------------------
-# With the test control plane (tests/controlplane, issue 5) and kubectl: apply the
+# With the test control plane (tests/controlplane, issue 5) and its kubectl: apply the
 # default install for real and every other overlay as a server-side dry run, then ask
 # the apiserver's RBAC authorizer (SubjectAccessReview via `kubectl auth can-i --as`)
 # what the webhook's ServiceAccount may and may not do.
-CONTROLPLANE=${SESSION_SSH_CONTROLPLANE:-$ROOT/tests/controlplane/bin/controlplane}
 CP_PID='' CP_DIR=''
 stop_controlplane() {
     if [ -n "$CP_PID" ]; then kill -TERM "$CP_PID" 2>/dev/null || true; wait "$CP_PID" 2>/dev/null || true; fi
@@ -160,7 +185,7 @@ live_check() {
     done
     kc=$(sed -n 's/^READY kubeconfig=//p' "$dir/out")
     [ -n "$kc" ] || { tail -20 "$dir/log"; echo "ERROR control plane not ready in 180 s"; return 1; }
-    local k=(kubectl --kubeconfig "$kc")
+    local k=("${KUBECTL[@]}" --kubeconfig "$kc")
     local bad=0
     "${k[@]}" create namespace jhub >/dev/null && "${k[@]}" create namespace renku >/dev/null || return 1
     "${k[@]}" apply --server-side -f "$OUT/manifests.yaml" >"$dir/apply.log" 2>&1 \
@@ -201,7 +226,8 @@ yaml.safe_dump_all(docs, sys.stdout)' "$f" >"$dir/dry.yaml"
     # What the webhook uses (manifests/base/rbac.yaml, overlays/self-signed/rbac-self-managed-tls.yaml).
     can yes get pods -A;  can yes list pods -A;  can yes watch pods -A;  can yes patch pods -n jhub
     for v in get list watch create patch delete; do can yes "$v" services -n jhub; done
-    for v in get list watch create delete; do can yes "$v" secrets -n jhub; done
+    # Host-key rights are bound per session namespace, never by the default install.
+    can no get secrets -n jhub;  can no list secrets -A;  can no create secrets -n jhub
     can yes create events.events.k8s.io -n jhub;  can yes patch events.events.k8s.io -n jhub
     can yes get mutatingwebhookconfigurations/session-ssh
     can yes patch mutatingwebhookconfigurations/session-ssh
@@ -218,20 +244,22 @@ yaml.safe_dump_all(docs, sys.stdout)' "$f" >"$dir/dry.yaml"
     can no create configmaps -n jhub;  can no create clusterroles;  can no create rolebindings -n jhub
     can no get nodes;  can no create pods/exec -n jhub
     # The JupyterHub example binds host-key rights in its namespace only.
-    "${k[@]}" delete clusterrolebinding session-ssh-webhook-host-keys >/dev/null
     "${k[@]}" apply --server-side -f "$OUT/manifests_examples_jupyterhub.yaml" >"$dir/apply.log" 2>&1 \
         || { cat "$dir/apply.log"; echo "ERROR the apiserver refused examples/jupyterhub"; bad=1; }
-    can yes create secrets -n jhub;  can no create secrets -n renku;  can no get secrets -n renku
+    for v in get list create delete; do can yes "$v" secrets -n jhub; done
+    can no watch secrets -n jhub;  can no create secrets -n renku;  can no get secrets -n renku
+    can no get secrets -n kube-system
     can no delete secrets/session-ssh-webhook-tls -n session-ssh
     stop_controlplane
     echo "  real kube-apiserver: manifests/ applied ($n objects stored), webhook pod admitted under Pod Security restricted, $dry overlays accepted by dry run, $asked RBAC questions as the webhook's ServiceAccount"
     return $bad
 }
-if [ -x "$CONTROLPLANE" ] && command -v kubectl >/dev/null 2>&1; then
+if [ "${#KUBECTL[@]}" -gt 0 ]; then
+    echo "  \`kubectl kustomize\` (kubectl $kv) compared with kustomize $KUSTOMIZE_VERSION: $kustomized kustomizations"
     log "real kube-apiserver (tests/controlplane): apply, dry runs, RBAC"
     live_check || failed=1
 else
-    log "SKIP real kube-apiserver check: needs $CONTROLPLANE (tests/controlplane/build.sh) and kubectl"
+    log "SKIP real kube-apiserver check: no test control plane (see above)"
 fi
 
 # --- the checks themselves must be able to fail ----------------------------------

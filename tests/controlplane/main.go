@@ -10,7 +10,8 @@
 // SIGTERM/SIGINT (or EOF on stdin with --watch-stdin) stops the components in
 // order and removes every file it made.
 //
-// `controlplane kustomize DIR` renders a kustomization instead (kustomize.go).
+// `controlplane kustomize DIR` renders a kustomization instead (kustomize.go);
+// `controlplane kubectl ARGS...` is kubectl of the same release (kubectl.go).
 //
 // Admission webhooks with clientConfig.service are sent to the address that
 // DIR/service-endpoints maps the Service to (see resolver.go).
@@ -64,6 +65,9 @@ type options struct {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "kustomize" {
 		os.Exit(runKustomize(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "kubectl" {
+		os.Exit(runKubectl(os.Args[2:]))
 	}
 	var o options
 	flag.StringVar(&o.dir, "dir", envOr("CONTROLPLANE_DIR", ""), "state dir (default: a new temp dir); env CONTROLPLANE_DIR")

@@ -179,14 +179,11 @@ impl Drop for RemoteForwards {
     }
 }
 
-/// The address a `tcpip-forward` request binds: "" and "localhost" mean
-/// loopback (OpenSSH's default GatewayPorts=no), "*"/"0.0.0.0" all.
-fn bind_host(address: &str) -> &str {
-    match address {
-        "" | "localhost" => "127.0.0.1",
-        "*" => "0.0.0.0",
-        a => a,
-    }
+/// The address a `tcpip-forward` request binds: always loopback, as OpenSSH does with
+/// its default `GatewayPorts no`. A pod's other addresses are reachable from the whole
+/// cluster network, so `-R '*:port'` must not open a port there.
+fn bind_host(_address: &str) -> &'static str {
+    "127.0.0.1"
 }
 
 impl RemoteForwards {
@@ -254,11 +251,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bind_defaults_to_loopback() {
+    fn remote_forwards_bind_loopback_only() {
         assert_eq!(bind_host(""), "127.0.0.1");
         assert_eq!(bind_host("localhost"), "127.0.0.1");
-        assert_eq!(bind_host("*"), "0.0.0.0");
-        assert_eq!(bind_host("10.1.2.3"), "10.1.2.3");
+        assert_eq!(bind_host("*"), "127.0.0.1");
+        assert_eq!(bind_host("0.0.0.0"), "127.0.0.1");
+        assert_eq!(bind_host("10.1.2.3"), "127.0.0.1");
     }
 
     #[tokio::test]

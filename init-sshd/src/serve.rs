@@ -4,13 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use russh::Disconnect;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::server::authkeys::KeyStore;
 use crate::server::config::{self, Limits};
@@ -53,6 +53,10 @@ pub struct ServeOpts {
     /// Seconds a connection may take to authenticate.
     #[arg(long, env = "INIT_SSHD_LOGIN_GRACE_SECS", default_value_t = 60)]
     pub login_grace_secs: u64,
+    /// Connections not yet authenticated (OpenSSH MaxStartups); more are closed at once, so
+    /// silent or slow peers cannot take every slot from the user.
+    #[arg(long, env = "INIT_SSHD_MAX_STARTUPS", default_value_t = 10)]
+    pub max_startups: usize,
     /// Signed authentication attempts per connection.
     #[arg(long, env = "INIT_SSHD_MAX_AUTH_TRIES", default_value_t = 6)]
     pub max_auth_tries: usize,
@@ -108,11 +112,15 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
     let local = listener.local_addr().unwrap_or(opts.listen);
     tracing::info!(listen = %local, host_key = %host_fp, max_connections = opts.max_connections, "serving");
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
-    let grace = Duration::from_secs(opts.login_grace_secs.max(1));
+    let gate = Arc::new(LoginGate {
+        grace: Duration::from_secs(opts.login_grace_secs.max(1)),
+        startups: Arc::new(Semaphore::new(opts.max_startups.max(1))),
+    });
     let ids = Arc::new(AtomicU64::new(0));
     {
         // The TLS listener runs next to this one; its failures are only logged.
-        let (config, shared, ids) = (config.clone(), shared.clone(), ids.clone());
+        let (config, shared, ids, gate) =
+            (config.clone(), shared.clone(), ids.clone(), gate.clone());
         let handoff = move |stream, peer, info, permit| {
             let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::info!(conn = id, %peer, tls = true, "connection");
@@ -123,7 +131,7 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
                 id,
                 config.clone(),
                 shared.clone(),
-                grace,
+                gate.clone(),
                 permit,
             )
         };
@@ -155,7 +163,7 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
             id,
             config.clone(),
             shared.clone(),
-            grace,
+            gate.clone(),
             permit,
         ));
     }
@@ -167,14 +175,21 @@ async fn connection(
     id: u64,
     config: Arc<russh::server::Config>,
     shared: Arc<Shared>,
-    grace: Duration,
+    gate: Arc<LoginGate>,
     _permit: OwnedSemaphorePermit,
 ) {
     // run_stream does not set TCP_NODELAY itself (only run_on_socket does).
     let _ = sock.set_nodelay(true);
     let info = sock.local_addr().ok().map(|local| ConnInfo { peer, local });
     tracing::info!(conn = id, %peer, "connection");
-    run_connection(sock, peer, info, id, config, shared, grace, _permit).await;
+    run_connection(sock, peer, info, id, config, shared, gate, _permit).await;
+}
+
+/// Bounds on the time before authentication: the grace time and the number of
+/// connections that may be in it at once.
+pub(crate) struct LoginGate {
+    grace: Duration,
+    startups: Arc<Semaphore>,
 }
 
 /// The SSH part of one connection, for any byte stream (plain TCP, or TLS from tls.rs).
@@ -186,34 +201,53 @@ pub(crate) async fn run_connection<S>(
     id: u64,
     config: Arc<russh::server::Config>,
     shared: Arc<Shared>,
-    grace: Duration,
+    gate: Arc<LoginGate>,
     _permit: OwnedSemaphorePermit,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let authed = Arc::new(AtomicBool::new(false));
-    let handler = Conn::new(shared, id, info, authed.clone());
-    let session = match russh::server::run_stream(config, sock, handler).await {
-        Ok(s) => s,
-        Err(e) => {
+    let Ok(startup) = gate.startups.clone().try_acquire_owned() else {
+        tracing::warn!(conn = id, %peer, "too many unauthenticated connections; closed");
+        return;
+    };
+    let grace = gate.grace;
+    let (authed_tx, mut authed) = watch::channel(false);
+    let handler = Conn::new(shared, id, info, authed_tx);
+    // The grace time covers the version exchange too: russh waits for the client's
+    // version line without a bound, so a silent TCP peer would hold a slot forever.
+    let deadline = tokio::time::Instant::now() + grace;
+    let started =
+        tokio::time::timeout_at(deadline, russh::server::run_stream(config, sock, handler));
+    let session = match started.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             tracing::info!(conn = id, %peer, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "no SSH version line within the login grace time");
             return;
         }
     };
     let handle = session.handle();
     let mut session = std::pin::pin!(session);
+    let logged_in = async {
+        tokio::select! {
+            r = authed.wait_for(|a| *a) => r.is_ok(),
+            () = tokio::time::sleep_until(deadline) => false,
+        }
+    };
     let result = tokio::select! {
         r = &mut session => r,
-        () = tokio::time::sleep(grace) => {
-            if authed.load(Ordering::SeqCst) {
-                session.await
-            } else {
+        ok = logged_in => {
+            drop(startup);
+            if !ok {
                 tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "login grace time exceeded");
                 let _ = handle
                     .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
                     .await;
-                session.await
             }
+            session.await
         }
     };
     match result {

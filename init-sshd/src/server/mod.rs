@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use russh::keys::{Certificate, HashAlg, PublicKey};
@@ -62,7 +61,8 @@ pub struct Conn {
     info: Option<ConnInfo>,
     ssh_user: String,
     perms: Option<Permissions>,
-    authenticated: Arc<AtomicBool>,
+    /// Set once a key is accepted: ends the login grace time and frees a startup slot.
+    authenticated: watch::Sender<bool>,
     sessions: HashMap<ChannelId, PendingSession>,
     agent: Option<AgentForward>,
     remote: RemoteForwards,
@@ -83,7 +83,7 @@ impl Conn {
         shared: Arc<Shared>,
         id: u64,
         info: Option<ConnInfo>,
-        authenticated: Arc<AtomicBool>,
+        authenticated: watch::Sender<bool>,
     ) -> Conn {
         Conn {
             shared,
@@ -135,7 +135,7 @@ impl Conn {
         );
         self.ssh_user = user.to_owned();
         self.perms = Some(perms);
-        self.authenticated.store(true, Ordering::SeqCst);
+        self.authenticated.send_replace(true);
         Auth::Accept
     }
 

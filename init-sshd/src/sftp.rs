@@ -19,7 +19,10 @@ use russh_sftp::protocol::{
 use russh_sftp::server::StatusReply;
 use tokio::sync::watch;
 
+mod dir;
 mod stream;
+
+use dir::DirCursor;
 
 use stream::SftpStream;
 
@@ -34,6 +37,8 @@ pub enum Error {
     Eof,
     #[error("operation not supported")]
     Unsupported,
+    #[error("too many open handles (limit {MAX_HANDLES})")]
+    TooManyHandles,
 }
 
 /// Result alias of this module.
@@ -47,7 +52,7 @@ impl From<Error> for StatusReply {
                 io::ErrorKind::PermissionDenied => StatusCode::PermissionDenied,
                 _ => StatusCode::Failure,
             },
-            Error::BadHandle => StatusCode::Failure,
+            Error::BadHandle | Error::TooManyHandles => StatusCode::Failure,
             Error::Eof => StatusCode::Eof,
             Error::Unsupported => StatusCode::OpUnsupported,
         };
@@ -60,9 +65,15 @@ const MAX_READ: u32 = 256 * 1024;
 /// Directory entries per READDIR reply.
 const DIR_BATCH: usize = 128;
 
+/// Open files and directories per SFTP session: each holds a descriptor, and the
+/// descriptors are shared with every other session of the server.
+const MAX_HANDLES: usize = 256;
+
 enum OpenHandle {
     File(Arc<fs::File>),
-    Dir(std::vec::IntoIter<File>),
+    /// Read a batch at a time, so a huge directory never sits in memory whole.
+    /// `None` while a batch is being read on the blocking pool.
+    Dir(Option<DirCursor>),
 }
 
 /// One SFTP session.
@@ -285,11 +296,14 @@ impl Sftp {
         resolve(&self.home, p)
     }
 
-    fn insert(&mut self, h: OpenHandle) -> String {
+    fn insert(&mut self, h: OpenHandle) -> Result<String> {
+        if self.handles.len() >= MAX_HANDLES {
+            return Err(Error::TooManyHandles);
+        }
         self.next += 1;
         let key = self.next.to_string();
         self.handles.insert(key.clone(), h);
-        key
+        Ok(key)
     }
 
     fn file(&self, handle: &str) -> Result<Arc<fs::File>> {
@@ -326,7 +340,7 @@ impl russh_sftp::server::Handler for Sftp {
         }
         opts.mode(attrs.permissions.map_or(0o666, |m| m & 0o7777));
         let file = blocking(move || opts.open(path)).await?;
-        let handle = self.insert(OpenHandle::File(Arc::new(file)));
+        let handle = self.insert(OpenHandle::File(Arc::new(file)))?;
         Ok(Handle { id, handle })
     }
 
@@ -430,37 +444,34 @@ impl russh_sftp::server::Handler for Sftp {
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle> {
-        let p = self.path(&path);
-        let entries = blocking(move || {
-            let mut out = Vec::new();
-            for name in [".", ".."] {
-                if let Ok(m) = fs::metadata(p.join(name)) {
-                    out.push(entry(name.to_owned(), Some(&m)));
-                }
-            }
-            for e in fs::read_dir(&p)? {
-                let e = e?;
-                let name = e.file_name().to_string_lossy().into_owned();
-                out.push(entry(name, e.metadata().ok().as_ref()));
-            }
-            Ok(out)
-        })
-        .await?;
-        let handle = self.insert(OpenHandle::Dir(entries.into_iter()));
+        if self.handles.len() >= MAX_HANDLES {
+            return Err(Error::TooManyHandles);
+        }
+        let path = self.path(&path);
+        let cursor = blocking(move || DirCursor::open(path)).await?;
+        let handle = self.insert(OpenHandle::Dir(Some(cursor)))?;
         Ok(Handle { id, handle })
     }
 
     async fn readdir(&mut self, id: u32, handle: String) -> Result<Name> {
-        match self.handles.get_mut(&handle) {
-            Some(OpenHandle::Dir(it)) => {
-                let files: Vec<File> = it.by_ref().take(DIR_BATCH).collect();
-                if files.is_empty() {
-                    Err(Error::Eof)
-                } else {
-                    Ok(Name { id, files })
-                }
-            }
-            _ => Err(Error::BadHandle),
+        let Some(OpenHandle::Dir(slot)) = self.handles.get_mut(&handle) else {
+            return Err(Error::BadHandle);
+        };
+        let mut cursor = slot.take().ok_or(Error::BadHandle)?;
+        let (cursor, files) = blocking(move || {
+            let files = cursor.next_batch();
+            Ok((cursor, files))
+        })
+        .await?;
+        // The handle may have been closed meanwhile; then the cursor is dropped here.
+        if let Some(OpenHandle::Dir(slot)) = self.handles.get_mut(&handle) {
+            *slot = Some(cursor);
+        }
+        let files = files?;
+        if files.is_empty() {
+            Err(Error::Eof)
+        } else {
+            Ok(Name { id, files })
         }
     }
 
@@ -526,52 +537,4 @@ impl russh_sftp::server::Handler for Sftp {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relative_to_home() {
-        let home = Path::new("/home/u");
-        assert_eq!(resolve(home, ""), PathBuf::from("/home/u"));
-        assert_eq!(resolve(home, "."), PathBuf::from("/home/u/."));
-        assert_eq!(resolve(home, "a/b"), PathBuf::from("/home/u/a/b"));
-        assert_eq!(resolve(home, "/etc/x"), PathBuf::from("/etc/x"));
-    }
-
-    #[test]
-    fn normalize_lexically() {
-        assert_eq!(
-            normalize(Path::new("/home/u/./a/../b")),
-            PathBuf::from("/home/u/b")
-        );
-        assert_eq!(normalize(Path::new("/../..")), PathBuf::from("/"));
-    }
-
-    #[test]
-    fn ls_dates() {
-        // 2026-11-23 18:22:00 UTC
-        let t = 1_795_458_120;
-        assert_eq!(ls_date(t, t + 60), "Nov 23 18:22");
-        assert_eq!(ls_date(0, t), "Jan  1  1970");
-        assert_eq!(ls_date(951_782_400, t), "Feb 29  2000");
-    }
-
-    #[test]
-    fn longname_marks_symlinks() {
-        let dir = tempfile::tempdir().unwrap();
-        let link = dir.path().join("l");
-        std::os::unix::fs::symlink("/nonexistent", &link).unwrap();
-        let e = entry("l".into(), Some(&fs::symlink_metadata(&link).unwrap()));
-        assert!(e.longname.starts_with("lrwxrwxrwx"), "{}", e.longname);
-        assert!(e.longname.ends_with(" l"));
-    }
-
-    #[test]
-    fn symlink_attrs_keep_type() {
-        let dir = tempfile::tempdir().unwrap();
-        let link = dir.path().join("l");
-        std::os::unix::fs::symlink("/nonexistent", &link).unwrap();
-        let a = attrs(&fs::symlink_metadata(&link).unwrap());
-        assert_eq!(a.permissions.unwrap() & 0o170000, 0o120000);
-    }
-}
+mod tests;

@@ -201,9 +201,19 @@ async fn same_identity_same_key_distinct_identities_distinct_keys_dry_run_none()
     }
     let all = host_key_secrets(&secrets).await;
     assert_eq!(all.len(), 4, "one Secret per identity, none for dry runs");
+    // The decision line carries the host-key outcome (one line per request).
+    let log = wc.webhook_log();
     assert!(
-        wc.webhook_log().contains("host-key Secret ready"),
-        "decision logged"
+        log.lines().any(|l| l.contains("admission decision")
+            && l.contains("host_key")
+            && l.contains("\"created\"")),
+        "host-key outcome in the decision line:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("admission decision")
+            && l.contains("host_key")
+            && l.contains("\"existing\"")),
+        "a restarted session's decision says the Secret was reused:\n{log}"
     );
 
     // A selected namespace where the webhook may not create Secrets: the pod is still

@@ -19,7 +19,7 @@ use kube::core::admission::{
     AdmissionRequest, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
 };
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::hostkey::{self, SecretRef};
@@ -122,9 +122,11 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// Admission waits this long for the host-key Secret, well inside the webhook timeout:
-/// after that the pod is admitted and install generates a key.
-const HOST_KEY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Admission waits this long for the host-key Secret, a third of the manifests' webhook
+/// timeout (3 s): after that the pod is still admitted injected and install generates a
+/// key. Waiting as long as the apiserver would make a slow Secret create cost the pod its
+/// SSH altogether (failurePolicy Ignore admits it unmutated).
+const HOST_KEY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `POST /mutate`. Everything else is 404 / 405 (axum's defaults).
 pub fn router(state: AppState) -> Router {
@@ -140,15 +142,16 @@ async fn mutate_handler(State(state): State<AppState>, body: Body) -> Response {
         Ok(bytes) => review(&bytes, &state.config),
         Err(_) => Err(Error::TooLarge),
     };
+    let mut host_key = "none";
     if let Ok(d) = &result
         && let Some(r) = &d.host_key
     {
-        ensure_host_key(&state, &d.namespace, &d.pod, r).await;
+        host_key = ensure_host_key(&state, &d.namespace, &d.pod, r).await;
     }
     let elapsed = start.elapsed();
     match result {
         Ok(decision) => {
-            log_decision(&decision, elapsed);
+            log_decision(&decision, host_key, elapsed);
             state
                 .metrics
                 .observe(decision.outcome, decision.reason, elapsed);
@@ -178,39 +181,49 @@ async fn mutate_handler(State(state): State<AppState>, body: Body) -> Response {
 }
 
 /// Create the session's host-key Secret before the pod exists (its volume is optional, so
-/// every failure here only costs the stable key, never the pod).
-async fn ensure_host_key(state: &AppState, namespace: &str, pod: &str, r: &SecretRef) {
+/// every failure here only costs the stable key, never the pod). Returns the outcome for
+/// the decision's log line; failures also get a warning with the reason.
+async fn ensure_host_key(
+    state: &AppState,
+    namespace: &str,
+    pod: &str,
+    r: &SecretRef,
+) -> &'static str {
     let Some(client) = state.client.clone() else {
-        debug!(ns = %namespace, pod = %pod, secret = %r.name, "no Kubernetes client; host key left to install");
-        return;
+        return "no-client";
     };
     match tokio::time::timeout(HOST_KEY_TIMEOUT, hostkey::ensure(client, namespace, r)).await {
-        Ok(Ok(how)) => info!(
-            ns = %namespace,
-            pod = %pod,
-            secret = %r.name,
-            identity = %r.identity.display,
-            result = how.as_str(),
-            "host-key Secret ready"
-        ),
-        Ok(Err(err)) => warn!(
-            ns = %namespace,
-            pod = %pod,
-            secret = %r.name,
-            error = %err,
-            "host-key Secret not made; the session generates its own key"
-        ),
-        Err(_) => warn!(
-            ns = %namespace,
-            pod = %pod,
-            secret = %r.name,
-            timeout_ms = HOST_KEY_TIMEOUT.as_millis() as u64,
-            "host-key Secret timed out; the session generates its own key"
-        ),
+        Ok(Ok(how)) => how.as_str(),
+        Ok(Err(err)) => {
+            warn!(
+                ns = %namespace,
+                pod = %pod,
+                secret = %r.name,
+                error = %err,
+                "host-key Secret not made; the session generates its own key"
+            );
+            "failed"
+        }
+        Err(_) => {
+            warn!(
+                ns = %namespace,
+                pod = %pod,
+                secret = %r.name,
+                timeout_ms = HOST_KEY_TIMEOUT.as_millis() as u64,
+                "host-key Secret timed out; the session generates its own key"
+            );
+            "timed-out"
+        }
     }
 }
 
-fn log_decision(d: &Decision, elapsed: Duration) {
+/// The one log line per admission request.
+fn log_decision(d: &Decision, host_key: &str, elapsed: Duration) {
+    let secret = d.host_key.as_ref().map_or("", |r| r.name.as_str());
+    let identity = d
+        .host_key
+        .as_ref()
+        .map_or("", |r| r.identity.display.as_str());
     info!(
         ns = %d.namespace,
         pod = %d.pod,
@@ -221,6 +234,9 @@ fn log_decision(d: &Decision, elapsed: Duration) {
         reason = d.reason,
         patch_ops = d.patch_ops,
         warnings = d.warnings,
+        host_key,
+        host_key_secret = secret,
+        host_key_identity = identity,
         latency_us = elapsed.as_micros() as u64,
         "admission decision"
     );

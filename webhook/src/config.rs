@@ -115,7 +115,9 @@ pub struct HostKeys {
     /// generic: empty.
     pub identity_labels: Vec<String>,
     /// When a label is missing: the pod's controller owner (`Kind/name`, e.g. a
-    /// StatefulSet) is the identity. Default true. A pod without either gets no Secret.
+    /// StatefulSet) together with the pod's own name is the identity, so replicas never
+    /// share a key. Default true. A pod without either (or with only `generateName`) gets
+    /// no Secret.
     pub owner_fallback: bool,
     /// Delete a host-key Secret no pod has mounted for this long (measured by the running
     /// webhook: a restart only delays deletion). Default 2592000 (30 days); null keeps them.

@@ -121,6 +121,10 @@ pub fn identity(pod: &Pod, cfg: &HostKeys) -> Option<Identity> {
     if !cfg.owner_fallback {
         return None;
     }
+    // The owner alone is shared by every replica, so the pod's own name is part of the
+    // identity; it is stable only when the owner names its pods (a StatefulSet's `dev-0`).
+    // A `generateName` pod (ReplicaSet, Job) gets no identity: a fresh key, never a shared one.
+    let name = pod.metadata.name.as_deref().filter(|n| !n.is_empty())?;
     let owner = pod
         .metadata
         .owner_references
@@ -130,11 +134,15 @@ pub fn identity(pod: &Pod, cfg: &HostKeys) -> Option<Identity> {
     if owner.name.is_empty() {
         return None;
     }
-    let display = format!("owner:{}/{}", owner.kind, owner.name);
+    let (kind, owner_name) = (&owner.kind, &owner.name);
     Some(Identity {
-        canonical: format!("owner;{}:{}/{}", owner.kind.len(), owner.kind, owner.name),
-        display,
-        readable: owner.name.clone(),
+        canonical: format!(
+            "owner;{}:{kind}/{}:{owner_name}/{name}",
+            kind.len(),
+            owner_name.len()
+        ),
+        display: format!("owner:{kind}/{owner_name},pod:{name}"),
+        readable: name.to_owned(),
     })
 }
 

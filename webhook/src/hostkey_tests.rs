@@ -97,21 +97,34 @@ fn renku_identity_is_user_and_project() {
 fn generic_uses_configured_label_else_controller_owner() {
     let owned = |kind: &str, name: &str, controller: bool| {
         pod(
-            json!({ "metadata": { "generateName": "x-", "ownerReferences": [
+            json!({ "metadata": { "name": format!("{name}-0"), "ownerReferences": [
                 { "apiVersion": "apps/v1", "kind": kind, "name": name, "uid": "u", "controller": controller }
             ]}}),
         )
     };
     let mut c = cfg(Platform::Generic);
     let sts = secret_ref(&owned("StatefulSet", "dev", true), &c).unwrap();
-    assert_eq!(sts.identity.display, "owner:StatefulSet/dev");
-    assert!(sts.name.starts_with("session-ssh-hostkey-dev-"));
+    assert_eq!(sts.identity.display, "owner:StatefulSet/dev,pod:dev-0");
+    assert!(sts.name.starts_with("session-ssh-hostkey-dev-0-"));
+    assert_eq!(
+        sts,
+        secret_ref(&owned("StatefulSet", "dev", true), &c).unwrap()
+    );
     assert_ne!(
         sts.name,
         secret_ref(&owned("ReplicaSet", "dev", true), &c)
             .unwrap()
             .name
     );
+    // Two replicas of one owner never share a key.
+    let mut second = owned("StatefulSet", "dev", true);
+    second.metadata.name = Some("dev-1".into());
+    assert_ne!(sts.name, secret_ref(&second, &c).unwrap().name);
+    // A generateName pod (ReplicaSet, Job replicas) has no stable name: no identity.
+    let mut generated = owned("ReplicaSet", "dev", true);
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("dev-".into());
+    assert_eq!(secret_ref(&generated, &c), None);
     // Not a controller: no identity. Bare pod: none either.
     assert_eq!(secret_ref(&owned("StatefulSet", "dev", false), &c), None);
     assert_eq!(

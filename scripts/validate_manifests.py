@@ -186,7 +186,7 @@ COMMON_GRANTS = {
                              ("networking.k8s.io", "ingresses"))
     for v in ("get", "create", "patch", "delete")
 }
-HOST_KEY_VERBS = {"get", "list", "watch", "create", "delete"}
+HOST_KEY_VERBS = {"get", "list", "create", "delete"}
 
 
 def check_rbac(name: str, objs: list[dict], sa: tuple[str, str], self_managed: dict | None) -> None:
@@ -196,12 +196,16 @@ def check_rbac(name: str, objs: list[dict], sa: tuple[str, str], self_managed: d
     if got_cluster != COMMON_GRANTS:
         err(name, "cluster-wide grants differ from the webhook's needs: "
                   f"extra {sorted(got_cluster - COMMON_GRANTS)}, missing {sorted(COMMON_GRANTS - got_cluster)}")
-    # Host keys: secrets in session namespaces, cluster-wide or per namespace, never more verbs.
+    # Host keys: secrets in session namespaces, never more verbs. The base and its overlays
+    # bind them nowhere (an admin binds them per session namespace); examples bind them per
+    # namespace, and only Kubeflow (profile namespaces come and go) cluster-wide.
     host_scopes = {}
     for (s, g, r, v, n) in grants:
         if g == "" and r == "secrets" and n == "*" and not (self_managed and s == "ns:" + self_managed["ns"] and v == "create"):
             host_scopes.setdefault(s, set()).add(v)
-    if not host_scopes:
+    if "cluster" in host_scopes and "kubeflow" not in name:
+        err(name, "host-key Secret rights are bound cluster-wide (every Secret readable)")
+    if "examples" in name and not host_scopes:
         err(name, "no scope grants the host-key Secret rights")
     for s, verbs in host_scopes.items():
         if verbs != HOST_KEY_VERBS:

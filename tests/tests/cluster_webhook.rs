@@ -597,6 +597,8 @@ async fn webhook_service_account_gets_exactly_the_manifests_rights() {
         ("delete", "", "services", "", "jhub", "s", true),
         ("create", "events.k8s.io", "events", "", "jhub", "", true),
         ("create", "", "secrets", "", "jhub", "", true),
+        ("list", "", "secrets", "", "jhub", "", true),
+        ("watch", "", "secrets", "", "jhub", "", false),
         ("get", "", "secrets", "", NAMESPACE, TLS_SECRET, true),
         ("update", "", "secrets", "", NAMESPACE, TLS_SECRET, true),
         (

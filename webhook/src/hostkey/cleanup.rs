@@ -80,7 +80,7 @@ impl Sweeper {
             }
         }
         let lp = ListParams::default().labels(&format!("{LABEL}=true"));
-        // The base binds host-key rights cluster-wide; the examples per namespace.
+        // Host-key rights are bound per session namespace (examples/kubeflow: cluster-wide).
         let secrets = match Api::<Secret>::all(self.client.clone()).list(&lp).await {
             Ok(l) => l.items,
             Err(_) => {

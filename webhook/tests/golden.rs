@@ -4,8 +4,8 @@
 //! prefix (`jupyterhub-`, `renku-`, `kubeflow-`), else `generic`.
 //!
 //! Also checked for every case: the patch applied to the input gives the mutated
-//! document, which parses as the k8s-openapi type; a second pass is a no-op; and, when
-//! `KUBERNETES_VALIDATE` names the `kubernetes-validate` executable, every input and
+//! document, which parses as the k8s-openapi type; a second pass is a no-op; and, with
+//! `kubernetes-validate` (`KUBERNETES_VALIDATE` or the repo's `.venv`), every input and
 //! output passes `kubernetes-validate --strict` for Kubernetes 1.35 (k8s-openapi v1_35).
 
 // Test helpers outside #[test] fns: clippy's allow-unwrap-in-tests does not reach them.
@@ -37,6 +37,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ),
     ("kubeflow-notebook", "injected"),
     ("renku-amalthea", "injected"),
+    ("renku-statefulset", "injected"),
 ];
 
 /// Session id given to `generateName` pods, so their golden files are stable.
@@ -211,14 +212,19 @@ fn every_expected_case_has_a_fixture() {
     }
 }
 
-/// Strict schema validation of every fixture and golden output. Runs only when
-/// `KUBERNETES_VALIDATE` is set (the test script sets up PyPI `kubernetes-validate`);
-/// then any failure, including a missing executable, fails the test.
+/// Strict schema validation of every fixture and golden output, with
+/// `KUBERNETES_VALIDATE` (the test script sets it) or else the repo's `.venv` that
+/// `scripts/setup.sh --tests` makes; once either is there, any failure fails the test.
 #[test]
 fn kubernetes_validate_strict() {
-    let Some(exe) = std::env::var_os("KUBERNETES_VALIDATE") else {
-        eprintln!("KUBERNETES_VALIDATE not set: strict schema validation not run");
-        return;
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/kubernetes-validate");
+    let exe = match std::env::var_os("KUBERNETES_VALIDATE") {
+        Some(exe) => PathBuf::from(exe),
+        None if venv.exists() => venv,
+        None => {
+            eprintln!("KUBERNETES_VALIDATE not set and no .venv: strict schema validation not run");
+            return;
+        }
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures())
         .unwrap()
@@ -274,4 +280,50 @@ fn kubernetes_validate_strict() {
             "{name} not reported as validated:\n{stdout}\n{stderr}"
         );
     }
+}
+
+/// The JupyterHub fixtures are KubeSpawner's own output, not hand edits: regenerating
+/// them with the pinned `jupyterhub-kubespawner` (`SESSION_SSH_PYTHON`, set by the test
+/// script, or the repo's `.venv`) gives the committed files byte for byte.
+#[test]
+fn kubespawner_fixtures_are_what_make_pod_generates() {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let python = match std::env::var_os("SESSION_SSH_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None if venv.exists() => venv,
+        None => {
+            eprintln!(
+                "SESSION_SSH_PYTHON not set and no .venv: KubeSpawner fixtures not regenerated"
+            );
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(&python)
+        .arg(fixtures().join("gen_kubespawner.py"))
+        .arg(tmp.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "gen_kubespawner.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut n = 0;
+    for e in std::fs::read_dir(tmp.path()).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        let committed = std::fs::read_to_string(fixtures().join(&name)).unwrap_or_default();
+        assert!(
+            fresh == committed,
+            "{name:?} differs from what make_pod generates now (rerun gen_kubespawner.py):\n{}",
+            first_difference(&committed, &fresh)
+        );
+        n += 1;
+    }
+    assert_eq!(
+        n, 4,
+        "gen_kubespawner.py should write the 4 JupyterHub cases"
+    );
 }

@@ -25,10 +25,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, Pod, PodSecurityContext, SecurityContext, Volume,
+};
 
 /// Name of the init container the webhook injects.
 pub const INSTALL_CONTAINER: &str = "session-ssh-install";
+/// `USER` of the init-sshd image (init-sshd/Containerfile), UID and GID.
+pub const INIT_IMAGE_USER: u32 = 65532;
 
 /// Secret name -> file name -> bytes, as the apiserver holds them.
 pub type Secrets = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
@@ -237,22 +241,38 @@ impl PodSandbox {
         Ok(pid)
     }
 
-    /// The container's identity; without runAsGroup the runtime takes the primary
-    /// group of the image's passwd entry for that UID, as containerd does.
+    /// The container's identity. Without runAsUser the image's USER applies: the
+    /// init-sshd image's 65532:65532 for the install container, the session image's
+    /// user (`image_user`) for the others. Without runAsGroup the runtime takes the
+    /// primary group of the image's passwd entry for that UID, as containerd does.
     pub fn identity(&self, c: &Container) -> Identity {
         let mut id = identity(&self.pod, c);
-        let stated_group = c
-            .security_context
+        let psc = self
+            .pod
+            .spec
             .as_ref()
-            .and_then(|s| s.run_as_group)
-            .or_else(|| {
-                self.pod
-                    .spec
-                    .as_ref()?
-                    .security_context
-                    .as_ref()?
-                    .run_as_group
-            });
+            .and_then(|s| s.security_context.as_ref());
+        let stated = |f: fn(&SecurityContext) -> Option<i64>,
+                      p: fn(&PodSecurityContext) -> Option<i64>| {
+            c.security_context
+                .as_ref()
+                .and_then(f)
+                .or_else(|| psc.and_then(p))
+        };
+        let stated_user = stated(|s| s.run_as_user, |s| s.run_as_user);
+        let stated_group = stated(|s| s.run_as_group, |s| s.run_as_group);
+        if stated_user.is_none() {
+            if c.name == INSTALL_CONTAINER {
+                id.uid = INIT_IMAGE_USER.into();
+                if stated_group.is_none() {
+                    id.gid = INIT_IMAGE_USER.into();
+                }
+                return id;
+            }
+            if let Some(u) = &self.opts.image_user {
+                id.uid = i64::from(u.uid);
+            }
+        }
         if let (None, Some(u)) = (stated_group, &self.opts.image_user)
             && i64::from(u.uid) == id.uid
         {

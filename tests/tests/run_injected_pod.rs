@@ -202,4 +202,16 @@ fn kubeflow_pod_runs_with_keys_from_the_annotation() {
         String::from_utf8_lossy(&out.stdout).trim(),
         s.identity.uid.to_string()
     );
+    // The Kubeflow pod states no runAsUser: the session runs as the image's jovyan and
+    // install as the init image's 65532, yet the host key ends up the session user's alone.
+    assert_eq!(s.identity.uid, 1000, "the image's user runs the session");
+    let report_meta = std::fs::metadata(s.dir.join("install-report.json")).expect("report");
+    assert_eq!(
+        report_meta.uid(),
+        65532,
+        "install ran as the init image's USER"
+    );
+    let meta = std::fs::metadata(s.dir.join("ssh_host_ed25519_key")).expect("host key");
+    assert_eq!(meta.mode() & 0o077, 0, "host key readable by others");
+    assert_eq!(i64::from(meta.uid()), s.identity.uid);
 }

@@ -2,7 +2,8 @@
 """Interop check for init-sshd with a second SSH implementation (asyncssh, pure Python).
 
 Connects with a given key, verifying the host key against a known_hosts file, and exercises:
-exec (stdout, stderr, exit status), stdin, a pty, SFTP write/read/stat, a local port forward
+exec (stdout, stderr, exit status), exit-signal, window-change, a signal from the client,
+stdin, a pty, SFTP write/read/stat, a local port forward
 (direct-tcpip) to a port on the server side. Prints one "ok ..." line per check and
 "interop-ok" at the end; exits non-zero on the first failure.
 """
@@ -52,6 +53,26 @@ async def main(a):
         check(r.stdout.strip().startswith("/dev/pts/"), f"pty ({r.stdout.strip()!r})")
         r = await conn.run("stty size", term_type="xterm", term_size=(100, 30), check=False)
         check(r.stdout.strip() == "30 100", f"pty size ({r.stdout.strip()!r})")
+
+        r = await conn.run("kill -TERM $$", check=False)
+        check(r.exit_signal is not None and r.exit_signal[0] == "TERM",
+              f"exit-signal ({r.exit_signal}, status {r.exit_status})")
+
+        proc = await conn.create_process("read x; stty size", term_type="xterm", term_size=(80, 24))
+        proc.change_terminal_size(120, 40)
+        await asyncio.sleep(0.5)
+        proc.stdin.write("go\n")
+        r = await asyncio.wait_for(proc.wait(check=False), 20)
+        check(r.stdout.strip().endswith("40 120"), f"window-change ({r.stdout.strip()!r})")
+
+        proc = await conn.create_process(
+            "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.1; done")
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        check(line == "ready\n", f"signal target ready ({line!r})")
+        proc.send_signal("INT")
+        r = await asyncio.wait_for(proc.wait(check=False), 20)
+        check("got-int" in r.stdout and r.exit_status == 7,
+              f"signal from client ({r.stdout!r}, {r.exit_status})")
 
         async with conn.start_sftp_client() as sftp:
             blob = os.urandom(2 * 1024 * 1024 + 5)

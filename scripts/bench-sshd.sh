@@ -11,6 +11,8 @@
 # init-sshd runs `init-sshd install` + `init-sshd serve`. Every loop is bounded, every process
 # is killed on exit.
 set -euo pipefail
+# A failed transfer inside $(...) must stop the run, not print a fast number.
+shopt -s inherit_errexit
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -151,15 +153,19 @@ latency() { # port -> median ms
   done
   printf '%s\n' "${all[@]}" | sort -n | awk '{ a[NR] = $1 } END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.1f", m / 1000 }'
 }
-up_cat() { # port cipher -> MB/s
-  local t0 t1; t0=$(now_ns)
-  sshx "$1" -c "$2" 127.0.0.1 'cat > /dev/null' < "$W/data.bin"
-  t1=$(now_ns); mbps "$(secs "$t0" "$t1")"
+up_cat() { # port cipher -> MB/s (the remote end counts what arrived)
+  local t0 t1 n; t0=$(now_ns)
+  n=$(sshx "$1" -c "$2" 127.0.0.1 'wc -c' < "$W/data.bin")
+  t1=$(now_ns)
+  [ "$n" = "$BYTES" ] || die "upload ($2, port $1) delivered $n bytes"
+  mbps "$(secs "$t0" "$t1")"
 }
 down_cat() {
-  local t0 t1; t0=$(now_ns)
-  sshx "$1" -c "$2" 127.0.0.1 "cat $W/data.bin" > /dev/null
-  t1=$(now_ns); mbps "$(secs "$t0" "$t1")"
+  local t0 t1 n; t0=$(now_ns)
+  n=$(sshx "$1" -c "$2" 127.0.0.1 "cat $W/data.bin" | wc -c)
+  t1=$(now_ns)
+  [ "$n" = "$BYTES" ] || die "download ($2, port $1) delivered $n bytes"
+  mbps "$(secs "$t0" "$t1")"
 }
 sftp_put() {
   local t0 t1; rm -f "$W/sftp-dst.bin"; echo "put $W/data.bin $W/sftp-dst.bin" > "$W/batch"
@@ -168,9 +174,10 @@ sftp_put() {
   rm -f "$W/sftp-dst.bin"; mbps "$(secs "$t0" "$t1")"
 }
 sftp_get() {
-  local t0 t1; echo "get $W/data.bin /dev/null" > "$W/batch"
+  local t0 t1; rm -f "$W/sftp-get.bin"; echo "get $W/data.bin $W/sftp-get.bin" > "$W/batch"
   t0=$(now_ns); timeout 600 sftp "${OPTS[@]}" -o "Port=$1" -b "$W/batch" 127.0.0.1 >/dev/null; t1=$(now_ns)
-  mbps "$(secs "$t0" "$t1")"
+  [ "$(stat -c %s "$W/sftp-get.bin")" = "$BYTES" ] || die "sftp get size mismatch"
+  rm -f "$W/sftp-get.bin"; mbps "$(secs "$t0" "$t1")"
 }
 fwd() { # port up|down -> MB/s through ssh -L (helpers accept exactly one connection: no probes)
   local port=$1 dir=$2 lport t0 t1 pf="$W/tcp.port" fp hp
@@ -234,14 +241,14 @@ echo "init-sshd $("$BIN" --version 2>/dev/null || echo "($BIN)") vs $(ssh -V 2>&
 printf '%-56s %10s %10s %7s   %s\n' "metric" "init-sshd" "OpenSSH" "ratio" "goal"
 row "connect+auth+true, median of $NLAT" lat ms "<= 0.5"
 for c in chacha20-poly1305@openssh.com aes128-gcm@openssh.com; do
-  row "upload via cat, $c" "up_$c" MB/s ">= 1.0"
-  row "download via cat, $c" "down_$c" MB/s ">= 1.0"
+  row "upload into wc -c, $c" "up_$c" MB/s ">= 1.0"
+  row "download from cat, $c" "down_$c" MB/s ">= 1.0"
 done
 row "sftp put (default cipher)" sftp_put MB/s ">= 1.0"
 row "sftp get (default cipher)" sftp_get MB/s ">= 1.0"
 row "ssh -L client->server (default cipher)" fwd_up MB/s ">= 1.0"
 row "ssh -L server->client (default cipher)" fwd_down MB/s ">= 1.0"
 row "server RSS idle" rss_idle KiB ""
-row "server RSS, $NIDLE idle sessions (sum)" rss_busy KiB "<= 0.05"
+row "server RSS, $NIDLE idle connections (ssh -N, sum)" rss_busy KiB "<= 0.05"
 row "server RSS after they closed" rss_after KiB "init: within 1024 KiB of idle"
 echo "init-sshd RSS after close - idle: $(( ${R[rss_after,init]} - ${R[rss_idle,init]} )) KiB"

@@ -23,8 +23,17 @@ read -r -a NICE <<<"${BENCH_PRIO:-}"
 for tool in wrk curl; do
   command -v "$tool" >/dev/null || { echo "$tool not found: apt-get install -y $tool" >&2; exit 1; }
 done
-cargo build --release -q -p session-ssh-webhook -p session-ssh-certs --bins --examples
-BIN=target/release
+# The static musl build is what the image ships, so that is what is measured (and its
+# release dependencies are already built by the test script). BENCH_TARGET=native for glibc.
+TARGET="${BENCH_TARGET:-x86_64-unknown-linux-musl}"
+if [[ "$TARGET" == native ]]; then
+  cargo build --release -q -p session-ssh-webhook -p session-ssh-certs --bins --examples
+  BIN=target/release
+else
+  export CC_x86_64_unknown_linux_musl=musl-gcc
+  cargo build --release -q --target "$TARGET" -p session-ssh-webhook -p session-ssh-certs --bins --examples
+  BIN=target/$TARGET/release
+fi
 work="$(mktemp -d)"
 server_pid=""
 cleanup() {

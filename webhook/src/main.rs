@@ -6,6 +6,11 @@ use session_ssh_webhook::cli::{Cli, Command, LogFormat};
 use session_ssh_webhook::config::Config;
 use session_ssh_webhook::inject;
 
+// The static (musl) build's own malloc is slow under many small allocations; see
+// init-sshd's main.rs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);

@@ -112,7 +112,8 @@ OPID=$(child_of "$!")
 IPORT=$(free_port)
 mkdir "$W/isd"
 "$BIN" install --dir "$W/isd" --keys "$W/authorized_keys" >"$W/install.log" 2>&1 || die "install failed: $(cat "$W/install.log")"
-INIT_SSHD_TLS_LISTEN=off "${NS[@]}" "$W/isd/bin/init-sshd" serve --dir "$W/isd" --listen "127.0.0.1:$IPORT" >"$W/init-sshd.log" 2>&1 &
+# Same burst allowance as the OpenSSH config above (MaxStartups 100:30:200).
+INIT_SSHD_MAX_STARTUPS=100 INIT_SSHD_TLS_LISTEN=off "${NS[@]}" "$W/isd/bin/init-sshd" serve --dir "$W/isd" --listen "127.0.0.1:$IPORT" >"$W/init-sshd.log" 2>&1 &
 PIDS+=("$!")
 IPID=$(child_of "$!")
 

@@ -30,6 +30,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("edge-workload-deployment", "injected"),
     ("jupyterhub-alice", "injected"),
     ("jupyterhub-high-uid-readonly", "injected"),
+    ("jupyterhub-host-ca", "injected"),
     ("jupyterhub-poststart-exec", "injected"),
     (
         "jupyterhub-poststart-httpget",

@@ -107,6 +107,7 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
         .host_cert
         .clone()
         .unwrap_or_else(|| opts.dir.join(hostcert::FILE));
+    tracing::debug!(host_cert = %cert_path.display(), "host certificate file (used when present)");
     let config = Arc::new(ConfigStore::new(host_key, opts.limits(), cert_path));
     let shared = Arc::new(Shared {
         keys: KeyStore::new(opts.dir.join("authorized_keys")),

@@ -3,7 +3,8 @@
 //! ServiceAccount token (so only the manifests' RBAC lets it read that Secret) against a
 //! real kube-apiserver, certifies each session's host key for its hostname and publishes
 //! the certificate and one `@cert-authority` line on the pod. The real `ssh-keygen -L`
-//! reads the certificate; the apiserver accepts the certificate's downward-API volume.
+//! reads the certificate; the apiserver accepts the certificate's downward-API volume; the
+//! pod run in the sandbox serves it, and the real `ssh` logs in with only the CA line.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic
 
 use std::collections::BTreeMap;
@@ -15,8 +16,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
-use session_ssh_tests::cluster::wait_for;
 use session_ssh_tests::cluster::webhook::{NAMESPACE, Platform, Tls, WebhookCluster, is_injected};
+use session_ssh_tests::cluster::{self, wait_for};
+use session_ssh_tests::injected::InjectedSession;
 
 const CA_SECRET: &str = "session-ssh-host-ca";
 const CERT: &str = "session-ssh.io/host-certificate";
@@ -34,6 +36,12 @@ fn hub_pod(name: &str, user: &str) -> Pod {
     labels.insert("hub.jupyter.org/username".into(), user.into());
     labels.insert("hub.jupyter.org/servername".into(), String::new());
     pod
+}
+
+fn init_sshd_bin() -> std::path::PathBuf {
+    std::env::var_os("INIT_SSHD_BIN")
+        .map(|p| session_ssh_tests::repo_root().join(p))
+        .unwrap_or_else(|| session_ssh_tests::repo_root().join("target/debug/init-sshd"))
 }
 
 fn keygen(args: &[&str], path: &Path) -> String {
@@ -212,6 +220,52 @@ async fn sessions_get_host_certificates_from_the_ca_secret() {
         "the published line matches the hostname"
     );
     assert!(wc.webhook_log().contains("host certificate signed"));
+
+    // The pod as a kubelet would run it now: the downward-API file holds the annotation,
+    // mounted in DIR/host-cert where serve looks. One CA line, no pinned key, logs in.
+    let annotated = pods.get("jupyter-alice").await.unwrap();
+    let secrets = cluster::mounted_secrets(&client, &ns, &annotated)
+        .await
+        .unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let session = InjectedSession::launch(
+        &hub_pod("jupyter-alice", "alice"),
+        annotated,
+        &init_sshd_bin(),
+        run.path(),
+        secrets,
+        0,
+    )
+    .unwrap();
+    // (The volume's directory on this host; in the container it is DIR/host-cert.)
+    let cert_vol = session.sandbox.volume_dir("session-ssh-host-cert").unwrap();
+    let served = std::fs::read_to_string(cert_vol.join("ssh_host_ed25519_key-cert.pub")).unwrap();
+    assert_eq!(served.trim(), cert);
+    std::fs::write(&session.known_hosts, format!("{authority}\n")).unwrap();
+    let ssh_as = |alias: &str| {
+        Command::new("ssh")
+            .args(session.ssh_opts())
+            .args(["-o", &format!("HostKeyAlias={alias}")])
+            .arg("jovyan@127.0.0.1")
+            .arg("echo certified")
+            .output()
+            .unwrap()
+    };
+    let ok = ssh_as("alice.ssh.example.org");
+    assert!(
+        ok.status.success() && String::from_utf8_lossy(&ok.stdout) == "certified\n",
+        "{}\n{}",
+        String::from_utf8_lossy(&ok.stderr),
+        std::fs::read_to_string(session.dir.join("init-sshd.log")).unwrap_or_default()
+    );
+    let other = ssh_as("bob.ssh.example.org");
+    assert!(!other.status.success(), "bob's name must not be accepted");
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("not a listed principal"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    drop(session);
 
     // A restart of the webhook keeps the certificate (still good: not re-signed).
     wc.start_webhook().await.unwrap();

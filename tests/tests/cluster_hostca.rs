@@ -119,6 +119,15 @@ async fn sessions_get_host_certificates_from_the_ca_secret() {
         .await
         .unwrap();
 
+    // A session admitted before the CA is configured: its server has no certificate file.
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    wc.wait_active(&ns, &hub_pod("probe", "probe"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &hub_pod("jupyter-early", "early"))
+        .await
+        .unwrap();
+
     // The config: the CA, and the hostname users type.
     let path = wc.work.path().join("config.yaml");
     let base = std::fs::read_to_string(&path).unwrap();
@@ -139,7 +148,6 @@ async fn sessions_get_host_certificates_from_the_ca_secret() {
         .await
         .unwrap();
 
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let stored = pods
         .create(&PostParams::default(), &hub_pod("jupyter-alice", "alice"))
         .await
@@ -220,6 +228,24 @@ async fn sessions_get_host_certificates_from_the_ca_secret() {
         "the published line matches the hostname"
     );
     assert!(wc.webhook_log().contains("host certificate signed"));
+    // The early session is reconciled (its connection info is there) but not certified:
+    // a certificate its server never presents would only mislead.
+    let early = wait_for("the early pod's connection info", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("jupyter-early").await?;
+            let a = annotations(&p);
+            Ok((a.get("session-ssh.io/ssh-host").map(String::as_str)
+                == Some("early.ssh.example.org"))
+            .then_some(a))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !early.contains_key(CERT) && !early.contains_key(AUTHORITY),
+        "{early:?}"
+    );
 
     // The pod as a kubelet would run it now: the downward-API file holds the annotation,
     // mounted in DIR/host-cert where serve looks. One CA line, no pinned key, logs in.

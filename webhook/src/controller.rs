@@ -251,15 +251,24 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
         wanted.insert(crate::hostkey::KNOWN_HOSTS.to_owned(), line);
     }
     let mut patch_annotations: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    // Certificates only for pods whose server reads them (admitted while a CA was
+    // configured); a CA turned off withdraws them.
+    let delivers = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| v.name == crate::hostca::VOLUME);
     match &ctx.ca {
-        Some(src) => {
+        Some(src) if delivers => {
             if let Some(key) = &published {
                 let req = cert_request(&pod, &ns, &svc_name, &endpoint, cfg);
                 wanted.extend(certify(&ctx, src, &pod, key, &req).await);
             }
         }
-        None => {
-            // CA turned off: certificates left from before must not linger.
+        _ => {
+            if ctx.ca.is_some() {
+                debug!(%ns, pod = %name, "admitted before the host CA was configured; no certificate until restarted");
+            }
             for k in [crate::hostca::CERTIFICATE, crate::hostca::CERT_AUTHORITY] {
                 if pod.annotations().contains_key(k) {
                     patch_annotations.insert(k.to_owned(), serde_json::Value::Null);
@@ -378,7 +387,8 @@ fn cert_request(
 }
 
 /// The certificate and CA annotations for a pod: the current certificate kept while it
-/// is still good, else a new one. Empty when there is no usable CA or signing fails
+/// is still good, else a new one. Any good certificate is kept, not only one this
+/// replica signed, so replicas that both signed converge on whichever was written last. Empty when there is no usable CA or signing fails
 /// (logged; users who pinned the key are not affected).
 async fn certify(
     ctx: &Ctx,

@@ -315,6 +315,15 @@ impl CaSource {
             }
         };
         if let Ok(mut guard) = self.cache.lock() {
+            let before = guard
+                .as_ref()
+                .and_then(|(_, c)| c.as_ref().map(|c| c.public.clone()));
+            if let Some(c) = &ca
+                && before.as_deref() != Some(c.public_line())
+            {
+                // Once per new CA key: what admins hand to users.
+                tracing::info!(secret = %self.secret(), public = %c.public_line(), "host CA loaded");
+            }
             *guard = Some((Instant::now(), ca.clone()));
         }
         ca

@@ -250,6 +250,9 @@ yaml.safe_dump_all(docs, sys.stdout)' "$f" >"$dir/dry.yaml"
     can no watch secrets -n jhub;  can no create secrets -n renku;  can no get secrets -n renku
     can no get secrets -n kube-system
     can no delete secrets/session-ssh-webhook-tls -n session-ssh
+    # The optional host CA (hostKeys.ca): read its one Secret, nothing else there.
+    can yes get secrets/session-ssh-host-ca -n session-ssh
+    can no update secrets/session-ssh-host-ca -n session-ssh;  can no list secrets -n session-ssh
     stop_controlplane
     echo "  real kube-apiserver: manifests/ applied ($n objects stored), webhook pod admitted under Pod Security restricted, $dry overlays accepted by dry run, $asked RBAC questions as the webhook's ServiceAccount"
     return $bad

@@ -187,9 +187,11 @@ COMMON_GRANTS = {
     for v in ("get", "create", "patch", "delete")
 }
 HOST_KEY_VERBS = {"get", "list", "create", "delete"}
+# The Secret the documented hostKeys.ca.secretName names (README, manifests/base/rbac.yaml).
+HOST_CA_SECRET = "session-ssh-host-ca"
 
 
-def check_rbac(name: str, objs: list[dict], sa: tuple[str, str], self_managed: dict | None) -> None:
+def check_rbac(name: str, objs: list[dict], sa: tuple[str, str], ns: str, self_managed: dict | None) -> None:
     grants = rbac_grants(objs, sa)
     got_cluster = {(g, r, v) for (s, g, r, v, n) in grants if s == "cluster" and n == "*"
                    and r != "secrets"}
@@ -211,6 +213,11 @@ def check_rbac(name: str, objs: list[dict], sa: tuple[str, str], self_managed: d
         if verbs != HOST_KEY_VERBS:
             err(name, f"host-key Secret verbs in {s} are {sorted(verbs)}, want {sorted(HOST_KEY_VERBS)}")
     named = {(s, g, r, v, n) for (s, g, r, v, n) in grants if n != "*"}
+    # Optional host CA (hostKeys.ca): get on the one CA Secret, by name, in the webhook's namespace.
+    host_ca = ("ns:" + ns, "", "secrets", "get", HOST_CA_SECRET)
+    if host_ca not in named:
+        err(name, f"missing the host CA grant {host_ca}")
+    named.discard(host_ca)
     if self_managed:
         want = {("ns:" + self_managed["ns"], "", "secrets", v, self_managed["secret"]) for v in ("get", "update", "patch")} | {
             ("cluster", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", v, self_managed["mwc"]) for v in ("get", "patch")}
@@ -325,7 +332,7 @@ def check(name: str, objs: list[dict], check_config_bin: str | None) -> None:
             err(name, "self-managed TLS writes its files into an emptyDir")
         if certs:
             err(name, "self-managed TLS and cert-manager Certificates in one install")
-        check_rbac(name, objs, sa, {"ns": s_ns, "secret": s_name, "mwc": mwc["metadata"]["name"]})
+        check_rbac(name, objs, sa, ns, {"ns": s_ns, "secret": s_name, "mwc": mwc["metadata"]["name"]})
     else:
         ann = (mwc["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from", "")
         cert = next((o for o in certs if f"{o['metadata']['namespace']}/{o['metadata']['name']}" == ann), None)
@@ -336,7 +343,7 @@ def check(name: str, objs: list[dict], check_config_bin: str | None) -> None:
                 err(name, f"{kn(cert)}: dnsNames must be exactly {sans}")
             if ((tls_vol or {}).get("secret") or {}).get("secretName") != cert["spec"]["secretName"]:
                 err(name, f"{kn(dep)}: the TLS volume must be Secret {cert['spec']['secretName']}")
-        check_rbac(name, objs, sa, None)
+        check_rbac(name, objs, sa, ns, None)
 
     # The webhook's config, as the pod will read it.
     cm_name = ((vols.get("config") or {}).get("configMap") or {}).get("name")
@@ -417,6 +424,10 @@ MUTATIONS = [
     ("wildcard", lambda o: add_rule(o, {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]}), "wildcard"),
     ("secrets list everywhere", lambda o: add_rule(o, {"apiGroups": [""], "resources": ["secrets"],
                                                         "verbs": ["update"]}), "Secret verbs"),
+    ("host CA by name", lambda o: find(o, "Role", "session-ssh-webhook-host-ca")["rules"][0].update(
+        resourceNames=["other"]), "host CA grant"),
+    ("host CA verbs", lambda o: find(o, "Role", "session-ssh-webhook-host-ca")["rules"][0].update(
+        verbs=["get", "list"]), "session-ssh-host-ca"),
     ("pdb", lambda o: find(o, "PodDisruptionBudget")["spec"].update(minAvailable=0), "minAvailable"),
     ("selector", lambda o: find(o, "Service")["spec"].update(selector={"app": "x"}), "does not select"),
 ]

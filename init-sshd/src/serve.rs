@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::server::authkeys::KeyStore;
-use crate::server::config::{self, Limits};
+use crate::server::config::Limits;
+use crate::server::hostcert::{self, ConfigStore};
 use crate::server::policy::ConnInfo;
 use crate::server::{Conn, Shared};
 use crate::user::User;
@@ -68,6 +69,11 @@ pub struct ServeOpts {
     /// Keepalive interval in seconds; 4 unanswered ones drop the connection.
     #[arg(long, env = "INIT_SSHD_KEEPALIVE_SECS", default_value_t = 30)]
     pub keepalive_secs: u64,
+    /// Host certificate (OpenSSH `-cert.pub`) presented to clients that trust a host CA;
+    /// re-read when it changes, ignored unless it certifies the host key. Default
+    /// DIR/host-cert/ssh_host_ed25519_key-cert.pub (where the webhook mounts it).
+    #[arg(long, env = "INIT_SSHD_HOST_CERT")]
+    pub host_cert: Option<PathBuf>,
     /// SSH inside TLS (issue 6): --tls-listen, --tls-handshake-secs.
     #[command(flatten)]
     pub tls: crate::tls::TlsOpts,
@@ -97,7 +103,12 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
     let host_fp = host_key
         .public_key()
         .fingerprint(russh::keys::HashAlg::Sha256);
-    let config = Arc::new(config::build(host_key, &opts.limits()));
+    let cert_path = opts
+        .host_cert
+        .clone()
+        .unwrap_or_else(|| opts.dir.join(hostcert::FILE));
+    tracing::debug!(host_cert = %cert_path.display(), "host certificate file (used when present)");
+    let config = Arc::new(ConfigStore::new(host_key, opts.limits(), cert_path));
     let shared = Arc::new(Shared {
         keys: KeyStore::new(opts.dir.join("authorized_keys")),
         user: User::current(),
@@ -129,7 +140,7 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
                 peer,
                 info,
                 id,
-                config.clone(),
+                config.current(),
                 shared.clone(),
                 gate.clone(),
                 permit,
@@ -161,7 +172,7 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
             sock,
             peer,
             id,
-            config.clone(),
+            config.current(),
             shared.clone(),
             gate.clone(),
             permit,
@@ -281,6 +292,7 @@ mod tests {
         assert_eq!(l.keepalive_interval, Some(Duration::from_secs(30)));
         assert_eq!(l.idle_timeout, None);
         assert_eq!(l.max_auth_attempts, 6);
+        assert_eq!(o.host_cert, None);
     }
 
     #[test]

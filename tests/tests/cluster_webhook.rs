@@ -601,6 +601,26 @@ async fn webhook_service_account_gets_exactly_the_manifests_rights() {
         ("watch", "", "secrets", "", "jhub", "", false),
         ("get", "", "secrets", "", NAMESPACE, TLS_SECRET, true),
         ("update", "", "secrets", "", NAMESPACE, TLS_SECRET, true),
+        // The optional host CA: read that one Secret, never change or list CA keys.
+        (
+            "get",
+            "",
+            "secrets",
+            "",
+            NAMESPACE,
+            "session-ssh-host-ca",
+            true,
+        ),
+        (
+            "update",
+            "",
+            "secrets",
+            "",
+            NAMESPACE,
+            "session-ssh-host-ca",
+            false,
+        ),
+        ("list", "", "secrets", "", NAMESPACE, "", false),
         (
             "patch",
             "admissionregistration.k8s.io",

@@ -6,6 +6,9 @@
 //! `openssl s_client -quiet -verify_quiet -connect ROUTER -servername %h` and reaches each
 //! session by its hostname, which the host key proves (StrictHostKeyChecking=yes).
 //!
+//! Also the optional host CA: certificates from the real `ssh-keygen -s` and one
+//! `@cert-authority` line trusting both sessions.
+//!
 //! Needs Debian: openssh-client, openssl, nginx, libnginx-mod-stream, bubblewrap, util-linux.
 
 // Test helpers: a panic with a message is the failure report.
@@ -357,4 +360,152 @@ fn a_tls_port_that_cannot_be_bound_leaves_plain_ssh_serving() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(s.exec_ok("echo still-ok"), "still-ok\n");
+}
+
+/// Signs `host_pub` (a session's `ssh_host_ed25519_key.pub`) with the real
+/// `ssh-keygen -s CA -h` for `principal`, and puts the certificate where `init-sshd serve`
+/// looks by default (`DIR/host-cert/`), replaced by rename as the kubelet does.
+fn install_host_cert(ca: &std::path::Path, s: &Sshd, host_pub: &std::path::Path, principal: &str) {
+    let work = ca.parent().expect("ca dir");
+    let tmp = work.join(format!("for-{principal}.pub"));
+    fs::copy(host_pub, &tmp).expect("copy host pub");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(ca)
+        .args([
+            "-h",
+            "-I",
+            &format!("e2e {principal}"),
+            "-n",
+            principal,
+            "-V",
+            "-5m:+1h",
+        ])
+        .arg(&tmp)
+        .output()
+        .expect("ssh-keygen -s");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert = work.join(format!("for-{principal}-cert.pub"));
+    let dir = s.dir.join("host-cert");
+    fs::create_dir_all(&dir).expect("host-cert dir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let staged = dir.join(".staged");
+    fs::copy(&cert, &staged).expect("stage cert");
+    fs::set_permissions(&staged, fs::Permissions::from_mode(0o644)).expect("chmod");
+    fs::rename(&staged, dir.join("ssh_host_ed25519_key-cert.pub")).expect("rename cert");
+}
+
+/// Issue 6, host CA: certificates made by the real `ssh-keygen -s` appear in the running
+/// servers' `DIR/host-cert/`; then one `@cert-authority` line (the form the controller
+/// publishes) trusts both sessions behind the router with StrictHostKeyChecking=yes, a
+/// certificate for another name is refused, and users who pinned the plain key are
+/// unaffected.
+#[test]
+fn one_cert_authority_line_trusts_every_session_behind_the_router() {
+    let ing = Ingress::start();
+    let work = ing.a.root.join("host-ca");
+    fs::create_dir_all(&work).expect("ca dir");
+    let ca = work.join("ca");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "e2e-host-ca", "-f"])
+        .arg(&ca)
+        .output()
+        .expect("ssh-keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ca_pub = fs::read_to_string(work.join("ca.pub")).expect("ca.pub");
+    let ca_pub = ca_pub.trim();
+    let pub_of = |s: &Sshd| s.dir.join("ssh_host_ed25519_key.pub");
+
+    // Before any certificate: the CA line alone trusts nothing.
+    let ca_only = |pattern: &str| {
+        fs::write(
+            &ing.known_hosts,
+            format!("@cert-authority {pattern} {ca_pub}\n"),
+        )
+        .expect("known_hosts");
+    };
+    ca_only("*.ssh.test");
+    let out = ing.ssh(A, "true");
+    assert_eq!(out.code(), Some(255), "{}", ing.diag(&out));
+    assert!(
+        out.stderr_str().contains("Host key verification failed"),
+        "{}",
+        ing.diag(&out)
+    );
+
+    // Certificates arrive while the servers run (no restart).
+    install_host_cert(&ca, &ing.a, &pub_of(&ing.a), A);
+    install_host_cert(&ca, &ing.b, &pub_of(&ing.b), B);
+    assert_eq!(ing.ssh_ok(A, "cat ~/whoami.txt"), "session-a\n");
+    assert_eq!(ing.ssh_ok(B, "cat ~/whoami.txt"), "session-b\n");
+    for s in [&ing.a, &ing.b] {
+        assert!(s.logs().contains("host certificate loaded"), "{}", s.logs());
+    }
+    // It really was the certificate that was checked.
+    let mut c = Command::new("ssh");
+    c.arg("-v").arg("-F").arg(&ing.config).arg(A).arg("true");
+    c.env_remove("SSH_AUTH_SOCK");
+    let out = run::run(&mut c, b"", T);
+    assert!(out.success(), "{}", ing.diag(&out));
+    assert!(
+        out.stderr_str()
+            .contains("Server host certificate: ssh-ed25519-cert-v01@openssh.com")
+            && out
+                .stderr_str()
+                .contains("matches the ED25519-CERT host certificate"),
+        "{}",
+        out.stderr_str()
+    );
+
+    // The form the controller publishes also names `[host]:port` (what ssh looks up for
+    // `Port 443` in its ssh-config block, or a NodePort), with and without that port.
+    ca_only("*.ssh.test,[*.ssh.test]:*");
+    for port in ["22", "443", "30022"] {
+        for host in [A, B] {
+            let mut c = Command::new("ssh");
+            c.arg("-F")
+                .arg(&ing.config)
+                .args(["-p", port])
+                .arg(host)
+                .arg("true");
+            c.env_remove("SSH_AUTH_SOCK");
+            let out = run::run(&mut c, b"", T);
+            assert!(out.success(), "{host} port {port}: {}", ing.diag(&out));
+        }
+    }
+
+    // A certificate for another hostname is refused (b's name on a's key).
+    install_host_cert(&ca, &ing.a, &pub_of(&ing.a), B);
+    let out = ing.ssh(A, "true");
+    assert_eq!(out.code(), Some(255), "{}", ing.diag(&out));
+    assert!(
+        out.stderr_str().contains("Host key verification failed")
+            && out.stderr_str().contains("name is not a listed principal"),
+        "{}",
+        ing.diag(&out)
+    );
+    // The plain pinned key keeps working while a certificate is presented.
+    ing.trust(&[(A, &ing.a), (B, &ing.b)]);
+    assert_eq!(ing.ssh_ok(A, "cat ~/whoami.txt"), "session-a\n");
+    assert_eq!(ing.ssh_ok(B, "cat ~/whoami.txt"), "session-b\n");
+
+    // A certificate of another key (b's, put into a) is not served at all.
+    install_host_cert(&ca, &ing.a, &pub_of(&ing.b), A);
+    assert_eq!(ing.ssh_ok(A, "echo pinned-ok"), "pinned-ok\n");
+    assert!(
+        ing.a.logs().contains("host certificate ignored"),
+        "{}",
+        ing.a.logs()
+    );
+    ca_only("*.ssh.test,[*.ssh.test]:*");
+    let out = ing.ssh(A, "true");
+    assert_eq!(out.code(), Some(255), "{}", ing.diag(&out));
 }

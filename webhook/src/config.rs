@@ -122,6 +122,28 @@ pub struct HostKeys {
     /// Delete a host-key Secret no pod has mounted for this long (measured by the running
     /// webhook: a restart only delays deletion). Default 2592000 (30 days); null keeps them.
     pub delete_unused_after_seconds: Option<u64>,
+    /// Optional host CA that certifies each session's host key for its hostname.
+    pub ca: HostCa,
+}
+
+/// A host certificate authority (off by default): the controller signs each session's
+/// host key for its hostname, so one `@cert-authority` line in a user's known_hosts
+/// trusts every session. The CA key is made by the admin; the webhook only reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HostCa {
+    /// Secret holding the CA's OpenSSH private key under the key `host_ca_key`.
+    /// Default null: no CA, no certificates.
+    pub secret_name: Option<String>,
+    /// Namespace of that Secret. Default null: the webhook's own (env `POD_NAMESPACE`).
+    pub namespace: Option<String>,
+    /// Lifetime of a host certificate; the controller signs a new one when less than a
+    /// third is left. Default 2592000 (30 days).
+    pub validity_seconds: u64,
+    /// Host pattern of the published `@cert-authority` line, e.g. `*.ssh.example.org`.
+    /// Default null: `*` and the literal tail of `ingress.hostTemplate` after its last
+    /// placeholder's label, or `*.svc` without a template in mode `none`.
+    pub host_pattern: Option<String>,
 }
 
 /// How a session is exposed: the Service the controller applies per injected pod, and
@@ -452,6 +474,12 @@ impl Config {
                 identity_labels,
                 owner_fallback: true,
                 delete_unused_after_seconds: Some(30 * 24 * 3600),
+                ca: HostCa {
+                    secret_name: None,
+                    namespace: None,
+                    validity_seconds: 30 * 24 * 3600,
+                    host_pattern: None,
+                },
             },
         }
     }
@@ -626,6 +654,9 @@ impl Config {
                 "hostKeys.deleteUnusedAfterSeconds",
                 "must be at least 1 (null keeps Secrets)".into(),
             );
+        }
+        if let Err((p, r)) = crate::hostca::check_config(self) {
+            return err(p, r);
         }
         for (i, k) in self.host_keys.identity_labels.iter().enumerate() {
             if !crate::naming::is_qualified_name(k) {

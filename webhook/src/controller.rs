@@ -57,6 +57,8 @@ struct Ctx {
     /// Events on the pod (`kubectl describe pod`) when its connection info changes.
     recorder: Recorder,
     config: Arc<Config>,
+    /// The host CA, when `hostKeys.ca` names one.
+    ca: Option<crate::hostca::CaSource>,
     /// Consecutive failures per pod UID, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -94,9 +96,14 @@ pub async fn run(client: Client, config: Arc<Config>) {
         // The Deployment sets POD_NAME (downward API): which replica acted.
         instance: std::env::var("POD_NAME").ok(),
     };
+    let ca = crate::hostca::CaSource::from_config(&config.host_keys.ca);
+    if let Some(src) = &ca {
+        info!(secret = %src.secret(), pattern = ?crate::hostca::host_pattern(&config), "host CA configured");
+    }
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), reporter),
         client,
+        ca,
         config,
         failures: Mutex::new(HashMap::new()),
     });
@@ -237,17 +244,47 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
     };
     let mut wanted = routes::annotations(&alias, &endpoint);
     // The session's stable host key, so users can pin it (no trust on first use).
-    if let Some(key) = crate::hostkey::published_key(ctx.client.clone(), &pod, &cfg.host_keys).await
-        && let Some(line) = crate::hostkey::known_hosts_line(&endpoint.host, endpoint.port, &key)
+    let published = crate::hostkey::published_key(ctx.client.clone(), &pod, &cfg.host_keys).await;
+    if let Some(key) = &published
+        && let Some(line) = crate::hostkey::known_hosts_line(&endpoint.host, endpoint.port, key)
     {
         wanted.insert(crate::hostkey::KNOWN_HOSTS.to_owned(), line);
     }
+    let mut patch_annotations: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    // Certificates only for pods whose server reads them (admitted while a CA was
+    // configured); a CA turned off withdraws them.
+    let delivers = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| v.name == crate::hostca::VOLUME);
+    match &ctx.ca {
+        Some(src) if delivers => {
+            if let Some(key) = &published {
+                let req = cert_request(&pod, &ns, &svc_name, &endpoint, cfg);
+                wanted.extend(certify(&ctx, src, &pod, key, &req).await);
+            }
+        }
+        _ => {
+            if ctx.ca.is_some() {
+                debug!(%ns, pod = %name, "admitted before the host CA was configured; no certificate until restarted");
+            }
+            for k in [crate::hostca::CERTIFICATE, crate::hostca::CERT_AUTHORITY] {
+                if pod.annotations().contains_key(k) {
+                    patch_annotations.insert(k.to_owned(), serde_json::Value::Null);
+                }
+            }
+        }
+    }
     let current = pod.annotations();
-    if wanted.iter().any(|(k, v)| current.get(k) != Some(v)) {
+    if !patch_annotations.is_empty() || wanted.iter().any(|(k, v)| current.get(k) != Some(v)) {
         let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns);
+        for (k, v) in &wanted {
+            patch_annotations.insert(k.clone(), json!(v));
+        }
         // A merge patch of our annotations only; the uid precondition keeps it off a
         // newer pod of the same name.
-        let patch = json!({"metadata": {"uid": uid, "annotations": wanted}});
+        let patch = json!({"metadata": {"uid": uid, "annotations": patch_annotations}});
         pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(kube("annotate pod"))?;
@@ -323,6 +360,70 @@ async fn sync_routes(
         }
     }
     Ok(())
+}
+
+/// What the host certificate of a pod must say: valid for the hostname users connect
+/// to and the Service's cluster DNS name; the key id names the pod and its identity.
+fn cert_request(
+    pod: &Pod,
+    ns: &str,
+    svc_name: &str,
+    endpoint: &routes::Endpoint,
+    cfg: &Config,
+) -> crate::hostca::CertRequest {
+    let mut principals = vec![endpoint.host.clone()];
+    let cluster_name = format!("{svc_name}.{ns}.svc");
+    if !principals.contains(&cluster_name) {
+        principals.push(cluster_name);
+    }
+    let identity = crate::hostkey::identity(pod, &cfg.host_keys)
+        .map(|i| i.display)
+        .unwrap_or_default();
+    crate::hostca::CertRequest {
+        principals,
+        key_id: format!("session-ssh {ns}/{} {identity}", pod.name_any()),
+        validity: cfg.host_keys.ca.validity_seconds,
+    }
+}
+
+/// The certificate and CA annotations for a pod: the current certificate kept while it
+/// is still good, else a new one. Any good certificate is kept, not only one this
+/// replica signed, so replicas that both signed converge on whichever was written last. Empty when there is no usable CA or signing fails
+/// (logged; users who pinned the key are not affected).
+async fn certify(
+    ctx: &Ctx,
+    src: &crate::hostca::CaSource,
+    pod: &Pod,
+    host_public: &str,
+    req: &crate::hostca::CertRequest,
+) -> Vec<(String, String)> {
+    use crate::hostca::{CERT_AUTHORITY, CERTIFICATE};
+    let Some(ca) = src.get(ctx.client.clone()).await else {
+        return Vec::new();
+    };
+    let now = crate::hostca::unix_now();
+    let cert = match pod.annotations().get(CERTIFICATE) {
+        Some(c) if ca.still_good(c, host_public, req, now) => c.clone(),
+        _ => match ca.sign(host_public, req, now) {
+            Ok(c) => {
+                info!(namespace = ?pod.namespace(), pod = %pod.name_any(), principals = ?req.principals,
+                    validity_s = req.validity, "host certificate signed");
+                c
+            }
+            Err(err) => {
+                warn!(namespace = ?pod.namespace(), pod = %pod.name_any(), error = %err, "host certificate not signed");
+                return Vec::new();
+            }
+        },
+    };
+    let mut out = vec![(CERTIFICATE.to_owned(), cert)];
+    if let Some(pattern) = crate::hostca::host_pattern(&ctx.config) {
+        out.push((
+            CERT_AUTHORITY.to_owned(),
+            crate::hostca::authority_line(&pattern, &ca),
+        ));
+    }
+    out
 }
 
 impl Ctx {

@@ -4,6 +4,7 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod hostca;
 pub mod hostkey;
 pub mod inject;
 pub mod keys;

@@ -73,6 +73,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig(args) => {
             let cfg = Config::load(&args.config)?;
             print!("{}", cfg.to_yaml());
+            if cfg.host_keys.ca.secret_name.is_some() {
+                // The derived pattern is not a field; a comment keeps the output valid YAML.
+                let pattern = session_ssh_webhook::hostca::host_pattern(&cfg);
+                println!(
+                    "# published: @cert-authority {p},[{p}]:* <the CA's public key>",
+                    p = pattern.unwrap_or_default()
+                );
+            }
         }
     }
     Ok(())

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tracing::debug;
 
 use crate::config::Config;
+use crate::hostca;
 use crate::hostkey::{self, SecretRef};
 use crate::keys::{self, KeyPlan};
 use crate::naming;
@@ -258,6 +259,18 @@ pub fn mutate_with(pod: &Pod, cfg: &Config, id: SessionId) -> Mutation {
             "secret": { "secretName": r.name, "optional": true },
         }));
     }
+    // With a host CA, the controller's certificate annotation reaches serve as a file the
+    // kubelet keeps current (a subPath mount would never be refreshed).
+    let host_cert = host_key.is_some() && cfg.host_keys.ca.secret_name.is_some();
+    if host_cert {
+        volumes.push(json!({
+            "name": hostca::VOLUME,
+            "downwardAPI": { "items": [{
+                "path": hostca::FILE,
+                "fieldRef": { "fieldPath": format!("metadata.annotations['{}']", hostca::CERTIFICATE) },
+            }]},
+        }));
+    }
     append_all(
         &mut ops,
         &["spec", "volumes"],
@@ -281,7 +294,17 @@ pub fn mutate_with(pod: &Pod, cfg: &Config, id: SessionId) -> Mutation {
         &mut ops,
         &[&base[..], &["volumeMounts"]].concat(),
         session.volume_mounts.is_some(),
-        vec![json!({ "name": VOLUME, "mountPath": cfg.mount_path })],
+        {
+            let mut mounts = vec![json!({ "name": VOLUME, "mountPath": cfg.mount_path })];
+            if host_cert {
+                mounts.push(json!({
+                    "name": hostca::VOLUME,
+                    "mountPath": format!("{}/{}", cfg.mount_path.trim_end_matches('/'), hostca::DIR),
+                    "readOnly": true,
+                }));
+            }
+            mounts
+        },
     );
     let mut ports =
         vec![json!({ "name": PORT_SSH, "containerPort": cfg.ports.ssh, "protocol": "TCP" })];

@@ -718,3 +718,72 @@ fn injecting_a_previously_skipped_pod_drops_the_stale_reason() {
     assert_eq!(ann(&out, STATUS), Some("injected"));
     assert_eq!(ann(&out, REASON), None);
 }
+
+#[test]
+fn host_ca_adds_the_certificate_file_to_the_session_container_only() {
+    let mut p = jupyterhub("alice");
+    // A stable identity, so the pod has a host key to certify.
+    p.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("hub.jupyter.org/servername".into(), String::new());
+    // Off by default: no certificate volume.
+    let out = apply(&p, &mutate(&p, &cfg(Platform::Jupyterhub)));
+    let spec = out.spec.as_ref().unwrap();
+    assert!(
+        !spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == hostca::VOLUME)
+    );
+
+    let mut c = cfg(Platform::Jupyterhub);
+    c.host_keys.ca.secret_name = Some("session-ssh-host-ca".into());
+    let out = apply(&p, &mutate(&p, &c));
+    let spec = out.spec.as_ref().unwrap();
+    let vol = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == hostca::VOLUME)
+        .expect("certificate volume");
+    let items = vol.downward_api.as_ref().unwrap().items.as_ref().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].path, "ssh_host_ed25519_key-cert.pub");
+    assert_eq!(
+        items[0].field_ref.as_ref().unwrap().field_path,
+        "metadata.annotations['session-ssh.io/host-certificate']"
+    );
+    let session = &spec.containers[0];
+    let mount = session
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == hostca::VOLUME)
+        .expect("mounted into the session container");
+    // Where `init-sshd serve --dir /opt/session-ssh` looks by default.
+    assert_eq!(mount.mount_path, "/opt/session-ssh/host-cert");
+    assert_eq!(mount.read_only, Some(true));
+    assert!(
+        !init(&out)
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == hostca::VOLUME)
+    );
+
+    // Without a stable host key there is nothing to certify.
+    c.host_keys.enabled = false;
+    let out = apply(&p, &mutate(&p, &c));
+    assert!(
+        !out.spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == hostca::VOLUME)
+    );
+}

@@ -22,8 +22,15 @@ pub const SSH_PORT: &str = "session-ssh.io/ssh-port";
 /// Annotation: a ready `Host` block for `~/.ssh/config`.
 pub const SSH_CONFIG: &str = "session-ssh.io/ssh-config";
 /// Every annotation the controller writes on a pod.
-pub const CONNECTION_ANNOTATIONS: [&str; 4] =
-    [SSH_HOST, SSH_PORT, SSH_CONFIG, crate::hostkey::KNOWN_HOSTS];
+/// All of them describe the current address, so they are withdrawn together.
+pub const CONNECTION_ANNOTATIONS: [&str; 6] = [
+    SSH_HOST,
+    SSH_PORT,
+    SSH_CONFIG,
+    crate::hostkey::KNOWN_HOSTS,
+    crate::hostca::CERTIFICATE,
+    crate::hostca::CERT_AUTHORITY,
+];
 
 /// Why a host template cannot be rendered for a pod.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,6 +173,23 @@ pub fn check_host_template(t: &str) -> std::result::Result<(), String> {
         return Err("needs a placeholder, else every session gets the same host".to_owned());
     }
     Ok(())
+}
+
+/// The literal text after the template's last placeholder (`.ssh.example.org` of
+/// `{pod}.{namespace}.ssh.example.org`): what every rendered host ends with.
+pub fn template_tail(t: &str) -> Option<String> {
+    let pieces = parse_template(t).ok()?;
+    let last = pieces
+        .iter()
+        .rposition(|p| !matches!(p, Piece::Literal(_)))?;
+    let tail: String = pieces[last + 1..]
+        .iter()
+        .filter_map(|p| match p {
+            Piece::Literal(s) => Some(*s),
+            _ => None,
+        })
+        .collect();
+    (!tail.is_empty()).then_some(tail)
 }
 
 /// One DNS label of a host being rendered.

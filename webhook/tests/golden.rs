@@ -30,6 +30,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("edge-workload-deployment", "injected"),
     ("jupyterhub-alice", "injected"),
     ("jupyterhub-high-uid-readonly", "injected"),
+    ("jupyterhub-host-ca", "injected"),
     ("jupyterhub-poststart-exec", "injected"),
     (
         "jupyterhub-poststart-httpget",
@@ -323,7 +324,7 @@ fn kubespawner_fixtures_are_what_make_pod_generates() {
         n += 1;
     }
     assert_eq!(
-        n, 4,
-        "gen_kubespawner.py should write the 4 JupyterHub cases"
+        n, 5,
+        "gen_kubespawner.py should write the 5 JupyterHub cases"
     );
 }

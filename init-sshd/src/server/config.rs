@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
+use russh::keys::{Algorithm, Certificate, EcdsaCurve, HashAlg, PrivateKey};
 use russh::server::Config;
 use russh::{MethodKind, MethodSet, Preferred, cipher, compression, kex, mac};
 
@@ -88,8 +88,9 @@ pub fn user_key_algorithm_allowed(alg: &Algorithm) -> bool {
     KEY_ALGS.contains(alg) || matches!(alg, Algorithm::SkEd25519 | Algorithm::SkEcdsaSha2NistP256)
 }
 
-/// Build the russh configuration around the host key.
-pub fn build(host_key: PrivateKey, limits: &Limits) -> Config {
+/// Build the russh configuration around the host key and its certificates (presented
+/// only to clients that ask for a certificate algorithm).
+pub fn build(host_key: PrivateKey, limits: &Limits, certificates: Vec<Certificate>) -> Config {
     let mut methods = MethodSet::empty();
     methods.push(MethodKind::PublicKey);
     Config {
@@ -99,7 +100,7 @@ pub fn build(host_key: PrivateKey, limits: &Limits) -> Config {
         // The client's first "none" probe is not a guess; answer at once.
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key],
-        certificates: Vec::new(),
+        certificates,
         limits: russh::Limits::default(),
         // 2 MiB window and 32 KiB packets, like OpenSSH.
         window_size: 2 * 1024 * 1024,

@@ -5,6 +5,7 @@
 
 pub mod authkeys;
 pub mod config;
+pub mod hostcert;
 pub mod policy;
 
 use std::collections::HashMap;

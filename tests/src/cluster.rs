@@ -24,7 +24,7 @@ pub mod webhook;
 
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -437,6 +437,20 @@ pub async fn service_account_token(
         .map(|s| s.token)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| anyhow!("TokenRequest for {ns}/{name} returned no token"))
+}
+
+/// The real KubeSpawner pod (fixture `jupyterhub-alice`) as `user`'s server `server`
+/// (`""`: the default server), named `name`, for the namespace it is created in.
+pub fn hub_pod(name: &str, user: &str, server: &str) -> Result<Pod> {
+    let path = crate::repo_root().join("webhook/tests/fixtures/jupyterhub-alice.pod.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let mut pod: Pod = serde_yaml::from_str(&text)?;
+    pod.metadata.namespace = None;
+    pod.metadata.name = Some(name.to_owned());
+    let labels = pod.metadata.labels.get_or_insert_with(Default::default);
+    labels.insert("hub.jupyter.org/username".into(), user.into());
+    labels.insert("hub.jupyter.org/servername".into(), server.into());
+    Ok(pod)
 }
 
 /// What a kubelet would mount for `pod`: every Secret volume whose Secret exists,

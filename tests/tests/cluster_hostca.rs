@@ -27,21 +27,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The real KubeSpawner pod for `user` (default server).
 fn hub_pod(name: &str, user: &str) -> Pod {
-    let path =
-        session_ssh_tests::repo_root().join("webhook/tests/fixtures/jupyterhub-alice.pod.yaml");
-    let mut pod: Pod = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    pod.metadata.namespace = None;
-    pod.metadata.name = Some(name.to_owned());
-    let labels = pod.metadata.labels.get_or_insert_with(Default::default);
-    labels.insert("hub.jupyter.org/username".into(), user.into());
-    labels.insert("hub.jupyter.org/servername".into(), String::new());
-    pod
-}
-
-fn init_sshd_bin() -> std::path::PathBuf {
-    std::env::var_os("INIT_SSHD_BIN")
-        .map(|p| session_ssh_tests::repo_root().join(p))
-        .unwrap_or_else(|| session_ssh_tests::repo_root().join("target/debug/init-sshd"))
+    cluster::hub_pod(name, user, "").unwrap()
 }
 
 fn keygen(args: &[&str], path: &Path) -> String {
@@ -257,7 +243,7 @@ async fn sessions_get_host_certificates_from_the_ca_secret() {
     let session = InjectedSession::launch(
         &hub_pod("jupyter-alice", "alice"),
         annotated,
-        &init_sshd_bin(),
+        &session_ssh_tests::sshd::init_sshd_bin(),
         run.path(),
         secrets,
         0,

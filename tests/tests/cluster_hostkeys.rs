@@ -18,15 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// The real KubeSpawner pod, for `user` and `server`.
 fn hub_pod(name: &str, user: &str, server: &str) -> Pod {
-    let path =
-        session_ssh_tests::repo_root().join("webhook/tests/fixtures/jupyterhub-alice.pod.yaml");
-    let mut pod: Pod = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    pod.metadata.namespace = None;
-    pod.metadata.name = Some(name.to_owned());
-    let labels = pod.metadata.labels.get_or_insert_with(Default::default);
-    labels.insert("hub.jupyter.org/username".into(), user.into());
-    labels.insert("hub.jupyter.org/servername".into(), server.into());
-    pod
+    cluster::hub_pod(name, user, server).unwrap()
 }
 
 /// The host-key Secret the stored pod mounts, after checking how it is mounted.

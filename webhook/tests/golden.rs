@@ -213,19 +213,25 @@ fn every_expected_case_has_a_fixture() {
     }
 }
 
+/// A PyPI tool of the test suite: `env` (the test script sets it), else the repo's `.venv`
+/// that `scripts/setup.sh --tests` makes.
+fn tool(env: &str, name: &str) -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.venv/bin")
+        .join(name);
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .or_else(|| venv.exists().then_some(venv))
+}
+
 /// Strict schema validation of every fixture and golden output, with
 /// `KUBERNETES_VALIDATE` (the test script sets it) or else the repo's `.venv` that
 /// `scripts/setup.sh --tests` makes; once either is there, any failure fails the test.
 #[test]
 fn kubernetes_validate_strict() {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/kubernetes-validate");
-    let exe = match std::env::var_os("KUBERNETES_VALIDATE") {
-        Some(exe) => PathBuf::from(exe),
-        None if venv.exists() => venv,
-        None => {
-            eprintln!("KUBERNETES_VALIDATE not set and no .venv: strict schema validation not run");
-            return;
-        }
+    let Some(exe) = tool("KUBERNETES_VALIDATE", "kubernetes-validate") else {
+        eprintln!("KUBERNETES_VALIDATE not set and no .venv: strict schema validation not run");
+        return;
     };
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures())
         .unwrap()
@@ -288,16 +294,9 @@ fn kubernetes_validate_strict() {
 /// script, or the repo's `.venv`) gives the committed files byte for byte.
 #[test]
 fn kubespawner_fixtures_are_what_make_pod_generates() {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let python = match std::env::var_os("SESSION_SSH_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None if venv.exists() => venv,
-        None => {
-            eprintln!(
-                "SESSION_SSH_PYTHON not set and no .venv: KubeSpawner fixtures not regenerated"
-            );
-            return;
-        }
+    let Some(python) = tool("SESSION_SSH_PYTHON", "python") else {
+        eprintln!("SESSION_SSH_PYTHON not set and no .venv: KubeSpawner fixtures not regenerated");
+        return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(&python)

@@ -82,15 +82,16 @@ fn silent_peers_are_dropped_after_the_grace_time_and_never_lock_the_user_out() {
 #[test]
 fn an_authenticated_session_outlives_the_grace_time_and_frees_its_startup_slot() {
     let s = Builder::new()
-        .image_env("INIT_SSHD_LOGIN_GRACE_SECS", "2")
+        .image_env("INIT_SSHD_LOGIN_GRACE_SECS", "5")
         .image_env("INIT_SSHD_MAX_STARTUPS", "1")
         .start();
     // A logged-in session holds no startup slot: a second login works while it runs, and
     // the first is not cut at the grace time.
     let mut c = s.ssh();
-    c.arg(s.host()).arg("sleep 4; echo done");
+    c.arg(s.host()).arg("sleep 8; echo done");
     let long = thread::spawn(move || run(&mut c, b"", T));
-    thread::sleep(Duration::from_millis(1500));
+    // Well past its login (a slow machine included), well before its end.
+    thread::sleep(Duration::from_secs(3));
     assert_eq!(s.exec_ok("echo second"), "second\n");
     let out = long.join().expect("join");
     s.assert_ok(&out);

@@ -190,6 +190,9 @@ pub fn added_secret_volumes(before: &Pod, after: &Pod) -> Vec<String> {
             .and_then(|s| s.volumes.as_ref())
             .map(|v| {
                 v.iter()
+                    // The host-key Secret is the webhook's own, not a key source: left
+                    // out, it is an empty optional volume, as for a first session.
+                    .filter(|v| v.name != "session-ssh-host-key")
                     .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
                     .collect()
             })

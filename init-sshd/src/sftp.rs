@@ -444,9 +444,6 @@ impl russh_sftp::server::Handler for Sftp {
     }
 
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle> {
-        if self.handles.len() >= MAX_HANDLES {
-            return Err(Error::TooManyHandles);
-        }
         let path = self.path(&path);
         let cursor = blocking(move || DirCursor::open(path)).await?;
         let handle = self.insert(OpenHandle::Dir(Some(cursor)))?;

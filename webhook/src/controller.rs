@@ -388,8 +388,9 @@ fn cert_request(
 
 /// The certificate and CA annotations for a pod: the current certificate kept while it
 /// is still good, else a new one. Any good certificate is kept, not only one this
-/// replica signed, so replicas that both signed converge on whichever was written last. Empty when there is no usable CA or signing fails
-/// (logged; users who pinned the key are not affected).
+/// replica signed, so replicas that both signed converge on whichever was written last.
+/// Empty when there is no usable CA or signing fails (logged; users who pinned the key
+/// are not affected).
 async fn certify(
     ctx: &Ctx,
     src: &crate::hostca::CaSource,

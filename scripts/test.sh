@@ -21,9 +21,8 @@ stage() {
     echo "=== $name: ${dt}s"
 }
 
-musl=x86_64-unknown-linux-musl
-export CC_x86_64_unknown_linux_musl=musl-gcc
-export CARGO_TERM_COLOR=never
+# shellcheck source=scripts/test-env.sh
+. scripts/test-env.sh
 
 stage "setup (apt, musl, venv)" scripts/setup.sh --tests
 
@@ -51,13 +50,6 @@ wait_controlplane() {
     cat "$cp_log"
 }
 stage "control plane build (go)" wait_controlplane
-
-export INIT_SSHD_BIN=$root/target/$musl/release/init-sshd
-export SESSION_SSH_WEBHOOK_BIN=$root/target/$musl/release/session-ssh-webhook
-export SESSION_SSH_CERTS_BIN=$root/target/$musl/release/session-ssh-certs
-export SESSION_SSH_PYTHON=$root/.venv/bin/python
-export KUBERNETES_VALIDATE=$root/.venv/bin/kubernetes-validate
-export SESSION_SSH_CONTROLPLANE=$root/tests/controlplane/bin/controlplane
 
 stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
 stage "manifests" scripts/validate-manifests.sh

@@ -1,6 +1,6 @@
 //! The self-signed TLS certificate that wraps SSH on the TLS port (DIR/tls.crt, DIR/tls.key).
 //!
-//! Clients never verify it (`openssl s_client -quiet -verify_quiet`): an SNI router only reads
+//! Clients never verify it (`openssl s_client -quiet -no_ign_eof -nocommands -verify_quiet`): an SNI router only reads
 //! the ClientHello, and the SSH host key stays the trust anchor. So the certificate only has to
 //! exist, match its key and name the session; ECDSA P-256 keeps the handshake cheap.
 

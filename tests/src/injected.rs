@@ -162,7 +162,7 @@ impl InjectedSession {
         opts.extend([
             "-o".into(),
             format!(
-                "ProxyCommand=openssl s_client -quiet -verify_quiet -connect 127.0.0.1:{} \
+                "ProxyCommand=openssl s_client -quiet -no_ign_eof -nocommands -verify_quiet -connect 127.0.0.1:{} \
                  -servername %h",
                 self.tls_port
             ),

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod injected;
 pub mod podrun;
+pub mod reaper;
 pub mod sni;
 pub mod sshd;
 

@@ -21,13 +21,15 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, Pod, PodSecurityContext, SecurityContext, Volume,
 };
+
+use crate::reaper::{self, Proc};
 
 /// Name of the init container the webhook injects.
 pub const INSTALL_CONTAINER: &str = "session-ssh-install";
@@ -84,7 +86,9 @@ pub struct PodSandbox {
     volumes: BTreeMap<String, PathBuf>,
     /// The image's /etc/passwd, when it differs from the host's.
     passwd: Option<PathBuf>,
-    session: Option<Child>,
+    session: Option<Proc>,
+    /// Host pid of the session container's PID 1, once it runs.
+    pid1: Option<u32>,
 }
 
 /// Effective user of a container: container securityContext over the pod's.
@@ -131,6 +135,7 @@ impl PodSandbox {
             volumes,
             passwd,
             session: None,
+            pid1: None,
         })
     }
 
@@ -175,12 +180,15 @@ impl PodSandbox {
         self.exec_as(&mut cmd, &c, &self.opts.session_env);
         cmd.args(["/bin/sh", "-c", &script]);
         cmd.stdin(Stdio::null());
-        let child = cmd.spawn().context("starting the session container")?;
+        // Its own registered group: Ctrl-C, SIGTERM or SIGHUP to this process kills PID 1
+        // (and with it the namespace), and a terminal's Ctrl-C cannot kill bwrap first.
+        let child = reaper::spawn(&mut cmd).context("starting the session container")?;
         self.session = Some(child);
         // PID 1 of the new namespace is our entrypoint once its environ shows it.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if self.session_pid1().is_ok() {
+            if let Ok(pid) = self.find_pid1() {
+                self.pid1 = Some(pid);
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -219,6 +227,11 @@ impl PodSandbox {
 
     /// Host pid of the session container's PID 1 (our entrypoint shell/sleep).
     pub fn session_pid1(&self) -> Result<u32> {
+        self.pid1
+            .ok_or_else(|| anyhow!("session container not started"))
+    }
+
+    fn find_pid1(&self) -> Result<u32> {
         let bwrap = self
             .session
             .as_ref()
@@ -401,14 +414,15 @@ impl PodSandbox {
 
 impl Drop for PodSandbox {
     fn drop(&mut self) {
-        // Killing PID 1 of the namespace takes every process in it down too.
-        if let Ok(pid1) = self.session_pid1() {
+        // Killing PID 1 of the namespace takes every process in it down too. Its pid was
+        // kept at start: bwrap may be gone already (a Ctrl-C to the terminal's group).
+        if let Some(pid1) = self.pid1.take() {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid1.to_string()])
                 .status();
         }
         if let Some(mut child) = self.session.take() {
-            let _ = child.kill();
+            child.kill_group();
             let _ = child.wait();
         }
     }

@@ -10,9 +10,10 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::reaper::{self, Proc};
 use crate::sshd::net;
 
 /// nginx binary: `$SESSION_SSH_NGINX`, else Debian's path.
@@ -26,7 +27,7 @@ pub const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 /// A running nginx stream router; killed on drop.
 pub struct SniRouter {
-    child: Option<Child>,
+    child: Option<Proc>,
     /// The router's port on 127.0.0.1 (what an ingress's :443 is in a cluster).
     pub port: u16,
     /// Prefix directory: nginx.conf, error.log, access.log, nginx.pid.
@@ -99,12 +100,11 @@ impl SniRouter {
         );
         let mut cmd = Command::new(nginx_bin());
         base(&mut cmd);
-        let child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
+            .stderr(Stdio::null());
+        // Its own registered group: the workers go with the master on any signal.
+        let child = reaper::spawn(&mut cmd).expect("spawn nginx");
         let router = SniRouter {
             child: Some(child),
             port,

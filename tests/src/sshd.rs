@@ -18,12 +18,13 @@ pub mod run;
 use std::fs;
 use std::os::unix::fs::chown;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use self::container::{Container, Fs, set_mode};
 use self::run::{Out, show};
+use crate::reaper::{self, Proc};
 
 /// The SSH login name used by the tests (any name is accepted; the keys decide).
 pub const USER: &str = "jovyan";
@@ -390,7 +391,7 @@ impl Builder {
                     .stdout(log.try_clone().expect("dup"))
                     .stderr(log);
                 let what = show(&cmd);
-                fg = Some(cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}")));
+                fg = Some(reaper::spawn(&mut cmd).unwrap_or_else(|e| panic!("spawn {what}: {e}")));
             }
         }
         let sshd = Sshd {
@@ -422,7 +423,7 @@ impl Builder {
 /// A running init-sshd in its container; dropping it kills every process of it.
 pub struct Sshd {
     container: Option<Container>,
-    fg: Option<Child>,
+    fg: Option<Proc>,
     _tmp: tempfile::TempDir,
     /// Test temp root (client keys, data files).
     pub root: PathBuf,
@@ -605,19 +606,17 @@ impl Sshd {
 
 /// A background child killed (and reaped) on drop, e.g. `ssh -N -L ...`.
 pub struct Bg {
-    pub child: Child,
+    pub child: Proc,
     pub what: String,
 }
 
 impl Bg {
     pub fn spawn(cmd: &mut Command) -> Bg {
         let what = show(cmd);
-        let child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+            .stderr(Stdio::piped());
+        let child = reaper::spawn(cmd).unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         Bg { child, what }
     }
 

@@ -561,7 +561,7 @@ async fn sni_routes_per_mode_follow_the_config_and_are_collected() {
     assert_eq!(
         annotation(&annotated, "session-ssh.io/ssh-config").unwrap(),
         format!(
-            "Host {host}\n    HostName {host}\n    Port 443\n    ProxyCommand openssl s_client -quiet -verify_quiet -connect %h:443 -servername %h\n    ServerAliveInterval 30\n    ServerAliveCountMax 4\n"
+            "Host {host}\n    HostName {host}\n    Port 443\n    ProxyCommand openssl s_client -quiet -no_ign_eof -nocommands -verify_quiet -connect %h:443 -servername %h\n    ServerAliveInterval 30\n    ServerAliveCountMax 4\n"
         )
     );
 

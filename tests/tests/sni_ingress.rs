@@ -3,7 +3,7 @@
 //! Two real init-sshd sessions (install + start, and install + serve), each with its own host
 //! key and TLS port, behind Debian nginx's stream `ssl_preread` passthrough. The real OpenSSH
 //! client uses exactly the documented ProxyCommand
-//! `openssl s_client -quiet -verify_quiet -connect ROUTER -servername %h` and reaches each
+//! `openssl s_client -quiet -no_ign_eof -nocommands -verify_quiet -connect ROUTER -servername %h` and reaches each
 //! session by its hostname, which the host key proves (StrictHostKeyChecking=yes).
 //!
 //! Also the optional host CA: certificates from the real `ssh-keygen -s` and one
@@ -18,6 +18,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -83,7 +84,7 @@ impl Ingress {
         // The documented user config: one Host block for the ingress domain.
         let text = format!(
             "Host *.ssh.test\n\
-             \x20 ProxyCommand openssl s_client -quiet -verify_quiet -connect 127.0.0.1:{port} -servername %h\n\
+             \x20 ProxyCommand openssl s_client -quiet -no_ign_eof -nocommands -verify_quiet -connect 127.0.0.1:{port} -servername %h\n\
              \x20 User {USER}\n\
              \x20 IdentityFile {key}\n\
              \x20 IdentitiesOnly yes\n\
@@ -211,6 +212,78 @@ fn each_session_is_reached_by_its_hostname_proven_by_its_host_key() {
     }
 }
 
+/// The documented ProxyCommand ends with `ssh`, also when ssh's SIGHUP to it cannot land
+/// (SIGHUP ignored, as under `nohup` or some CI runners): `-quiet` implies `-ign_eof`, and
+/// without `-no_ign_eof` the `openssl` process would wait for the server to drop the
+/// connection, holding ssh's stderr and lingering on the user's laptop. (`-nocommands`, which
+/// keeps data bytes from being read as commands, is proven by every other test here: an 8 MiB
+/// SFTP transfer holds those bytes.)
+#[test]
+fn the_documented_proxy_command_ends_with_ssh() {
+    let ing = Ingress::start();
+    // A host-key mismatch: ssh gives up within milliseconds of the TLS connection opening,
+    // while the server still waits for the login (grace time).
+    ing.trust(&[(A, &ing.b), (B, &ing.a)]);
+    let needle = format!("-connect 127.0.0.1:{} -servername {A}", ing.router.port);
+    let ssh_ignoring_hup = |config: &std::path::Path| {
+        let mut c = Command::new("ssh");
+        c.arg("-F").arg(config).arg(A).arg("true");
+        c.env_remove("SSH_AUTH_SOCK");
+        // SAFETY: signal() is async-signal-safe; it runs in the child before exec.
+        unsafe {
+            c.pre_exec(|| {
+                nix::libc::signal(nix::libc::SIGHUP, nix::libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        c
+    };
+
+    let out = run::run(&mut ssh_ignoring_hup(&ing.config), b"", T);
+    assert_eq!(out.code(), Some(255), "{}", ing.diag(&out));
+    assert!(
+        out.stderr_str()
+            .contains("REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        "ssh's stderr must be complete once it exits: {}",
+        ing.diag(&out)
+    );
+    let left = wait_no_process(&needle, Duration::from_secs(3));
+    assert!(left.is_empty(), "openssl outlived ssh: {left:?}");
+
+    // The same command without -no_ign_eof lingers: what the check above would catch.
+    let old = ing.a.root.join("client/config-ign-eof");
+    let text = fs::read_to_string(&ing.config).expect("config");
+    fs::write(&old, text.replace(" -no_ign_eof", "")).expect("old config");
+    let mut c = ssh_ignoring_hup(&old);
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = session_ssh_tests::reaper::spawn(&mut c).expect("spawn ssh");
+    let status = child.wait().expect("wait ssh");
+    assert_eq!(status.code(), Some(255));
+    let left = wait_no_process(&needle, Duration::from_secs(1));
+    assert!(
+        !left.is_empty(),
+        "without -no_ign_eof openssl was expected to linger"
+    );
+    child.kill_group();
+    for (pid, _) in left {
+        session_ssh_tests::sshd::procs::kill9(pid);
+    }
+}
+
+/// Waits up to `limit` for no live process to contain `needle`; returns what is left.
+fn wait_no_process(needle: &str, limit: Duration) -> Vec<(u32, String)> {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let left = session_ssh_tests::sshd::procs::alive_matching(needle);
+        if left.is_empty() || std::time::Instant::now() > end {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn sftp_batch(ing: &Ingress, host: &str, batch: &str) -> Out {
     let f = ing.a.root.join(format!("batch-{host}"));
     fs::write(&f, batch).expect("batch");
@@ -281,20 +354,55 @@ fn raw_conns(port: u16, n: usize, bytes: &[u8]) -> Vec<TcpStream> {
         .collect()
 }
 
+/// The ways a read can learn that the server ended the connection: an orderly close, a reset
+/// (unread data on the server side turns close into RST), or an abort.
+fn closed_by_peer(r: &std::io::Result<usize>) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    match r {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe),
+    }
+}
+
 fn assert_closed_by_server(mut s: TcpStream) {
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     let mut buf = [0u8; 4096];
     let mut total = 0;
     loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
+        let r = s.read(&mut buf);
+        if closed_by_peer(&r) {
+            break;
+        }
+        match r {
             Ok(n) => total += n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("server did not close a garbage connection: {e}"),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // WouldBlock/TimedOut: the read timeout ran out with the connection still open.
+            Err(e) => panic!(
+                "server did not close a garbage connection: {e} ({:?})",
+                e.kind()
+            ),
         }
         assert!(total < 1 << 16, "server keeps talking to garbage");
     }
+}
+
+#[test]
+fn read_errors_that_mean_closed_are_told_apart_from_a_timeout() {
+    use std::io::{Error, ErrorKind};
+    for kind in [
+        ErrorKind::ConnectionReset,
+        ErrorKind::ConnectionAborted,
+        ErrorKind::BrokenPipe,
+    ] {
+        assert!(closed_by_peer(&Err(Error::from(kind))), "{kind:?}");
+    }
+    assert!(closed_by_peer(&Ok(0)));
+    for kind in [ErrorKind::WouldBlock, ErrorKind::TimedOut] {
+        assert!(!closed_by_peer(&Err(Error::from(kind))), "{kind:?}");
+    }
+    assert!(!closed_by_peer(&Ok(5)));
 }
 
 #[test]

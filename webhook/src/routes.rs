@@ -414,7 +414,7 @@ pub fn ssh_config(alias: &str, ep: &Endpoint) -> String {
     );
     if ep.sni {
         out.push_str(
-            "    ProxyCommand openssl s_client -quiet -verify_quiet -connect %h:443 -servername %h\n",
+            "    ProxyCommand openssl s_client -quiet -no_ign_eof -nocommands -verify_quiet -connect %h:443 -servername %h\n",
         );
     }
     out.push_str("    ServerAliveInterval 30\n    ServerAliveCountMax 4\n");

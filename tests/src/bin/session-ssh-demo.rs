@@ -10,7 +10,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Pod;
 use session_ssh_tests::injected::InjectedSession;
-use session_ssh_tests::repo_root;
+use session_ssh_tests::{reaper, repo_root};
 
 struct Args {
     pod: PathBuf,
@@ -76,6 +76,8 @@ fn run(cmd: &mut Command) -> Result<String> {
 }
 
 fn main() -> Result<()> {
+    // From here on, Ctrl-C, SIGTERM or SIGHUP at any step kills the sandbox and its server.
+    reaper::install();
     let a = parse_args()?;
     for (what, p) in [
         ("pod", &a.pod),
@@ -187,7 +189,7 @@ fn main() -> Result<()> {
     println!("  sftp -i {k} -o UserKnownHostsFile={kh} -P {port} jovyan@127.0.0.1");
     println!(
         "  through TLS, as an SNI ingress routes it (port {}):\n    ssh -i {k} -o UserKnownHostsFile={kh} \
-         -o HostKeyAlias=[127.0.0.1]:{port} \\\n      -o ProxyCommand='openssl s_client -quiet \
+         -o HostKeyAlias=[127.0.0.1]:{port} \\\n      -o ProxyCommand='openssl s_client -quiet -no_ign_eof -nocommands \
          -verify_quiet -connect 127.0.0.1:{} -servername %h' jovyan@session.ssh.test",
         inj.tls_port, inj.tls_port
     );
@@ -206,26 +208,13 @@ fn main() -> Result<()> {
     if a.check {
         println!("\n--check: stopping the demo session");
     } else {
+        let waiter = reaper::Waiter::new()?;
         println!("\nThe session runs until Ctrl-C.");
-        wait_for_ctrl_c()?;
-        println!("\nCleaning up.");
+        let sig = waiter.wait()?;
+        println!("\nSignal {sig}: cleaning up.");
     }
     drop(inj);
     let _ = fs::remove_dir_all(&work);
-    Ok(())
-}
-
-fn wait_for_ctrl_c() -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    })?;
     Ok(())
 }
 

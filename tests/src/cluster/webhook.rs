@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -29,6 +29,8 @@ use kube::discovery::Scope;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+
+use crate::reaper::{self, Proc};
 
 use super::{ControlPlane, create_namespace, service_account_token, wait_for};
 
@@ -88,7 +90,7 @@ pub struct WebhookCluster {
     pub metrics_port: u16,
     args: Vec<String>,
     kubeconfig: PathBuf,
-    webhook: Option<Child>,
+    webhook: Option<Proc>,
     /// Replicas beyond the first (see [`WebhookCluster::start_with_replicas`]).
     pub replicas: Vec<Replica>,
     log: PathBuf,
@@ -97,7 +99,7 @@ pub struct WebhookCluster {
 /// A further webhook process with the same args on its own ports.
 #[derive(Debug)]
 pub struct Replica {
-    child: Child,
+    child: Proc,
     pub port: u16,
     pub metrics_port: u16,
 }
@@ -246,7 +248,7 @@ impl WebhookCluster {
     }
 
     /// Spawns one webhook process with the manifests' args on the given ports.
-    fn spawn(&self, port: u16, metrics_port: u16, index: usize) -> Result<Child> {
+    fn spawn(&self, port: u16, metrics_port: u16, index: usize) -> Result<Proc> {
         let bin = webhook_bin()?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -269,17 +271,16 @@ impl WebhookCluster {
                 }
             }
         }
-        Command::new(&bin)
-            .args(&args)
+        let mut cmd = Command::new(&bin);
+        cmd.args(&args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("POD_NAMESPACE", NAMESPACE)
             .env("POD_NAME", format!("session-ssh-webhook-e2e-{index}"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))
+            .stderr(log);
+        reaper::spawn(&mut cmd).with_context(|| format!("spawn {}", bin.display()))
     }
 
     /// Waits for /readyz of the process serving metrics on `metrics_port`.

@@ -5,12 +5,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use super::procs;
 use super::run::shq;
+use crate::reaper::{self, Proc};
 
 /// How the container's filesystem is made.
 #[derive(Debug, Clone)]
@@ -31,7 +32,7 @@ pub enum Fs {
 
 /// A running container; dropping it kills PID 1, which takes the whole PID namespace down.
 pub struct Container {
-    bwrap: Child,
+    bwrap: Proc,
     /// Host pid of the container's PID 1.
     pub pid1: u32,
     pub uid: u32,
@@ -102,9 +103,8 @@ impl Container {
             .stdout(logf.try_clone().expect("dup log"))
             .stderr(logf);
         let what = super::run::show(&cmd);
-        let mut bwrap = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn bwrap ({what}): {e}"));
+        let mut bwrap =
+            reaper::spawn(&mut cmd).unwrap_or_else(|e| panic!("spawn bwrap ({what}): {e}"));
         let bpid = bwrap.id();
         let end = Instant::now() + Duration::from_secs(10);
         let pid1 = loop {

@@ -3,11 +3,13 @@
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+use crate::reaper::{self, Proc};
 
 /// What a finished (or killed) command produced.
 #[derive(Debug)]
@@ -77,12 +79,10 @@ pub fn show(cmd: &Command) -> String {
 /// Run `cmd` with `stdin` bytes, killing it after `limit`.
 pub fn run(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Out {
     let what = show(cmd);
-    let child = cmd
-        .stdin(Stdio::piped())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        .stderr(Stdio::piped());
+    let child = reaper::spawn(cmd).unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     finish(child, stdin.to_vec(), limit, what)
 }
 
@@ -90,17 +90,16 @@ pub fn run(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Out {
 pub fn run_stdin_file(cmd: &mut Command, stdin: &Path, limit: Duration) -> Out {
     let what = format!("{} < {}", show(cmd), stdin.display());
     let f = File::open(stdin).unwrap_or_else(|e| panic!("open {}: {e}", stdin.display()));
-    let child = cmd
-        .stdin(Stdio::from(f))
+    cmd.stdin(Stdio::from(f))
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        .stderr(Stdio::piped());
+    let child = reaper::spawn(cmd).unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     finish(child, Vec::new(), limit, what)
 }
 
-/// Collect output of an already spawned child (stdin piped or not) with a deadline.
-pub fn finish(mut child: Child, stdin: Vec<u8>, limit: Duration, what: String) -> Out {
+/// Collect output of a child spawned by [`reaper::spawn`] with a deadline. The child runs in
+/// its own process group: at the deadline the whole group is killed (a ProxyCommand too).
+pub fn finish(mut child: Proc, stdin: Vec<u8>, limit: Duration, what: String) -> Out {
     let start = Instant::now();
     let writer = child.stdin.take().map(|mut w| {
         thread::spawn(move || {
@@ -127,7 +126,7 @@ pub fn finish(mut child: Child, stdin: Vec<u8>, limit: Duration, what: String) -
             Ok(Some(s)) => break Some(s),
             Ok(None) if start.elapsed() > limit => {
                 timed_out = true;
-                let _ = child.kill();
+                child.kill_group();
                 break child.wait().ok();
             }
             Ok(None) => sleep(Duration::from_millis(10)),

@@ -232,7 +232,7 @@ fn ssh_config_block() {
     let c = ssh_config("a.example.org", &ep);
     assert!(c.starts_with("Host a.example.org\n    HostName a.example.org\n    Port 443\n"));
     assert!(c.contains(
-        "ProxyCommand openssl s_client -quiet -verify_quiet -connect %h:443 -servername %h"
+        "ProxyCommand openssl s_client -quiet -no_ign_eof -nocommands -verify_quiet -connect %h:443 -servername %h"
     ));
     assert!(c.contains("ServerAliveInterval 30"));
     assert!(!c.contains("StrictHostKeyChecking"));

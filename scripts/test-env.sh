@@ -1,0 +1,11 @@
+# Sourced by scripts/test.sh and scripts/flake-hunt.sh: where the tests find the built
+# binaries and the tools that scripts/setup.sh --tests installed.
+musl=x86_64-unknown-linux-musl
+export CC_x86_64_unknown_linux_musl=musl-gcc
+export CARGO_TERM_COLOR=never
+export INIT_SSHD_BIN=$root/target/$musl/release/init-sshd
+export SESSION_SSH_WEBHOOK_BIN=$root/target/$musl/release/session-ssh-webhook
+export SESSION_SSH_CERTS_BIN=$root/target/$musl/release/session-ssh-certs
+export SESSION_SSH_PYTHON=$root/.venv/bin/python
+export KUBERNETES_VALIDATE=$root/.venv/bin/kubernetes-validate
+export SESSION_SSH_CONTROLPLANE=$root/tests/controlplane/bin/controlplane

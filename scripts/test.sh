@@ -33,6 +33,7 @@ cp_pid=$!
 
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+stage "architecture (loops, sizes)" python3 scripts/check-architecture.py
 stage "static release binaries" cargo build --release --target "$musl" \
     -p init-sshd -p session-ssh-webhook -p session-ssh-certs
 stage "static check" bash -c "for b in init-sshd session-ssh-webhook; do

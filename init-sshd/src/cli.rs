@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use session_ssh_contract::argv::{self, flag};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
@@ -63,10 +64,13 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Init container: install the binary, keys and host key into DIR (always exits 0).
+    #[command(name = argv::INSTALL)]
     Install(InstallArgs),
     /// postStart hook: snapshot env, bash_profile block, launch serve, run the original hook.
+    #[command(name = argv::START)]
     Start(StartArgs),
     /// The SSH server (foreground).
+    #[command(name = argv::SERVE)]
     Serve(serve::ServeOpts),
 }
 
@@ -74,20 +78,20 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct InstallArgs {
     /// Shared directory (the pod's emptyDir), e.g. /opt/session-ssh.
-    #[arg(long, env = "INIT_SSHD_DIR")]
+    #[arg(long = flag::DIR, env = "INIT_SSHD_DIR")]
     pub dir: PathBuf,
     /// authorized_keys file or glob (`*`, `?` in any path component); repeatable; missing is fine.
-    #[arg(long = "keys", env = "INIT_SSHD_KEYS", value_name = "PATH_OR_GLOB")]
+    #[arg(long = flag::KEYS, env = "INIT_SSHD_KEYS", value_name = "PATH_OR_GLOB")]
     pub keys: Vec<String>,
     /// Directory whose files each hold authorized_keys lines (a mounted Secret); repeatable.
-    #[arg(long = "keys-dir", env = "INIT_SSHD_KEYS_DIR", value_name = "DIR")]
+    #[arg(long = flag::KEYS_DIR, env = "INIT_SSHD_KEYS_DIR", value_name = "DIR")]
     pub keys_dirs: Vec<PathBuf>,
     /// Directory holding an OpenSSH private host key (a mounted Secret); ed25519 preferred.
-    #[arg(long, env = "INIT_SSHD_HOST_KEY_DIR")]
+    #[arg(long = flag::HOST_KEY_DIR, env = "INIT_SSHD_HOST_KEY_DIR")]
     pub host_key_dir: Option<PathBuf>,
     /// UID the session container runs as, when known. Installing as that UID writes the host
     /// key 0600 at once; otherwise it is handed off and `start` makes it private.
-    #[arg(long, env = "INIT_SSHD_SESSION_UID")]
+    #[arg(long = flag::SESSION_UID, env = "INIT_SSHD_SESSION_UID")]
     pub session_uid: Option<u32>,
     #[command(flatten)]
     pub tls: crate::tlscert::TlsNameArgs,
@@ -97,13 +101,13 @@ pub struct InstallArgs {
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// Shared directory written by `install`.
-    #[arg(long, env = "INIT_SSHD_DIR")]
+    #[arg(long = flag::DIR, env = "INIT_SSHD_DIR")]
     pub dir: PathBuf,
     /// Address serve listens on (passed to `serve --listen`).
-    #[arg(long, env = "INIT_SSHD_LISTEN", default_value = "0.0.0.0:2222")]
+    #[arg(long = flag::LISTEN, env = "INIT_SSHD_LISTEN", default_value = "0.0.0.0:2222")]
     pub listen: SocketAddr,
     /// Address serve wraps SSH in TLS on, or `off` (passed to `serve --tls-listen`; unset: serve's default).
-    #[arg(long, env = "INIT_SSHD_TLS_LISTEN")]
+    #[arg(long = flag::TLS_LISTEN, env = "INIT_SSHD_TLS_LISTEN")]
     pub tls_listen: Option<crate::tls::TlsListen>,
     /// Milliseconds to wait for serve to accept connections.
     #[arg(long, env = "INIT_SSHD_START_WAIT_MS", default_value_t = 2000)]
@@ -153,7 +157,7 @@ fn logging(cli: &Cli) {
     // it also goes to serve's log in DIR unless told otherwise.
     let file = match (&cli.log_file, &cli.command) {
         (Some(p), _) => Some(p.clone()),
-        (None, Command::Start(a)) => Some(a.dir.join(start::LOG_FILE)),
+        (None, Command::Start(a)) => Some(a.dir.join(session_ssh_contract::names::file::LOG)),
         (None, _) => None,
     };
     let capped = file.as_ref().and_then(|p| {
@@ -216,6 +220,58 @@ pub fn run(cli: Cli) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the webhook writes (built by the contract) is what init-sshd reads.
+    #[test]
+    fn the_argv_the_webhook_builds_parses_to_the_same_values() {
+        let install = argv::Install {
+            binary: "/init-sshd".into(),
+            dir: "/opt/session-ssh".into(),
+            session_uid: Some(1000),
+            host_key_dir: Some("/session-ssh-host-key".into()),
+            keys: vec!["/home/jovyan/*/.ssh/authorized_keys".into(), "/x".into()],
+            keys_dirs: vec!["/k1".into(), "/k2".into()],
+        };
+        let Command::Install(a) = Cli::try_parse_from(install.argv()).unwrap().command else {
+            panic!("install");
+        };
+        assert_eq!(a.dir, PathBuf::from(&install.dir));
+        assert_eq!(a.session_uid, Some(1000));
+        assert_eq!(
+            a.host_key_dir,
+            install.host_key_dir.as_ref().map(PathBuf::from)
+        );
+        assert_eq!(a.keys, install.keys);
+        let dirs: Vec<PathBuf> = install.keys_dirs.iter().map(PathBuf::from).collect();
+        assert_eq!(a.keys_dirs, dirs);
+
+        let start = argv::Start {
+            dir: "/opt/session-ssh".into(),
+            listen: argv::listen_all(2022),
+            original_hook: vec!["sh".into(), "-c".into(), "echo --dir".into()],
+        };
+        let argv = start.argv();
+        assert_eq!(argv[0], "/opt/session-ssh/bin/init-sshd");
+        let Command::Start(s) = Cli::try_parse_from(&argv).unwrap().command else {
+            panic!("start");
+        };
+        assert_eq!(s.dir, PathBuf::from("/opt/session-ssh"));
+        assert_eq!(s.listen, "0.0.0.0:2022".parse().unwrap());
+        let hook: Vec<OsString> = start.original_hook.iter().map(OsString::from).collect();
+        assert_eq!(s.hook, hook);
+        // Without --listen the default is the contract's default port.
+        let plain = argv::Start {
+            dir: "/d".into(),
+            ..Default::default()
+        };
+        let Command::Start(s) = Cli::try_parse_from(plain.argv()).unwrap().command else {
+            panic!("start");
+        };
+        assert_eq!(
+            s.listen.port(),
+            session_ssh_contract::names::DEFAULT_SSH_PORT
+        );
+    }
 
     #[test]
     fn parses_the_contract() {

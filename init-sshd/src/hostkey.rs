@@ -21,9 +21,7 @@ use std::path::{Path, PathBuf};
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{HashAlg, PrivateKey};
-
-/// File name of the host key in DIR (the `.pub` sits next to it).
-pub const FILE_NAME: &str = "ssh_host_ed25519_key";
+use session_ssh_contract::names::file::HOST_KEY;
 
 /// Largest file considered as a candidate key (a real key is a few KiB).
 const MAX_KEY_BYTES: u64 = 64 * 1024;
@@ -208,9 +206,9 @@ pub fn write(dir: &Path, key: &PrivateKey, mode: u32) -> Result<()> {
         .public_key()
         .to_openssh()
         .map_err(|e| Error::Encode(e.to_string()))?;
-    write_atomic(&dir.join(FILE_NAME), pem.as_bytes(), mode)?;
+    write_atomic(&dir.join(HOST_KEY), pem.as_bytes(), mode)?;
     write_atomic(
-        &dir.join(format!("{FILE_NAME}.pub")),
+        &dir.join(format!("{HOST_KEY}.pub")),
         format!("{public}\n").as_bytes(),
         0o644,
     )
@@ -219,7 +217,7 @@ pub fn write(dir: &Path, key: &PrivateKey, mode: u32) -> Result<()> {
 /// Install the host key into `dir`: from `source_dir` when it holds a key, else keep a valid
 /// key already in `dir`, else generate. `private` selects 0600 over hand-off 0644.
 pub fn install(dir: &Path, source_dir: Option<&Path>, private: bool) -> Result<Installed> {
-    let target = dir.join(FILE_NAME);
+    let target = dir.join(HOST_KEY);
     let (key, origin) = match source_dir.and_then(find_in) {
         Some((path, key)) => (key, Origin::Copied(path)),
         None => match read_key(&target) {
@@ -259,7 +257,7 @@ pub enum Privacy {
 
 /// Make DIR's host key a 0600 file owned by the calling UID (run by `start`).
 pub fn make_private(dir: &Path) -> Result<Privacy> {
-    let path = dir.join(FILE_NAME);
+    let path = dir.join(HOST_KEY);
     let meta = fs::metadata(&path).map_err(io_err(&path))?;
     let uid = nix::unistd::geteuid().as_raw();
     if meta.uid() == uid {
@@ -276,7 +274,7 @@ pub fn make_private(dir: &Path) -> Result<Privacy> {
 
 /// Load DIR's host key (for `serve`).
 pub fn load(dir: &Path) -> Result<PrivateKey> {
-    read_key(&dir.join(FILE_NAME))
+    read_key(&dir.join(HOST_KEY))
 }
 
 #[cfg(test)]
@@ -303,7 +301,7 @@ mod tests {
         let a = install(dir.path(), None, true).unwrap();
         assert_eq!(a.origin, Origin::Generated);
         assert_eq!(a.algorithm, "ssh-ed25519");
-        assert_eq!(mode(&dir.path().join(FILE_NAME)), 0o600);
+        assert_eq!(mode(&dir.path().join(HOST_KEY)), 0o600);
         assert_eq!(mode(&dir.path().join("ssh_host_ed25519_key.pub")), 0o644);
         let loaded = load(dir.path()).unwrap();
         assert_eq!(
@@ -314,7 +312,7 @@ mod tests {
         let b = install(dir.path(), Some(&dir.path().join("missing")), false).unwrap();
         assert_eq!(b.origin, Origin::Kept);
         assert_eq!(b.fingerprint, a.fingerprint);
-        assert_eq!(mode(&dir.path().join(FILE_NAME)), 0o644);
+        assert_eq!(mode(&dir.path().join(HOST_KEY)), 0o644);
         // Two generated keys differ.
         let other = tempfile::tempdir().unwrap();
         let c = install(other.path(), None, true).unwrap();
@@ -323,7 +321,7 @@ mod tests {
         let out = Command::new("ssh-keygen")
             .arg("-y")
             .arg("-f")
-            .arg(other.path().join(FILE_NAME))
+            .arg(other.path().join(HOST_KEY))
             .output()
             .unwrap();
         assert!(
@@ -389,7 +387,7 @@ mod tests {
     fn make_private_tightens_own_file() {
         let dir = tempfile::tempdir().unwrap();
         install(dir.path(), None, false).unwrap();
-        let path = dir.path().join(FILE_NAME);
+        let path = dir.path().join(HOST_KEY);
         assert_eq!(mode(&path), 0o644);
         assert_eq!(make_private(dir.path()).unwrap(), Privacy::Chmodded);
         assert_eq!(mode(&path), 0o600);
@@ -404,7 +402,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         install(dir.path(), None, false).unwrap();
-        let path = dir.path().join(FILE_NAME);
+        let path = dir.path().join(HOST_KEY);
         let before = load(dir.path()).unwrap();
         nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
         assert_eq!(make_private(dir.path()).unwrap(), Privacy::Copied);

@@ -9,16 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use session_ssh_contract::names::file;
+use session_ssh_contract::wildcard;
 
 use crate::hostkey;
 use crate::keys::{self, AuthorizedKeys, Entry, Refused};
-
-/// Name of the merged key file in DIR.
-pub const AUTHORIZED_KEYS: &str = "authorized_keys";
-/// Name of the machine-readable report in DIR.
-pub const REPORT: &str = "install-report.json";
-/// Path of the installed binary under DIR.
-pub const BIN: &str = "bin/init-sshd";
 
 /// Most files one glob may expand to; a pattern like `/*/*/*` must not walk the world.
 const MAX_GLOB_MATCHES: usize = 1000;
@@ -207,7 +202,7 @@ fn copy_self(dir: &Path) -> Result<()> {
     };
     let mut bytes = Vec::new();
     src.read_to_end(&mut bytes).map_err(io_err(&exe))?;
-    let target = dir.join(BIN);
+    let target = dir.join(file::BIN);
     hostkey::write_atomic(&target, &bytes, 0o755)?;
     // write_atomic sets the mode on the temp file already; re-assert for odd umasks/fs.
     fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).map_err(io_err(&target))?;
@@ -317,14 +312,14 @@ fn write_authorized_keys(dir: &Path, entries: &[Entry]) -> Result<()> {
         let source = e.source().replace(['\n', '\r'], "?");
         out.push_str(&format!("# {source}:{}\n{}\n", e.line(), e.text()));
     }
-    hostkey::write_atomic(&dir.join(AUTHORIZED_KEYS), out.as_bytes(), 0o644)?;
+    hostkey::write_atomic(&dir.join(file::AUTHORIZED_KEYS), out.as_bytes(), 0o644)?;
     Ok(())
 }
 
 fn write_report(dir: &Path, report: &Report) -> Result<()> {
     let mut json = serde_json::to_vec_pretty(report)?;
     json.push(b'\n');
-    hostkey::write_atomic(&dir.join(REPORT), &json, 0o644)?;
+    hostkey::write_atomic(&dir.join(file::INSTALL_REPORT), &json, 0o644)?;
     Ok(())
 }
 
@@ -362,7 +357,7 @@ pub fn expand(pattern: &str) -> Vec<PathBuf> {
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| !n.starts_with('.') || comp.starts_with('.'))
-                .filter(|n| crate::wildcard::matches(comp.as_bytes(), n.as_bytes(), false))
+                .filter(|n| wildcard::matches(comp.as_bytes(), n.as_bytes(), false))
                 .collect();
             names.sort();
             next.extend(names.into_iter().map(|n| base.join(n)));

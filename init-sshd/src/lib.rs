@@ -17,4 +17,3 @@ pub mod start;
 pub mod tls;
 pub mod tlscert;
 pub mod user;
-pub mod wildcard;

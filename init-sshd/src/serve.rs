@@ -8,13 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use russh::Disconnect;
+use session_ssh_contract::argv::flag;
+use session_ssh_contract::names::file;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::server::authkeys::KeyStore;
 use crate::server::config::Limits;
-use crate::server::hostcert::{self, ConfigStore};
+use crate::server::hostcert::ConfigStore;
 use crate::server::policy::ConnInfo;
 use crate::server::{Conn, Shared};
 use crate::user::User;
@@ -43,10 +45,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeOpts {
     /// Directory written by `install`: authorized_keys, ssh_host_ed25519_key.
-    #[arg(long, env = "INIT_SSHD_DIR")]
+    #[arg(long = flag::DIR, env = "INIT_SSHD_DIR")]
     pub dir: PathBuf,
     /// Address and port to listen on.
-    #[arg(long, env = "INIT_SSHD_LISTEN", default_value = "0.0.0.0:2222")]
+    #[arg(long = flag::LISTEN, env = "INIT_SSHD_LISTEN", default_value = "0.0.0.0:2222")]
     pub listen: SocketAddr,
     /// Concurrent connections; more are closed at once.
     #[arg(long, env = "INIT_SSHD_MAX_CONNECTIONS", default_value_t = 64)]
@@ -72,7 +74,7 @@ pub struct ServeOpts {
     /// Host certificate (OpenSSH `-cert.pub`) presented to clients that trust a host CA;
     /// re-read when it changes, ignored unless it certifies the host key. Default
     /// DIR/host-cert/ssh_host_ed25519_key-cert.pub (where the webhook mounts it).
-    #[arg(long, env = "INIT_SSHD_HOST_CERT")]
+    #[arg(long = flag::HOST_CERT, env = "INIT_SSHD_HOST_CERT")]
     pub host_cert: Option<PathBuf>,
     /// SSH inside TLS (issue 6): --tls-listen, --tls-handshake-secs.
     #[command(flatten)]
@@ -94,26 +96,7 @@ impl ServeOpts {
 
 /// Run the server until the process is stopped.
 pub async fn run(opts: ServeOpts) -> Result<()> {
-    let key_path = opts.dir.join("ssh_host_ed25519_key");
-    let host_key =
-        russh::keys::load_secret_key(&key_path, None).map_err(|source| Error::HostKey {
-            path: key_path.clone(),
-            source,
-        })?;
-    let host_fp = host_key
-        .public_key()
-        .fingerprint(russh::keys::HashAlg::Sha256);
-    let cert_path = opts
-        .host_cert
-        .clone()
-        .unwrap_or_else(|| opts.dir.join(hostcert::FILE));
-    tracing::debug!(host_cert = %cert_path.display(), "host certificate file (used when present)");
-    let config = Arc::new(ConfigStore::new(host_key, opts.limits(), cert_path));
-    let shared = Arc::new(Shared {
-        keys: KeyStore::new(opts.dir.join("authorized_keys")),
-        user: User::current(),
-        runtime_dir: crate::agent::runtime_dir(&opts.dir),
-    });
+    let server = Arc::new(Server::load(&opts)?);
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -121,30 +104,15 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
             source,
         })?;
     let local = listener.local_addr().unwrap_or(opts.listen);
-    tracing::info!(listen = %local, host_key = %host_fp, max_connections = opts.max_connections, "serving");
+    tracing::info!(listen = %local, host_key = %server.host_fp, max_connections = opts.max_connections, "serving");
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
-    let gate = Arc::new(LoginGate {
-        grace: Duration::from_secs(opts.login_grace_secs.max(1)),
-        startups: Arc::new(Semaphore::new(opts.max_startups.max(1))),
-    });
-    let ids = Arc::new(AtomicU64::new(0));
     {
         // The TLS listener runs next to this one; its failures are only logged.
-        let (config, shared, ids, gate) =
-            (config.clone(), shared.clone(), ids.clone(), gate.clone());
+        let server = server.clone();
         let handoff = move |stream, peer, info, permit| {
-            let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::info!(conn = id, %peer, tls = true, "connection");
-            run_connection(
-                stream,
-                peer,
-                info,
-                id,
-                config.current(),
-                shared.clone(),
-                gate.clone(),
-                permit,
-            )
+            let conn = server.accepted(peer, info, permit);
+            tracing::info!(conn = conn.id, %peer, tls = true, "connection");
+            server.clone().run_connection(stream, conn)
         };
         tokio::spawn(crate::tls::serve_logged(
             opts.tls.clone(),
@@ -167,103 +135,141 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
             tracing::warn!(%peer, limit = opts.max_connections, "connection limit reached; closed");
             continue;
         };
-        let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
-        tokio::spawn(connection(
-            sock,
-            peer,
-            id,
-            config.current(),
-            shared.clone(),
-            gate.clone(),
-            permit,
-        ));
+        // run_stream does not set TCP_NODELAY itself (only run_on_socket does).
+        let _ = sock.set_nodelay(true);
+        let info = sock.local_addr().ok().map(|local| ConnInfo { peer, local });
+        let conn = server.accepted(peer, info, permit);
+        tracing::info!(conn = conn.id, %peer, "connection");
+        tokio::spawn(server.clone().run_connection(sock, conn));
     }
 }
 
-async fn connection(
-    sock: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-    config: Arc<russh::server::Config>,
+/// What every connection of one server shares.
+pub(crate) struct Server {
+    /// The SSH settings, with the host certificate when there is one.
+    config: ConfigStore,
     shared: Arc<Shared>,
-    gate: Arc<LoginGate>,
-    _permit: OwnedSemaphorePermit,
-) {
-    // run_stream does not set TCP_NODELAY itself (only run_on_socket does).
-    let _ = sock.set_nodelay(true);
-    let info = sock.local_addr().ok().map(|local| ConnInfo { peer, local });
-    tracing::info!(conn = id, %peer, "connection");
-    run_connection(sock, peer, info, id, config, shared, gate, _permit).await;
+    gate: LoginGate,
+    ids: AtomicU64,
+    host_fp: russh::keys::ssh_key::Fingerprint,
+}
+
+/// One accepted connection, before SSH starts on it.
+pub(crate) struct Accepted {
+    id: u64,
+    peer: SocketAddr,
+    info: Option<ConnInfo>,
+    /// Its place under --max-connections, held until it ends.
+    _slot: OwnedSemaphorePermit,
 }
 
 /// Bounds on the time before authentication: the grace time and the number of
 /// connections that may be in it at once.
-pub(crate) struct LoginGate {
+struct LoginGate {
     grace: Duration,
     startups: Arc<Semaphore>,
 }
 
-/// The SSH part of one connection, for any byte stream (plain TCP, or TLS from tls.rs).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run_connection<S>(
-    sock: S,
-    peer: SocketAddr,
-    info: Option<ConnInfo>,
-    id: u64,
-    config: Arc<russh::server::Config>,
-    shared: Arc<Shared>,
-    gate: Arc<LoginGate>,
-    _permit: OwnedSemaphorePermit,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Ok(startup) = gate.startups.clone().try_acquire_owned() else {
-        tracing::warn!(conn = id, %peer, "too many unauthenticated connections; closed");
-        return;
-    };
-    let grace = gate.grace;
-    let (authed_tx, mut authed) = watch::channel(false);
-    let handler = Conn::new(shared, id, info, authed_tx);
-    // The grace time covers the version exchange too: russh waits for the client's
-    // version line without a bound, so a silent TCP peer would hold a slot forever.
-    let deadline = tokio::time::Instant::now() + grace;
-    let started =
-        tokio::time::timeout_at(deadline, russh::server::run_stream(config, sock, handler));
-    let session = match started.await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::info!(conn = id, %peer, error = %e, "handshake failed");
+impl Server {
+    /// The host key, the SSH settings and the shared session state from `DIR`.
+    fn load(opts: &ServeOpts) -> Result<Server> {
+        let key_path = opts.dir.join(file::HOST_KEY);
+        let host_key =
+            russh::keys::load_secret_key(&key_path, None).map_err(|source| Error::HostKey {
+                path: key_path.clone(),
+                source,
+            })?;
+        let host_fp = host_key
+            .public_key()
+            .fingerprint(russh::keys::HashAlg::Sha256);
+        let cert_path = opts
+            .host_cert
+            .clone()
+            .unwrap_or_else(|| opts.dir.join(file::HOST_CERT_DIR).join(file::HOST_CERT));
+        tracing::debug!(host_cert = %cert_path.display(), "host certificate file (used when present)");
+        Ok(Server {
+            config: ConfigStore::new(host_key, opts.limits(), cert_path),
+            shared: Arc::new(Shared {
+                keys: KeyStore::new(opts.dir.join(file::AUTHORIZED_KEYS)),
+                user: User::current(),
+                runtime_dir: crate::agent::runtime_dir(&opts.dir),
+            }),
+            gate: LoginGate {
+                grace: Duration::from_secs(opts.login_grace_secs.max(1)),
+                startups: Arc::new(Semaphore::new(opts.max_startups.max(1))),
+            },
+            ids: AtomicU64::new(0),
+            host_fp,
+        })
+    }
+
+    fn accepted(
+        &self,
+        peer: SocketAddr,
+        info: Option<ConnInfo>,
+        slot: OwnedSemaphorePermit,
+    ) -> Accepted {
+        Accepted {
+            id: self.ids.fetch_add(1, Ordering::Relaxed) + 1,
+            peer,
+            info,
+            _slot: slot,
+        }
+    }
+
+    /// The SSH part of one connection, for any byte stream (plain TCP, or TLS).
+    async fn run_connection<S>(self: Arc<Self>, sock: S, conn: Accepted)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (id, peer) = (conn.id, conn.peer);
+        let Ok(startup) = self.gate.startups.clone().try_acquire_owned() else {
+            tracing::warn!(conn = id, %peer, "too many unauthenticated connections; closed");
             return;
-        }
-        Err(_) => {
-            tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "no SSH version line within the login grace time");
-            return;
-        }
-    };
-    let handle = session.handle();
-    let mut session = std::pin::pin!(session);
-    let logged_in = async {
-        tokio::select! {
-            r = authed.wait_for(|a| *a) => r.is_ok(),
-            () = tokio::time::sleep_until(deadline) => false,
-        }
-    };
-    let result = tokio::select! {
-        r = &mut session => r,
-        ok = logged_in => {
-            drop(startup);
-            if !ok {
-                tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "login grace time exceeded");
-                let _ = handle
-                    .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
-                    .await;
+        };
+        let grace = self.gate.grace;
+        let (authed_tx, mut authed) = watch::channel(false);
+        let handler = Conn::new(self.shared.clone(), id, conn.info, authed_tx);
+        // The grace time covers the version exchange too: russh waits for the client's
+        // version line without a bound, so a silent TCP peer would hold a slot forever.
+        let deadline = tokio::time::Instant::now() + grace;
+        let ssh = russh::server::run_stream(self.config.current(), sock, handler);
+        let session = match tokio::time::timeout_at(deadline, ssh).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::info!(conn = id, %peer, error = %e, "handshake failed");
+                return;
             }
-            session.await
+            Err(_) => {
+                tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "no SSH version line within the login grace time");
+                return;
+            }
+        };
+        let handle = session.handle();
+        let mut session = std::pin::pin!(session);
+        let logged_in = async {
+            tokio::select! {
+                r = authed.wait_for(|a| *a) => r.is_ok(),
+                () = tokio::time::sleep_until(deadline) => false,
+            }
+        };
+        let result = tokio::select! {
+            r = &mut session => r,
+            ok = logged_in => {
+                drop(startup);
+                if !ok {
+                    tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "login grace time exceeded");
+                    let _ = handle
+                        .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
+                        .await;
+                }
+                session.await
+            }
+        };
+        match result {
+            Ok(()) => tracing::info!(conn = id, %peer, "connection closed"),
+            Err(e) => tracing::info!(conn = id, %peer, error = %e, "connection ended"),
         }
-    };
-    match result {
-        Ok(()) => tracing::info!(conn = id, %peer, "connection closed"),
-        Err(e) => tracing::info!(conn = id, %peer, error = %e, "connection ended"),
     }
 }
 

@@ -29,7 +29,6 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::server::policy::Program;
 use crate::user::User;
 
 /// Errors of starting a session process.
@@ -45,6 +44,15 @@ pub enum Error {
 
 /// Result alias of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a session channel runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// The user's login shell, argv[0] "-bash".
+    LoginShell,
+    /// `$SHELL -c command`.
+    Command(String),
+}
 
 /// Output read size; one read becomes one or more 32 KiB SSH packets.
 const READ_CHUNK: usize = 64 * 1024;
@@ -128,114 +136,131 @@ fn default_signals() -> io::Result<()> {
 pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Result<()> {
     let id = channel.id();
     let (read, write) = channel.split();
-    let write = Arc::new(write);
-    let shell = launch.user.shell.display().to_string();
-    let spawn_err = |source| Error::Spawn {
-        shell: shell.clone(),
-        source,
+    let io = ChannelIo {
+        read,
+        out: ChannelOut {
+            id,
+            write: Arc::new(write),
+            handle,
+        },
     };
     match launch.pty.take() {
-        None => {
-            let mut cmd = command(&launch);
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            // SAFETY: only async-signal-safe calls; runs in the forked child.
-            unsafe {
-                cmd.pre_exec(|| {
-                    default_signals()?;
-                    nix::unistd::setsid().map(drop).map_err(io::Error::from)
-                });
-            }
-            let mut child = cmd.spawn().map_err(spawn_err)?;
-            let pgid = Pid::from_raw(
-                child
-                    .id()
-                    .and_then(|p| i32::try_from(p).ok())
-                    .ok_or(Error::NoPid)?,
-            );
-            tracing::debug!(conn = launch.conn, channel = %id, pid = pgid.as_raw(), "spawned");
-            let stdin = child.stdin.take();
-            let out = child
-                .stdout
-                .take()
-                .map(|o| tokio::spawn(pump(o, write.clone(), None)));
-            let err = child
-                .stderr
-                .take()
-                .map(|e| tokio::spawn(pump(e, write.clone(), Some(1))));
-            let input = tokio::spawn(input_loop(read, Input::Pipe(stdin), pgid));
-            let outputs = [out, err].into_iter().flatten().collect();
-            tokio::spawn(supervise(Supervised {
-                id,
-                conn: launch.conn,
-                child,
-                pgid,
-                write,
-                handle,
-                input,
-                outputs,
-                pty_exit: None,
-                gone: launch.gone.clone(),
-                _live: launch.live.clone(),
-            }));
-        }
-        Some(req) => {
-            let pair = pty::open_pair().map_err(Error::Pty)?;
-            let ws = pty::WinSize {
-                cols: req.cols,
-                rows: req.rows,
-                pix_width: req.pix_width,
-                pix_height: req.pix_height,
-            };
-            pty::resize(&pair.master, ws).map_err(Error::Pty)?;
-            if let Err(e) = pty::apply_modes(&pair.slave, &req.modes) {
-                tracing::debug!(error = %e, "terminal modes not applied");
-            }
-            launch.env.push(("SSH_TTY".to_owned(), pair.name.clone()));
-            let mut cmd = command(&launch);
-            let dup = |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(Error::Pty);
-            cmd.stdin(Stdio::from(dup(&pair.slave)?))
-                .stdout(Stdio::from(dup(&pair.slave)?))
-                .stderr(Stdio::from(pair.slave));
-            // SAFETY: sigaction, sigprocmask, setsid and ioctl(TIOCSCTTY) are
-            // async-signal-safe syscalls.
-            unsafe {
-                cmd.pre_exec(|| {
-                    default_signals()?;
-                    pty::child_setup()
-                });
-            }
-            let child = cmd.spawn().map_err(spawn_err)?;
-            // Drop our copies of the slave now, so EIO on the master means the
-            // session's processes closed the terminal.
-            drop(cmd);
-            let pgid = Pid::from_raw(
-                child
-                    .id()
-                    .and_then(|p| i32::try_from(p).ok())
-                    .ok_or(Error::NoPid)?,
-            );
-            tracing::debug!(conn = launch.conn, channel = %id, pid = pgid.as_raw(), tty = %pair.name, "spawned with pty");
-            let master = Arc::new(pty::Master::new(pair.master).map_err(Error::Pty)?);
-            let exit = Arc::new(PtyExit::default());
-            let out = tokio::spawn(pump_pty(master.clone(), write.clone(), exit.clone()));
-            let input = tokio::spawn(input_loop(read, Input::Pty(master), pgid));
-            tokio::spawn(supervise(Supervised {
-                id,
-                conn: launch.conn,
-                child,
-                pgid,
-                write,
-                handle,
-                input,
-                outputs: vec![out],
-                pty_exit: Some(exit),
-                gone: launch.gone.clone(),
-                _live: launch.live.clone(),
-            }));
-        }
+        None => start_piped(io, &launch),
+        Some(req) => start_pty(io, &mut launch, &req),
     }
+}
+
+/// One channel's halves and its connection, as the workers of a session take them.
+struct ChannelIo {
+    read: ChannelReadHalf,
+    out: ChannelOut,
+}
+
+/// What a channel's process is reported to: the channel's write half and its connection.
+struct ChannelOut {
+    id: ChannelId,
+    write: Arc<ChannelWriteHalf<Msg>>,
+    handle: Handle,
+}
+
+/// The tasks that move one process's data.
+struct Workers {
+    input: JoinHandle<InputEnd>,
+    outputs: Vec<JoinHandle<io::Result<()>>>,
+    /// With a terminal: how its output ended.
+    pty_exit: Option<Arc<PtyExit>>,
+}
+
+fn spawn_error(launch: &Launch) -> impl FnOnce(io::Error) -> Error {
+    let shell = launch.user.shell.display().to_string();
+    move |source| Error::Spawn { shell, source }
+}
+
+/// The child's pid, which is also its process group (setsid in the child).
+fn pgid_of(child: &Child) -> Result<Pid> {
+    child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .map(Pid::from_raw)
+        .ok_or(Error::NoPid)
+}
+
+/// exec without a terminal: stdin, stdout and stderr as three pipes.
+fn start_piped(io: ChannelIo, launch: &Launch) -> Result<()> {
+    let mut cmd = command(launch);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls; runs in the forked child.
+    unsafe {
+        cmd.pre_exec(|| {
+            default_signals()?;
+            nix::unistd::setsid().map(drop).map_err(io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().map_err(spawn_error(launch))?;
+    let pgid = pgid_of(&child)?;
+    tracing::debug!(conn = launch.conn, channel = %io.out.id, pid = pgid.as_raw(), "spawned");
+    let stdin = child.stdin.take();
+    let out = child
+        .stdout
+        .take()
+        .map(|o| tokio::spawn(pump(o, io.out.write.clone(), None)));
+    let err = child
+        .stderr
+        .take()
+        .map(|e| tokio::spawn(pump(e, io.out.write.clone(), Some(1))));
+    let workers = Workers {
+        input: tokio::spawn(input_loop(io.read, Input::Pipe(stdin), pgid)),
+        outputs: [out, err].into_iter().flatten().collect(),
+        pty_exit: None,
+    };
+    Supervised::spawn(io.out, launch, child, pgid, workers);
+    Ok(())
+}
+
+/// A shell or command on a terminal of its own.
+fn start_pty(io: ChannelIo, launch: &mut Launch, req: &PtyRequest) -> Result<()> {
+    let pair = pty::open_pair().map_err(Error::Pty)?;
+    let ws = pty::WinSize {
+        cols: req.cols,
+        rows: req.rows,
+        pix_width: req.pix_width,
+        pix_height: req.pix_height,
+    };
+    pty::resize(&pair.master, ws).map_err(Error::Pty)?;
+    if let Err(e) = pty::apply_modes(&pair.slave, &req.modes) {
+        tracing::debug!(error = %e, "terminal modes not applied");
+    }
+    launch.env.push(("SSH_TTY".to_owned(), pair.name.clone()));
+    let mut cmd = command(launch);
+    let dup = |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(Error::Pty);
+    cmd.stdin(Stdio::from(dup(&pair.slave)?))
+        .stdout(Stdio::from(dup(&pair.slave)?))
+        .stderr(Stdio::from(pair.slave));
+    // SAFETY: sigaction, sigprocmask, setsid and ioctl(TIOCSCTTY) are
+    // async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(|| {
+            default_signals()?;
+            pty::child_setup()
+        });
+    }
+    let child = cmd.spawn().map_err(spawn_error(launch))?;
+    // Drop our copies of the slave now, so EIO on the master means the
+    // session's processes closed the terminal.
+    drop(cmd);
+    let pgid = pgid_of(&child)?;
+    tracing::debug!(conn = launch.conn, channel = %io.out.id, pid = pgid.as_raw(), tty = %pair.name, "spawned with pty");
+    let master = Arc::new(pty::Master::new(pair.master).map_err(Error::Pty)?);
+    let exit = Arc::new(PtyExit::default());
+    let out = tokio::spawn(pump_pty(master.clone(), io.out.write.clone(), exit.clone()));
+    let workers = Workers {
+        input: tokio::spawn(input_loop(io.read, Input::Pty(master), pgid)),
+        outputs: vec![out],
+        pty_exit: Some(exit),
+    };
+    Supervised::spawn(io.out, launch, child, pgid, workers);
     Ok(())
 }
 
@@ -385,6 +410,25 @@ struct Supervised {
     pty_exit: Option<Arc<PtyExit>>,
     gone: watch::Receiver<()>,
     _live: Arc<()>,
+}
+
+impl Supervised {
+    /// Watch the process in a task of its own until it and its workers are done.
+    fn spawn(out: ChannelOut, launch: &Launch, child: Child, pgid: Pid, w: Workers) {
+        tokio::spawn(supervise(Supervised {
+            id: out.id,
+            conn: launch.conn,
+            child,
+            pgid,
+            write: out.write,
+            handle: out.handle,
+            input: w.input,
+            outputs: w.outputs,
+            pty_exit: w.pty_exit,
+            gone: launch.gone.clone(),
+            _live: launch.live.clone(),
+        }));
+    }
 }
 
 async fn supervise(mut s: Supervised) {

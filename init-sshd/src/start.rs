@@ -14,12 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{envsnap, hostkey, install, profile, user};
+use session_ssh_contract::names::file;
 
-/// Name of the pid file in DIR.
-pub const PID_FILE: &str = "serve.pid";
-/// Name of serve's log in DIR.
-pub const LOG_FILE: &str = "init-sshd.log";
+use crate::{envsnap, hostkey, profile, user};
 
 /// Errors of this module (logged by [`run`]).
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +115,7 @@ fn ssh_steps(opts: &Options) {
         None => match launch(opts, &snap) {
             Ok(pid) => {
                 tracing::info!(pid, listen = %opts.listen, "serve launched");
-                let pid_file = dir.join(PID_FILE);
+                let pid_file = dir.join(file::SERVE_PID);
                 if let Err(e) =
                     hostkey::write_atomic(&pid_file, format!("{pid}\n").as_bytes(), 0o644)
                 {
@@ -133,13 +130,13 @@ fn ssh_steps(opts: &Options) {
     if wait_for_port(opts.listen, opts.wait) {
         tracing::info!(listen = %opts.listen, waited_ms = started.elapsed().as_millis() as u64, "serve accepts connections");
     } else {
-        tracing::warn!(listen = %opts.listen, log = %dir.join(LOG_FILE).display(), "serve not accepting connections yet; see its log");
+        tracing::warn!(listen = %opts.listen, log = %dir.join(file::LOG).display(), "serve not accepting connections yet; see its log");
     }
 }
 
 /// The pid in DIR/serve.pid if that process is alive and is `init-sshd serve` for DIR.
 pub fn running_serve(dir: &Path, proc_root: &Path) -> Option<u32> {
-    let text = fs::read_to_string(dir.join(PID_FILE)).ok()?;
+    let text = fs::read_to_string(dir.join(file::SERVE_PID)).ok()?;
     let pid: u32 = text.trim().parse().ok()?;
     let cmdline = fs::read(proc_root.join(pid.to_string()).join("cmdline")).ok()?;
     let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
@@ -182,13 +179,13 @@ fn cloexec_inherited() {
 /// Launch serve double-forked in a new session; returns its pid.
 fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
     let dir = &opts.dir;
-    let installed = dir.join(install::BIN);
+    let installed = dir.join(file::BIN);
     let bin = if installed.is_file() {
         installed
     } else {
         std::env::current_exe().map_err(io("locating own executable"))?
     };
-    let log_path = dir.join(LOG_FILE);
+    let log_path = dir.join(file::LOG);
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use session_ssh_contract::argv::flag;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -74,7 +75,7 @@ impl fmt::Display for TlsListen {
 pub struct TlsOpts {
     /// Address and port for SSH wrapped in TLS (routed by SNI through an ingress), or `off`.
     /// Uses DIR/tls.crt and DIR/tls.key (made by install; else one is made in memory).
-    #[arg(long, env = "INIT_SSHD_TLS_LISTEN", default_value = DEFAULT_LISTEN)]
+    #[arg(long = flag::TLS_LISTEN, env = "INIT_SSHD_TLS_LISTEN", default_value = DEFAULT_LISTEN)]
     pub tls_listen: TlsListen,
     /// Seconds a client may take for the TLS handshake.
     #[arg(long, env = "INIT_SSHD_TLS_HANDSHAKE_SECS", default_value_t = 10)]

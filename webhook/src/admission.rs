@@ -374,13 +374,17 @@ fn decide_pod(req: &AdmissionRequest<Pod>, cfg: &Config) -> Result<Decision> {
     // admit the pod rather than drop the apiserver's connection.
     let mutation =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| patch::mutate(pod, cfg)));
-    let (outcome, reason, patch, warnings) = match mutation {
-        Ok(Mutation::Patch { patch, warnings }) => (outcome::INJECTED, "injected", patch, warnings),
+    let (outcome, reason, patch, warnings, host_key) = match mutation {
+        Ok(Mutation::Patch {
+            patch,
+            warnings,
+            host_key,
+        }) => (outcome::INJECTED, "injected", patch, warnings, host_key),
         Ok(Mutation::Skip {
             reason,
             warnings,
             patch,
-        }) => (outcome::SKIPPED, reason.as_str(), patch, warnings),
+        }) => (outcome::SKIPPED, reason.as_str(), patch, warnings, None),
         Err(_) => {
             let warning = "session-ssh: not injected: internal error (see webhook log)".to_owned();
             return finish(req, Answer::allow(vec![warning]), outcome::ERROR, "panic");
@@ -393,32 +397,12 @@ fn decide_pod(req: &AdmissionRequest<Pod>, cfg: &Config) -> Result<Decision> {
         answer.patch_type = Some("JSONPatch");
     }
     let mut decision = finish(req, answer, outcome, reason)?;
-    // Same derivation as the patch's volume, so the created Secret is the mounted one.
-    // A dry run must have no side effects (sideEffects: NoneOnDryRun).
-    if outcome == outcome::INJECTED && !req.dry_run {
-        decision.host_key = hostkey::secret_ref(pod, &cfg.host_keys).filter(|r| {
-            // A pod injected from a template (label-only patch) mounts what its template
-            // says: create only a Secret it actually references.
-            !already_injected(pod) || references_secret(pod, &r.name)
-        });
+    // The plan named the Secret the patched pod mounts. A dry run must have no side
+    // effects (sideEffects: NoneOnDryRun).
+    if !req.dry_run {
+        decision.host_key = host_key;
     }
     Ok(decision)
-}
-
-fn already_injected(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(patch::STATUS))
-        .is_some_and(|v| v == "injected")
-}
-
-fn references_secret(pod: &Pod, name: &str) -> bool {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.volumes.iter().flatten())
-        .filter_map(|v| v.secret.as_ref())
-        .any(|s| s.secret_name.as_deref() == Some(name))
 }
 
 /// The `response` of an AdmissionReview v1, encoded as the apiserver's own Go types are:

@@ -380,107 +380,18 @@ pub struct Keys {
 }
 
 impl Config {
-    /// The defaults of one platform.
-    pub fn preset(platform: Platform) -> Config {
-        let singleuser = BTreeMap::from([("component".to_owned(), "singleuser-server".to_owned())]);
-        let (match_labels, has_labels, require_opt_in) = match platform {
-            Platform::Jupyterhub => (singleuser, vec![], false),
-            Platform::Renku => (singleuser, vec!["renku.io/safe-username".to_owned()], false),
-            Platform::Kubeflow => (BTreeMap::new(), vec!["notebook-name".to_owned()], false),
-            Platform::Generic => (BTreeMap::new(), vec![], true),
-        };
-        let (name_from_label, names) = match platform {
-            Platform::Jupyterhub => (None, vec!["notebook".to_owned()]),
-            Platform::Renku => (None, vec!["jupyter-server".to_owned()]),
-            Platform::Kubeflow => (Some("notebook-name".to_owned()), vec![]),
-            Platform::Generic => (None, vec![]),
-        };
-        let files = match platform {
-            Platform::Jupyterhub | Platform::Kubeflow => {
-                vec!["/home/jovyan/.ssh/authorized_keys".to_owned()]
-            }
-            Platform::Renku => vec!["/home/jovyan/work/*/.ssh/authorized_keys".to_owned()],
-            Platform::Generic => vec![],
-        };
-        let user_secret = match platform {
-            Platform::Jupyterhub => Some("ssh-keys-{hub.jupyter.org/username}".to_owned()),
-            _ => None,
-        };
-        let identity_labels: Vec<String> = match platform {
-            Platform::Jupyterhub => vec!["hub.jupyter.org/username", "hub.jupyter.org/servername"],
-            Platform::Renku => vec!["renku.io/safe-username", "renku.io/projectName"],
-            Platform::Kubeflow => vec!["notebook-name"],
-            Platform::Generic => vec![],
+    /// The host pattern of the published line: `hostKeys.ca.hostPattern`, else `*` and the
+    /// literal tail of the host template, else `*.svc` for mode `none` (Service DNS names).
+    pub fn host_ca_pattern(&self) -> Option<String> {
+        if let Some(p) = &self.host_keys.ca.host_pattern {
+            return Some(p.clone());
         }
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-        Config {
-            platform,
-            selector: Selector {
-                match_labels,
-                has_labels,
-                require_opt_in,
-            },
-            session_container: SessionContainer {
-                name_from_label,
-                names,
-                fallback_to_first: true,
-            },
-            init_container: InitContainer {
-                image: "ghcr.io/session-ssh/init-sshd:0.1.0".to_owned(),
-                image_pull_policy: PullPolicy::IfNotPresent,
-                binary: "/init-sshd".to_owned(),
-                run_as_user: None,
-                run_as_group: None,
-                resources: Resources {
-                    requests: Quantities {
-                        cpu: Some("10m".to_owned()),
-                        memory: Some("16Mi".to_owned()),
-                    },
-                    limits: Quantities {
-                        cpu: Some("500m".to_owned()),
-                        memory: Some("64Mi".to_owned()),
-                    },
-                },
-            },
-            mount_path: "/opt/session-ssh".to_owned(),
-            volume_size_limit: None,
-            ports: Ports {
-                ssh: 2222,
-                ssh_tls: Some(2443),
-            },
-            keys: Keys {
-                files,
-                user_secret,
-                annotation: Some("session-ssh.io/authorized-keys".to_owned()),
-                extra_secrets: vec![],
-            },
-            ingress: Ingress {
-                mode: IngressMode::None,
-                host_template: None,
-                gateway: GatewayRoute {
-                    parent_refs: vec![],
-                },
-                traefik: TraefikRoute {
-                    entry_points: vec!["websecure".to_owned()],
-                },
-                ingress_nginx: NginxRoute {
-                    class_name: Some("nginx".to_owned()),
-                },
-            },
-            host_keys: HostKeys {
-                enabled: true,
-                identity_labels,
-                owner_fallback: true,
-                delete_unused_after_seconds: Some(30 * 24 * 3600),
-                ca: HostCa {
-                    secret_name: None,
-                    namespace: None,
-                    validity_seconds: 30 * 24 * 3600,
-                    host_pattern: None,
-                },
-            },
+        match &self.ingress.host_template {
+            Some(t) => crate::hostname::template_tail(t)
+                .filter(|tail| tail.contains('.'))
+                .map(|tail| format!("*{tail}")),
+            None if self.ingress.mode == IngressMode::None => Some("*.svc".to_owned()),
+            None => None,
         }
     }
 
@@ -527,8 +438,7 @@ impl Config {
             let path = e.path().to_string();
             field(path, e.into_inner().to_string())
         })?;
-        cfg.validate()
-            .map_err(|(path, reason)| field(path, reason))?;
+        validate::validate(&cfg).map_err(|(path, reason)| field(path, reason))?;
         Ok(cfg)
     }
 
@@ -536,145 +446,6 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         // Serializing plain structs of strings, numbers and maps cannot fail.
         serde_yaml::to_string(self).unwrap_or_default()
-    }
-
-    /// Checks serde cannot express; returns (field path, reason) of the first problem.
-    fn validate(&self) -> std::result::Result<(), (String, String)> {
-        let err = |p: &str, r: String| Err((p.to_owned(), r));
-        if self.init_container.image.trim().is_empty() {
-            return err("initContainer.image", "must not be empty".into());
-        }
-        if !is_clean_absolute(&self.init_container.binary) {
-            return err(
-                "initContainer.binary",
-                "must be an absolute path without `..`".into(),
-            );
-        }
-        if !is_clean_absolute(&self.mount_path) || self.mount_path == "/" {
-            return err(
-                "mountPath",
-                "must be an absolute path other than `/`, without `..`".into(),
-            );
-        }
-        if self.ports.ssh == 0 {
-            return err("ports.ssh", "must be 1-65535".into());
-        }
-        if self.ports.ssh_tls == Some(0) || self.ports.ssh_tls == Some(self.ports.ssh) {
-            return err(
-                "ports.sshTls",
-                "must be 1-65535 and differ from ports.ssh".into(),
-            );
-        }
-        let q = [
-            (
-                "initContainer.resources.requests.cpu",
-                &self.init_container.resources.requests.cpu,
-            ),
-            (
-                "initContainer.resources.requests.memory",
-                &self.init_container.resources.requests.memory,
-            ),
-            (
-                "initContainer.resources.limits.cpu",
-                &self.init_container.resources.limits.cpu,
-            ),
-            (
-                "initContainer.resources.limits.memory",
-                &self.init_container.resources.limits.memory,
-            ),
-            ("volumeSizeLimit", &self.volume_size_limit),
-        ];
-        for (path, value) in q {
-            if let Some(v) = value
-                && !is_quantity(v)
-            {
-                return err(path, format!("`{v}` is not a Kubernetes quantity"));
-            }
-        }
-        for (i, f) in self.keys.files.iter().enumerate() {
-            if !is_clean_absolute(f) {
-                return err(
-                    &format!("keys.files[{i}]"),
-                    "must be an absolute path without `..`".into(),
-                );
-            }
-        }
-        if let Some(t) = &self.keys.user_secret
-            && let Err(r) = crate::naming::check_template(t)
-        {
-            return err("keys.userSecret", r);
-        }
-        if let Some(a) = &self.keys.annotation
-            && !crate::naming::is_qualified_name(a)
-        {
-            return err(
-                "keys.annotation",
-                format!("`{a}` is not a valid annotation key"),
-            );
-        }
-        for (i, s) in self.keys.extra_secrets.iter().enumerate() {
-            if !crate::naming::is_dns_subdomain(s) {
-                return err(
-                    &format!("keys.extraSecrets[{i}]"),
-                    format!("`{s}` is not a valid Secret name"),
-                );
-            }
-        }
-        if let Some(t) = &self.ingress.host_template
-            && let Err(r) = crate::routes::check_host_template(t)
-        {
-            return err("ingress.hostTemplate", r);
-        }
-        if self.ingress.mode.is_sni() && self.ingress.host_template.is_none() {
-            return err(
-                "ingress.hostTemplate",
-                format!(
-                    "mode `{}` routes by hostname: set a template",
-                    self.ingress.mode.as_str()
-                ),
-            );
-        }
-        if self.ingress.mode == IngressMode::Gateway && self.ingress.gateway.parent_refs.is_empty()
-        {
-            return err(
-                "ingress.gateway.parentRefs",
-                "mode `gateway` needs at least one Gateway".into(),
-            );
-        }
-        for (i, k) in self.selector.has_labels.iter().enumerate() {
-            if !crate::naming::is_qualified_name(k) {
-                return err(
-                    &format!("selector.hasLabels[{i}]"),
-                    format!("`{k}` is not a valid label key"),
-                );
-            }
-        }
-        if self.host_keys.delete_unused_after_seconds == Some(0) {
-            return err(
-                "hostKeys.deleteUnusedAfterSeconds",
-                "must be at least 1 (null keeps Secrets)".into(),
-            );
-        }
-        if let Err((p, r)) = crate::hostca::check_config(self) {
-            return err(p, r);
-        }
-        for (i, k) in self.host_keys.identity_labels.iter().enumerate() {
-            if !crate::naming::is_qualified_name(k) {
-                return err(
-                    &format!("hostKeys.identityLabels[{i}]"),
-                    format!("`{k}` is not a valid label key"),
-                );
-            }
-        }
-        for k in self.selector.match_labels.keys() {
-            if !crate::naming::is_qualified_name(k) {
-                return err(
-                    &format!("selector.matchLabels.{k}"),
-                    format!("`{k}` is not a valid label key"),
-                );
-            }
-        }
-        Ok(())
     }
 }
 
@@ -704,23 +475,8 @@ fn merge(base: &mut Value, over: Value, path: &str) {
     }
 }
 
-fn is_clean_absolute(p: &str) -> bool {
-    p.starts_with('/') && !p.split('/').any(|c| c == "..") && !p.contains('\0')
-}
-
-/// Kubernetes quantity syntax: a decimal number with an optional suffix.
-fn is_quantity(s: &str) -> bool {
-    let digits_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(digits_end);
-    let num_ok = !num.is_empty() && num.matches('.').count() <= 1 && num != ".";
-    let suffix_ok = matches!(
-        suffix,
-        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-    );
-    num_ok && suffix_ok
-}
+mod preset;
+mod validate;
 
 #[cfg(test)]
 mod tests;

@@ -15,20 +15,10 @@ use kube::api::Api;
 use ssh_key::certificate::{Builder, CertType};
 use ssh_key::{Certificate, HashAlg, PrivateKey, PublicKey};
 
-use crate::config::{Config, HostCa, IngressMode};
+use crate::config::HostCa;
 
 /// Key in the CA Secret that holds the OpenSSH private key.
 pub const SECRET_KEY: &str = "host_ca_key";
-/// Pod annotation (controller): the session's host certificate, one OpenSSH line.
-pub const CERTIFICATE: &str = "session-ssh.io/host-certificate";
-/// Pod annotation (controller): the `@cert-authority` known_hosts line for all sessions.
-pub const CERT_AUTHORITY: &str = "session-ssh.io/cert-authority";
-/// Volume (downward API of [`CERTIFICATE`]) in pods injected while a CA is configured.
-pub const VOLUME: &str = "session-ssh-host-cert";
-/// Its mount path under `mountPath` in the session container (init-sshd serve's default).
-pub const DIR: &str = "host-cert";
-/// The file in that directory.
-pub const FILE: &str = "ssh_host_ed25519_key-cert.pub";
 
 /// Certificates start this long before signing: session nodes' clocks may lag ours.
 const BACKDATE: u64 = 300;
@@ -179,78 +169,6 @@ pub fn authority_line(pattern: &str, ca: &Ca) -> String {
         "@cert-authority {pattern},[{pattern}]:* {}",
         ca.public_line()
     )
-}
-
-/// The host pattern of the published line: `hostKeys.ca.hostPattern`, else `*` and the
-/// literal tail of the host template, else `*.svc` for mode `none` (Service DNS names).
-pub fn host_pattern(cfg: &Config) -> Option<String> {
-    if let Some(p) = &cfg.host_keys.ca.host_pattern {
-        return Some(p.clone());
-    }
-    match &cfg.ingress.host_template {
-        Some(t) => crate::routes::template_tail(t)
-            .filter(|tail| tail.contains('.'))
-            .map(|tail| format!("*{tail}")),
-        None if cfg.ingress.mode == IngressMode::None => Some("*.svc".to_owned()),
-        None => None,
-    }
-}
-
-/// Config checks of `hostKeys.ca`: (field path, reason) of the first problem.
-pub fn check_config(cfg: &Config) -> std::result::Result<(), (&'static str, String)> {
-    let ca = &cfg.host_keys.ca;
-    let Some(name) = &ca.secret_name else {
-        return Ok(());
-    };
-    if !crate::naming::is_dns_subdomain(name) {
-        return Err((
-            "hostKeys.ca.secretName",
-            format!("`{name}` is not a valid Secret name"),
-        ));
-    }
-    if let Some(ns) = &ca.namespace
-        && !crate::naming::is_dns_label(ns)
-    {
-        return Err((
-            "hostKeys.ca.namespace",
-            format!("`{ns}` is not a valid namespace"),
-        ));
-    }
-    if ca.validity_seconds < 3600 {
-        return Err((
-            "hostKeys.ca.validitySeconds",
-            "must be at least 3600 (certificates are renewed on resync)".into(),
-        ));
-    }
-    if !cfg.host_keys.enabled {
-        return Err((
-            "hostKeys.ca.secretName",
-            "needs hostKeys.enabled: a CA certifies the stable per-session host keys".into(),
-        ));
-    }
-    if let Some(p) = &ca.host_pattern {
-        let ok = !p.is_empty()
-            && p.bytes().all(|b| {
-                b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || matches!(b, b'-' | b'.' | b'*' | b'?')
-            })
-            && p.bytes().any(|b| !matches!(b, b'*' | b'?' | b'.'));
-        if !ok {
-            return Err((
-                "hostKeys.ca.hostPattern",
-                format!(
-                    "`{p}`: a host pattern of a-z, 0-9, `-`, `.`, `*`, `?` with some literal text"
-                ),
-            ));
-        }
-    } else if host_pattern(cfg).is_none() {
-        return Err((
-            "hostKeys.ca.hostPattern",
-            "cannot be derived from ingress.hostTemplate (no literal domain after its last placeholder) or the mode: set it".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Seconds since the Unix epoch.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::Config;
 use ssh_key::LineEnding;
 use ssh_key::private::Ed25519Keypair;
 
@@ -152,17 +153,17 @@ fn the_pattern_comes_from_the_host_template_or_the_config() {
         "{on}ingress:\n  mode: traefik\n  hostTemplate: '{{pod}}.{{namespace}}.ssh.example.org'\n"
     ))
     .unwrap();
-    assert_eq!(host_pattern(&c).as_deref(), Some("*.ssh.example.org"));
+    assert_eq!(c.host_ca_pattern().as_deref(), Some("*.ssh.example.org"));
     let c = cfg(&format!(
         "{on}ingress:\n  hostTemplate: '{{label:user}}-ssh.example.org'\n"
     ))
     .unwrap();
-    assert_eq!(host_pattern(&c).as_deref(), Some("*-ssh.example.org"));
+    assert_eq!(c.host_ca_pattern().as_deref(), Some("*-ssh.example.org"));
     // Mode none without a template: the Service DNS names.
-    assert_eq!(host_pattern(&cfg(on).unwrap()).as_deref(), Some("*.svc"));
+    assert_eq!(cfg(on).unwrap().host_ca_pattern().as_deref(), Some("*.svc"));
     let c = cfg("hostKeys:\n  ca:\n    secretName: x\n    hostPattern: '*.lab.example'\ningress:\n  hostTemplate: '{pod}.ssh.example.org'\n")
     .unwrap();
-    assert_eq!(host_pattern(&c).as_deref(), Some("*.lab.example"));
+    assert_eq!(c.host_ca_pattern().as_deref(), Some("*.lab.example"));
     // Nothing to derive from: a template ending in a placeholder, or a node address.
     let e = cfg(&format!("{on}ingress:\n  hostTemplate: 'ssh.{{pod}}'\n")).unwrap_err();
     assert!(e.contains("hostKeys.ca.hostPattern"), "{e}");

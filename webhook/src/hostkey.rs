@@ -16,29 +16,13 @@ use kube::api::{Api, PostParams};
 use ssh_key::LineEnding;
 use ssh_key::private::{Ed25519Keypair, PrivateKey};
 
+use session_ssh_contract::names;
+use session_ssh_contract::pod::mounts_secret;
+
 use crate::config::HostKeys;
 
 pub mod cleanup;
 use crate::naming::short_hash;
-
-/// Key of the private key in the Secret (the file name init-sshd installs).
-pub const KEY_FILE: &str = "ssh_host_ed25519_key";
-/// Label on every host-key Secret.
-pub const LABEL: &str = "session-ssh.io/host-key";
-/// Label: hash of the identity (a valid label value whatever the identity is).
-pub const IDENTITY_LABEL: &str = "session-ssh.io/host-key-identity";
-/// Annotation: the identity in readable form (`key=value,...` or `owner:Kind/name`).
-pub const IDENTITY_ANNOTATION: &str = "session-ssh.io/host-key-identity";
-/// Annotation: the public key line, so readers need no access to the Secret's data.
-pub const PUBLIC_ANNOTATION: &str = "session-ssh.io/host-key-public";
-/// Pod annotation (controller): a known_hosts line for the published address.
-pub const KNOWN_HOSTS: &str = "session-ssh.io/known-hosts";
-/// Prefix of every host-key Secret name.
-pub const NAME_PREFIX: &str = "session-ssh-hostkey-";
-/// Volume name in the pod.
-pub const VOLUME: &str = "session-ssh-host-key";
-/// Mount path in the init container (`install --host-key-dir`).
-pub const MOUNT_PATH: &str = "/session-ssh-host-key";
 
 /// Readable part of the name is cut here: prefix (20) + 30 + `-` + hash (12) = 63.
 const READABLE_MAX: usize = 30;
@@ -171,9 +155,9 @@ pub fn secret_name(id: &Identity) -> String {
     let readable = readable.trim_matches('-');
     let hash = short_hash(&id.canonical, HASH_LEN);
     if readable.is_empty() {
-        format!("{NAME_PREFIX}{hash}")
+        format!("{}{hash}", names::HOST_KEY_SECRET_PREFIX)
     } else {
-        format!("{NAME_PREFIX}{readable}-{hash}")
+        format!("{}{readable}-{hash}", names::HOST_KEY_SECRET_PREFIX)
     }
 }
 
@@ -196,9 +180,9 @@ pub fn secret(r: &SecretRef, namespace: &str) -> Result<Secret> {
             name: Some(r.name.clone()),
             namespace: Some(namespace.to_owned()),
             labels: Some(BTreeMap::from([
-                (LABEL.to_owned(), "true".to_owned()),
+                (names::HOST_KEY.to_owned(), "true".to_owned()),
                 (
-                    IDENTITY_LABEL.to_owned(),
+                    names::HOST_KEY_IDENTITY.to_owned(),
                     short_hash(&r.identity.canonical, HASH_LEN),
                 ),
                 (
@@ -207,14 +191,17 @@ pub fn secret(r: &SecretRef, namespace: &str) -> Result<Secret> {
                 ),
             ])),
             annotations: Some(BTreeMap::from([
-                (IDENTITY_ANNOTATION.to_owned(), r.identity.display.clone()),
-                (PUBLIC_ANNOTATION.to_owned(), public),
+                (
+                    names::HOST_KEY_IDENTITY.to_owned(),
+                    r.identity.display.clone(),
+                ),
+                (names::HOST_KEY_PUBLIC.to_owned(), public),
             ])),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".to_owned()),
         data: Some(BTreeMap::from([(
-            KEY_FILE.to_owned(),
+            names::file::HOST_KEY.to_owned(),
             ByteString(private.into_bytes()),
         )])),
         ..Secret::default()
@@ -278,13 +265,7 @@ pub fn known_hosts_line(host: &str, port: u16, public: &str) -> Option<String> {
 /// generated its own key and the Secret's would be wrong).
 pub async fn published_key(client: kube::Client, pod: &Pod, cfg: &HostKeys) -> Option<String> {
     let r = secret_ref(pod, cfg)?;
-    let mounted = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.volumes.iter().flatten())
-        .filter_map(|v| v.secret.as_ref())
-        .any(|s| s.secret_name.as_deref() == Some(r.name.as_str()));
-    if !mounted {
+    if !mounts_secret(pod, &r.name) {
         return None;
     }
     let ns = pod.metadata.namespace.as_deref()?;
@@ -302,7 +283,10 @@ pub async fn published_key(client: kube::Client, pod: &Pod, cfg: &HostKeys) -> O
         tracing::debug!(%ns, secret = %r.name, "host-key Secret newer than the pod; key not published");
         return None;
     }
-    meta.metadata.annotations?.get(PUBLIC_ANNOTATION).cloned()
+    meta.metadata
+        .annotations?
+        .get(names::HOST_KEY_PUBLIC)
+        .cloned()
 }
 
 #[cfg(test)]

@@ -67,7 +67,7 @@ fn names_are_valid_and_bounded() {
     }
     assert_eq!(
         secret_ref(&hub("..--__", ""), &c).unwrap().name.len(),
-        NAME_PREFIX.len() + HASH_LEN
+        names::HOST_KEY_SECRET_PREFIX.len() + HASH_LEN
     );
 }
 
@@ -150,16 +150,16 @@ fn secret_holds_a_fresh_openssh_ed25519_key() {
     let b = secret(&r, "ns1").unwrap();
     assert_eq!(a.metadata.name.as_deref(), Some(r.name.as_str()));
     assert_eq!(a.type_.as_deref(), Some("Opaque"));
-    let key = |s: &Secret| s.data.as_ref().unwrap()[KEY_FILE].0.clone();
+    let key = |s: &Secret| s.data.as_ref().unwrap()[names::file::HOST_KEY].0.clone();
     assert_ne!(key(&a), key(&b), "every Secret gets its own key");
     let text = String::from_utf8(key(&a)).unwrap();
     let parsed = PrivateKey::from_openssh(&text).unwrap();
     assert_eq!(parsed.algorithm(), ssh_key::Algorithm::Ed25519);
-    let public = &a.metadata.annotations.as_ref().unwrap()[PUBLIC_ANNOTATION];
+    let public = &a.metadata.annotations.as_ref().unwrap()[names::HOST_KEY_PUBLIC];
     assert_eq!(*public, parsed.public_key().to_openssh().unwrap());
     let labels = a.metadata.labels.as_ref().unwrap();
-    assert_eq!(labels[LABEL], "true");
-    assert!(naming::is_label_value(&labels[IDENTITY_LABEL]));
+    assert_eq!(labels[names::HOST_KEY], "true");
+    assert!(naming::is_label_value(&labels[names::HOST_KEY_IDENTITY]));
 }
 
 #[test]

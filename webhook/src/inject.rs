@@ -154,6 +154,41 @@ fn template_path(kind: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// The pod template of a workload at `path` below `doc` (the document itself for a Pod),
+/// with its JSON pointer.
+fn template<'a>(
+    doc: &'a Value,
+    at: &str,
+    path: &[&str],
+    what: &str,
+) -> std::result::Result<(String, &'a Value), String> {
+    let mut tpl_ptr = at.to_owned();
+    let mut tpl = doc;
+    for seg in path {
+        tpl_ptr = format!("{tpl_ptr}/{seg}");
+        tpl = tpl.get(*seg).ok_or_else(|| {
+            format!(
+                "{what}: missing `{}`",
+                tpl_ptr.trim_start_matches('/').replace('/', ".")
+            )
+        })?;
+    }
+    if tpl.get("spec").is_none_or(|s| !s.is_object()) {
+        return Err(format!("{what}: no pod spec"));
+    }
+    Ok((tpl_ptr, tpl))
+}
+
+/// A template read as a Pod (metadata and spec), for the mutation.
+fn template_pod(tpl: &Value, what: &str) -> std::result::Result<Pod, String> {
+    let mut pod_value = serde_json::json!({ "metadata": {}, "spec": tpl["spec"] });
+    if let Some(m) = tpl.get("metadata").filter(|m| !m.is_null()) {
+        pod_value["metadata"] = m.clone();
+    }
+    serde_path_to_error::deserialize(pod_value)
+        .map_err(|e| format!("{what}: `{}`: {}", e.path(), e.inner()))
+}
+
 fn collect(
     doc: &Value,
     at: &str,
@@ -191,20 +226,7 @@ fn collect(
         .and_then(Value::as_str)
         .unwrap_or("(unnamed)");
     let what = format!("{kind}/{name}");
-    let mut tpl_ptr = at.to_owned();
-    let mut tpl = doc;
-    for seg in path {
-        tpl_ptr = format!("{tpl_ptr}/{seg}");
-        tpl = tpl.get(*seg).ok_or_else(|| {
-            format!(
-                "{what}: missing `{}`",
-                tpl_ptr.trim_start_matches('/').replace('/', ".")
-            )
-        })?;
-    }
-    if tpl.get("spec").is_none_or(|s| !s.is_object()) {
-        return Err(format!("{what}: no pod spec"));
-    }
+    let (tpl_ptr, tpl) = template(doc, at, path, &what)?;
     // The mutation adds under /metadata; a template may not have one yet.
     if tpl.get("metadata").is_none_or(Value::is_null) {
         ops.push(
@@ -214,12 +236,7 @@ fn collect(
             .map_err(|e| e.to_string())?,
         );
     }
-    let mut pod_value = serde_json::json!({ "metadata": {}, "spec": tpl["spec"] });
-    if let Some(m) = tpl.get("metadata").filter(|m| !m.is_null()) {
-        pod_value["metadata"] = m.clone();
-    }
-    let pod: Pod = serde_path_to_error::deserialize(pod_value)
-        .map_err(|e| format!("{what}: `{}`: {}", e.path(), e.inner()))?;
+    let pod = template_pod(tpl, &what)?;
     let id = if path.is_empty() {
         pod_id.clone()
     } else {

@@ -6,6 +6,8 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 use tracing::debug;
 
+use session_ssh_contract::{names, wildcard};
+
 use crate::config::Config;
 use crate::naming;
 
@@ -37,7 +39,7 @@ pub fn plan(pod: &Pod, session: &Container, cfg: &Config, warnings: &mut Vec<Str
     let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
     if let Some(template) = &cfg.keys.user_secret {
         match naming::render_secret_name(template, labels) {
-            Ok(name) => plan.secret("session-ssh-user-keys", &name, "user"),
+            Ok(name) => plan.secret(names::USER_KEYS_VOLUME, &name, "user"),
             Err(e) => warnings.push(format!(
                 "session-ssh: per-user key Secret not used: {e} (template {template:?})"
             )),
@@ -53,21 +55,21 @@ pub fn plan(pod: &Pod, session: &Container, cfg: &Config, warnings: &mut Vec<Str
     {
         let dir = format!("{KEYS_ROOT}/annotation");
         plan.volumes.push(json!({
-            "name": "session-ssh-annotation-keys",
+            "name": names::ANNOTATION_KEYS_VOLUME,
             "downwardAPI": { "items": [{
                 "path": "authorized_keys",
                 "fieldRef": { "fieldPath": format!("metadata.annotations['{key}']") },
             }]},
         }));
         plan.mounts.push(json!({
-            "name": "session-ssh-annotation-keys", "mountPath": dir, "readOnly": true,
+            "name": names::ANNOTATION_KEYS_VOLUME, "mountPath": dir, "readOnly": true,
         }));
         plan.dirs.push(dir);
     }
 
     for (i, name) in cfg.keys.extra_secrets.iter().enumerate() {
         plan.secret(
-            &format!("session-ssh-secret-{i}"),
+            &format!("{}{i}", names::SECRET_KEYS_VOLUME_PREFIX),
             name,
             &format!("secret-{i}"),
         );
@@ -211,34 +213,7 @@ fn component_matches(pat: &str, name: &str) -> bool {
     if pat.contains('[') {
         return true;
     }
-    wildcard(pat.as_bytes(), name.as_bytes())
-}
-
-/// `*` / `?` matching with backtracking over the last `*`.
-fn wildcard(p: &[u8], n: &[u8]) -> bool {
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        match p.get(pi) {
-            Some(b'*') => {
-                star = Some((pi, ni));
-                pi += 1;
-            }
-            Some(&c) if c == b'?' || c == n[ni] => {
-                pi += 1;
-                ni += 1;
-            }
-            _ => match star {
-                Some((sp, sn)) => {
-                    pi = sp + 1;
-                    ni = sn + 1;
-                    star = Some((sp, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
+    wildcard::matches(pat.as_bytes(), name.as_bytes(), false)
 }
 
 #[cfg(test)]
@@ -275,9 +250,9 @@ mod tests {
             "/home/jovyan/work/p/.ssh/authorized_keys/x"
         ));
         assert!(!may_hold(pat, pre, "/home/jovyan/workshop"));
-        assert!(wildcard(b"a*b?c", b"axxbyc"));
-        assert!(wildcard(b"*", b""));
-        assert!(!wildcard(b"a*b", b"axxc"));
+        assert!(wildcard::matches(b"a*b?c", b"axxbyc", false));
+        assert!(wildcard::matches(b"*", b"", false));
+        assert!(!wildcard::matches(b"a*b", b"axxc", false));
         assert!(component_matches("[ab]x", "zz"));
     }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod controller;
 pub mod hostca;
 pub mod hostkey;
+pub mod hostname;
 pub mod inject;
 pub mod keys;
 pub mod metrics;

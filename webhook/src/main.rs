@@ -75,7 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", cfg.to_yaml());
             if cfg.host_keys.ca.secret_name.is_some() {
                 // The derived pattern is not a field; a comment keeps the output valid YAML.
-                let pattern = session_ssh_webhook::hostca::host_pattern(&cfg);
+                let pattern = cfg.host_ca_pattern();
                 println!(
                     "# published: @cert-authority {p},[{p}]:* <the CA's public key>",
                     p = pattern.unwrap_or_default()

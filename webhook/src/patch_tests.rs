@@ -1,6 +1,11 @@
 use super::*;
 use crate::config::Platform;
-use serde_json::json;
+use crate::naming;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use serde_json::{Value, json};
+use session_ssh_contract::names::{
+    CONTAINER, INIT_CONTAINER, INJECT, PORT_SSH, PORT_SSH_TLS, VOLUME,
+};
 
 /// Builder fixtures: pods as the platforms make them, reduced to what matters here.
 fn pod(v: Value) -> Pod {
@@ -736,7 +741,7 @@ fn host_ca_adds_the_certificate_file_to_the_session_container_only() {
             .volumes
             .iter()
             .flatten()
-            .any(|v| v.name == hostca::VOLUME)
+            .any(|v| v.name == names::HOST_CERT_VOLUME)
     );
 
     let mut c = cfg(Platform::Jupyterhub);
@@ -747,7 +752,7 @@ fn host_ca_adds_the_certificate_file_to_the_session_container_only() {
         .volumes
         .iter()
         .flatten()
-        .find(|v| v.name == hostca::VOLUME)
+        .find(|v| v.name == names::HOST_CERT_VOLUME)
         .expect("certificate volume");
     let items = vol.downward_api.as_ref().unwrap().items.as_ref().unwrap();
     assert_eq!(items.len(), 1);
@@ -761,7 +766,7 @@ fn host_ca_adds_the_certificate_file_to_the_session_container_only() {
         .volume_mounts
         .iter()
         .flatten()
-        .find(|m| m.name == hostca::VOLUME)
+        .find(|m| m.name == names::HOST_CERT_VOLUME)
         .expect("mounted into the session container");
     // Where `init-sshd serve --dir /opt/session-ssh` looks by default.
     assert_eq!(mount.mount_path, "/opt/session-ssh/host-cert");
@@ -771,7 +776,7 @@ fn host_ca_adds_the_certificate_file_to_the_session_container_only() {
             .volume_mounts
             .iter()
             .flatten()
-            .any(|m| m.name == hostca::VOLUME)
+            .any(|m| m.name == names::HOST_CERT_VOLUME)
     );
 
     // Without a stable host key there is nothing to certify.
@@ -784,6 +789,6 @@ fn host_ca_adds_the_certificate_file_to_the_session_container_only() {
             .volumes
             .iter()
             .flatten()
-            .any(|v| v.name == hostca::VOLUME)
+            .any(|v| v.name == names::HOST_CERT_VOLUME)
     );
 }

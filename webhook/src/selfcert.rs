@@ -20,6 +20,7 @@ use kube::api::{Api, ObjectMeta, PatchParams, PostParams};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use session_ssh_certs::{Ca, ServerCertSpec, TlsBundle};
+use session_ssh_contract::names::TLS_NAMES;
 use tracing::{info, warn};
 
 /// Errors of self-managed mode.
@@ -50,9 +51,6 @@ pub enum Error {
 /// Result alias for this module.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Secret annotation listing the DNS names the stored certificate was made for; a
-/// changed `--service` triggers a new certificate.
-pub const NAMES_ANNOTATION: &str = "session-ssh.io/tls-names";
 const CA_KEY: &str = "ca.crt";
 const CERT_KEY: &str = "tls.crt";
 const KEY_KEY: &str = "tls.key";
@@ -197,7 +195,7 @@ pub fn plan(secret: Option<&Secret>, s: &Settings, now: SystemTime) -> Plan {
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(NAMES_ANNOTATION))
+        .and_then(|a| a.get(TLS_NAMES))
         .cloned()
         .unwrap_or_default();
     if names != s.spec.dns_names.join(",") {
@@ -267,7 +265,7 @@ pub fn secret_object(s: &Settings, b: &TlsBundle, resource_version: Option<Strin
                 "session-ssh-webhook".to_owned(),
             )])),
             annotations: Some(BTreeMap::from([(
-                NAMES_ANNOTATION.to_owned(),
+                TLS_NAMES.to_owned(),
                 s.spec.dns_names.join(","),
             )])),
             ..ObjectMeta::default()

@@ -146,7 +146,7 @@ fn broken_secrets_are_renewed() {
         .annotations
         .as_mut()
         .unwrap()
-        .insert(NAMES_ANNOTATION.into(), "old-name".into());
+        .insert(TLS_NAMES.into(), "old-name".into());
     assert!(renew_why(renamed).contains("differ"));
 
     let empty = Secret {

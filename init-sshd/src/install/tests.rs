@@ -1,6 +1,7 @@
 //! Tests for `install`: real files in temporary directories, the real copy of this binary.
 
 use super::*;
+use session_ssh_contract::names::file::{AUTHORIZED_KEYS, BIN, INSTALL_REPORT as REPORT};
 use std::os::unix::fs::{MetadataExt, symlink};
 
 const USER_PUB: &str = include_str!("../keys/testdata/user.pub");
@@ -13,7 +14,7 @@ fn write(path: &Path, text: &str) {
 }
 
 fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
-    crate::wildcard::matches(pattern, text, false)
+    session_ssh_contract::wildcard::matches(pattern, text, false)
 }
 
 #[test]
@@ -154,7 +155,7 @@ fn full_install_writes_binary_keys_report_and_host_key() {
     assert_eq!(json["refused"][0]["line"], 1);
     assert_eq!(json["accepted"][0]["type"], "ssh-ed25519");
     assert_eq!(json["host_key"]["origin"], "generated");
-    let hk = fs::metadata(dir.join(hostkey::FILE_NAME)).unwrap();
+    let hk = fs::metadata(dir.join(session_ssh_contract::names::file::HOST_KEY)).unwrap();
     assert_eq!(hk.mode() & 0o777, 0o600);
 
     // Second run (init container re-run): same keys, host key kept.
@@ -173,7 +174,7 @@ fn unknown_session_uid_hands_off_key_readable() {
     });
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(report.accepted.is_empty());
-    let hk = fs::metadata(dir.join(hostkey::FILE_NAME)).unwrap();
+    let hk = fs::metadata(dir.join(session_ssh_contract::names::file::HOST_KEY)).unwrap();
     assert_eq!(hk.mode() & 0o777, 0o644);
     // An empty key set still writes a (comment-only) authorized_keys.
     let text = fs::read_to_string(dir.join(AUTHORIZED_KEYS)).unwrap();

@@ -101,55 +101,29 @@ pub fn interpret(raw: &[RawOption]) -> Result<Options, String> {
     let mut o = Options::default();
     for (name, value) in raw {
         let lname = name.to_ascii_lowercase();
-        let flag = |v: &Option<String>| match v {
-            None => Ok(()),
-            Some(_) => Err(format!("option {name:?} takes no value")),
-        };
-        let valued = |v: &Option<String>| -> Result<String, String> {
-            v.clone()
+        if set_flag(&mut o, &lname) {
+            if value.is_some() {
+                return Err(format!("option {name:?} takes no value"));
+            }
+            continue;
+        }
+        let valued = || -> Result<String, String> {
+            value
+                .clone()
                 .ok_or_else(|| format!("option {name:?} needs a quoted value"))
         };
         match lname.as_str() {
-            "restrict" => {
-                flag(value)?;
-                o.pty = false;
-                o.port_forwarding = false;
-                o.agent_forwarding = false;
-                o.x11_forwarding = false;
-            }
-            "cert-authority" => {
-                flag(value)?;
-                o.cert_authority = true;
-            }
-            "pty" | "no-pty" => {
-                flag(value)?;
-                o.pty = lname == "pty";
-            }
-            "port-forwarding" | "no-port-forwarding" => {
-                flag(value)?;
-                o.port_forwarding = lname == "port-forwarding";
-            }
-            "agent-forwarding" | "no-agent-forwarding" => {
-                flag(value)?;
-                o.agent_forwarding = lname == "agent-forwarding";
-            }
-            "x11-forwarding" | "no-x11-forwarding" => {
-                flag(value)?;
-                o.x11_forwarding = lname == "x11-forwarding";
-            }
-            // We never run ~/.ssh/rc, so both are already true of this server.
-            "user-rc" | "no-user-rc" => flag(value)?,
             "command" => {
                 if o.command.is_some() {
                     return Err("multiple command= options".to_string());
                 }
-                o.command = Some(valued(value)?);
+                o.command = Some(valued()?);
             }
             "principals" => {
                 if o.principals.is_some() {
                     return Err("multiple principals= options".to_string());
                 }
-                let v = valued(value)?;
+                let v = valued()?;
                 let list: Vec<String> = v.split(',').map(|p| p.trim().to_string()).collect();
                 if list.iter().any(String::is_empty) {
                     return Err("principals= has an empty name".to_string());
@@ -160,11 +134,11 @@ pub fn interpret(raw: &[RawOption]) -> Result<Options, String> {
                 if o.from.is_some() {
                     return Err("multiple from= options".to_string());
                 }
-                o.from = Some(AddrPatterns::parse(&valued(value)?)?);
+                o.from = Some(AddrPatterns::parse(&valued()?)?);
             }
-            "permitopen" => o.permitopen.push(PermitOpen::parse(&valued(value)?)?),
+            "permitopen" => o.permitopen.push(PermitOpen::parse(&valued()?)?),
             "expiry-time" => {
-                let t = parse_expiry(&valued(value)?)?;
+                let t = parse_expiry(&valued()?)?;
                 // Several expiry-time options: the earliest wins (OpenSSH).
                 o.expiry = Some(o.expiry.map_or(t, |e| e.min(t)));
             }
@@ -178,6 +152,31 @@ pub fn interpret(raw: &[RawOption]) -> Result<Options, String> {
         return Err("principals= without cert-authority".to_string());
     }
     Ok(o)
+}
+
+/// Apply a valueless option (lower-cased name); false when `lname` is not one.
+fn set_flag(o: &mut Options, lname: &str) -> bool {
+    match lname {
+        "restrict" => {
+            o.pty = false;
+            o.port_forwarding = false;
+            o.agent_forwarding = false;
+            o.x11_forwarding = false;
+        }
+        "cert-authority" => o.cert_authority = true,
+        "pty" | "no-pty" => o.pty = lname == "pty",
+        "port-forwarding" | "no-port-forwarding" => {
+            o.port_forwarding = lname == "port-forwarding";
+        }
+        "agent-forwarding" | "no-agent-forwarding" => {
+            o.agent_forwarding = lname == "agent-forwarding";
+        }
+        "x11-forwarding" | "no-x11-forwarding" => o.x11_forwarding = lname == "x11-forwarding",
+        // We never run ~/.ssh/rc, so both are already true of this server.
+        "user-rc" | "no-user-rc" => {}
+        _ => return false,
+    }
+    true
 }
 
 /// `YYYYMMDD[HHMM[SS]]` with an optional trailing `Z`, always read as UTC: containers run in

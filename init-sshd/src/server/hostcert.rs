@@ -18,9 +18,6 @@ use russh::server::Config;
 
 use super::config::{self, Limits};
 
-/// Default file name, in `DIR/host-cert/` (where the webhook mounts it).
-pub const FILE: &str = "host-cert/ssh_host_ed25519_key-cert.pub";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     mtime: Option<SystemTime>,
@@ -163,7 +160,10 @@ mod tests {
     #[test]
     fn a_certificate_written_later_is_picked_up_and_a_removed_one_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE);
+        let path = dir
+            .path()
+            .join(session_ssh_contract::names::file::HOST_CERT_DIR)
+            .join(session_ssh_contract::names::file::HOST_CERT);
         let (ca, host) = (key(1), key(2));
         let store = ConfigStore::new(host.clone(), Limits::default(), path.clone());
         assert!(store.current().certificates.is_empty(), "no file yet");

@@ -5,29 +5,25 @@
 
 pub mod authkeys;
 pub mod config;
+mod conn;
 pub mod hostcert;
 pub mod policy;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use russh::keys::{Certificate, HashAlg, PublicKey};
+use russh::keys::{Certificate, HashAlg};
 use russh::server::{
     Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, ChannelOpenFailure, Pty};
-use tokio::sync::watch;
 
 use crate::agent::AgentForward;
-use crate::forward::RemoteForwards;
-use crate::keys::{Decision, Permissions};
-use crate::session::{Launch, PtyRequest};
-use crate::user::User;
-use authkeys::KeyStore;
-use policy::{ConnInfo, EnvInputs, Program};
+use crate::keys::Decision;
+use crate::session::PtyRequest;
+pub use conn::{Conn, Shared};
+use conn::{MAX_SESSIONS, PendingSession, fingerprint, reply};
 
 /// Errors of the connection handler.
 #[derive(Debug, thiserror::Error)]
@@ -38,186 +34,6 @@ pub enum Error {
 
 /// Result alias of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// State shared by all connections.
-pub struct Shared {
-    pub keys: KeyStore,
-    pub user: User,
-    /// Where agent sockets go (DIR/agent, else /tmp).
-    pub runtime_dir: PathBuf,
-}
-
-/// A session channel between open and its exec/shell/subsystem request.
-#[derive(Default)]
-struct PendingSession {
-    channel: Option<Channel<Msg>>,
-    pty: Option<PtyRequest>,
-    env: Vec<(String, String)>,
-}
-
-/// One SSH connection.
-pub struct Conn {
-    shared: Arc<Shared>,
-    id: u64,
-    info: Option<ConnInfo>,
-    ssh_user: String,
-    perms: Option<Permissions>,
-    /// Set once a key is accepted: ends the login grace time and frees a startup slot.
-    authenticated: watch::Sender<bool>,
-    sessions: HashMap<ChannelId, PendingSession>,
-    agent: Option<AgentForward>,
-    remote: RemoteForwards,
-    /// Dropped with the connection: wakes every task of it (a task blocked
-    /// writing to a stalled child or socket would never see the channel end).
-    gone: watch::Sender<()>,
-    /// One clone per running session process or SFTP server of this
-    /// connection, to cap them like OpenSSH's MaxSessions.
-    live: Arc<()>,
-}
-
-/// Session channels per connection (OpenSSH MaxSessions is 10; VS Code and
-/// multiplexed clients open a few more).
-const MAX_SESSIONS: usize = 32;
-
-impl Conn {
-    pub fn new(
-        shared: Arc<Shared>,
-        id: u64,
-        info: Option<ConnInfo>,
-        authenticated: watch::Sender<bool>,
-    ) -> Conn {
-        Conn {
-            shared,
-            id,
-            info,
-            ssh_user: String::new(),
-            perms: None,
-            authenticated,
-            sessions: HashMap::new(),
-            agent: None,
-            remote: RemoteForwards::default(),
-            gone: watch::channel(()).0,
-            live: Arc::new(()),
-        }
-    }
-
-    fn gone(&self) -> watch::Receiver<()> {
-        self.gone.subscribe()
-    }
-
-    fn peer(&self) -> Option<SocketAddr> {
-        self.info.map(|i| i.peer)
-    }
-
-    fn peer_str(&self) -> String {
-        self.peer()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "-".to_owned())
-    }
-
-    fn decide_key(&self, key: &PublicKey) -> Decision {
-        let keys = self.shared.keys.current();
-        keys.authorize_key(key, self.peer().map(|p| p.ip()), SystemTime::now())
-    }
-
-    fn accept(&mut self, user: &str, perms: Permissions, kind: &str) -> Auth {
-        tracing::info!(
-            conn = self.id,
-            user,
-            peer = %self.peer_str(),
-            kind,
-            fingerprint = %perms.fingerprint,
-            source = %perms.source,
-            pty = perms.pty,
-            port_forwarding = perms.port_forwarding,
-            agent_forwarding = perms.agent_forwarding,
-            forced_command = perms.command.is_some(),
-            "login accepted"
-        );
-        self.ssh_user = user.to_owned();
-        self.perms = Some(perms);
-        self.authenticated.send_replace(true);
-        Auth::Accept
-    }
-
-    fn reject(&self, user: &str, fingerprint: &str, reason: &str) -> Auth {
-        tracing::info!(conn = self.id, user, peer = %self.peer_str(), fingerprint, reason, "key rejected");
-        Auth::reject()
-    }
-
-    /// Start what a session channel runs; false when it cannot start.
-    fn start_session(
-        &mut self,
-        id: ChannelId,
-        requested: Option<String>,
-        session: &mut Session,
-    ) -> bool {
-        let Some(perms) = self.perms.as_ref() else {
-            return false;
-        };
-        let Some(mut pending) = self.sessions.remove(&id) else {
-            return false;
-        };
-        let Some(channel) = pending.channel.take() else {
-            return false;
-        };
-        let (program, original) =
-            policy::resolve_program(perms.command.as_deref(), requested.as_deref());
-        let auth_sock = self
-            .agent
-            .as_ref()
-            .map(|a| a.socket_path().display().to_string());
-        let pty = pending.pty.take();
-        let env_inputs = EnvInputs {
-            term: pty.as_ref().map(|p| p.term.as_str()),
-            tty: None,
-            client_env: &pending.env,
-            auth_sock: auth_sock.as_deref(),
-            original_command: original.as_deref(),
-        };
-        let env = policy::session_env(&self.shared.user, self.info.as_ref(), &env_inputs);
-        let kind = match (&program, pty.is_some()) {
-            (Program::LoginShell, true) => "shell-pty",
-            (Program::LoginShell, false) => "shell",
-            (Program::Command(_), true) => "exec-pty",
-            (Program::Command(_), false) => "exec",
-        };
-        tracing::info!(conn = self.id, channel = %id, kind, forced = perms.command.is_some(), "channel");
-        let launch = Launch {
-            program,
-            pty,
-            env,
-            user: self.shared.user.clone(),
-            conn: self.id,
-            gone: self.gone(),
-            live: self.live.clone(),
-        };
-        match crate::session::start(channel, session.handle(), launch) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(conn = self.id, channel = %id, error = %e, "session start failed");
-                false
-            }
-        }
-    }
-
-    fn forwarding_allowed(&self) -> bool {
-        self.perms.as_ref().is_some_and(|p| p.port_forwarding)
-    }
-}
-
-fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
-}
-
-fn reply(session: &mut Session, id: ChannelId, ok: bool) -> Result<()> {
-    if ok {
-        session.channel_success(id)?;
-    } else {
-        session.channel_failure(id)?;
-    }
-    Ok(())
-}
 
 impl Handler for Conn {
     type Error = Error;

@@ -5,20 +5,12 @@
 use std::net::SocketAddr;
 
 use crate::keys::Permissions;
+use crate::session::Program;
 use crate::user::User;
 
 /// Client `env` requests we honour (OpenSSH's usual `AcceptEnv LANG LC_*`).
 pub fn env_allowed(name: &str) -> bool {
     name == "LANG" || (name.starts_with("LC_") && name.len() > 3)
-}
-
-/// What a session channel runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Program {
-    /// The user's login shell, argv[0] "-bash".
-    LoginShell,
-    /// `$SHELL -c command`.
-    Command(String),
 }
 
 /// Apply a forced `command="..."` to what the client asked for. Returns the

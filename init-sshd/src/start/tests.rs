@@ -2,6 +2,7 @@
 //! launched; the real binary is exercised by the CLI run in the report and the e2e tests.
 
 use super::*;
+use session_ssh_contract::names::file::{LOG as LOG_FILE, SERVE_PID as PID_FILE};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 
@@ -107,7 +108,7 @@ fn launch_detaches_with_snapshot_env() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().to_path_buf();
     fs::create_dir_all(dir.join("bin")).unwrap();
-    let script = dir.join(install::BIN);
+    let script = dir.join(session_ssh_contract::names::file::BIN);
     let report = dir.join("report");
     fs::write(
         &script,

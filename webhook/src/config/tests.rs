@@ -1,3 +1,4 @@
+use super::validate::is_quantity;
 use super::*;
 
 fn load(text: &str) -> Result<Config> {

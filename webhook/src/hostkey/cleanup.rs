@@ -14,9 +14,10 @@ use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::LABEL;
+use session_ssh_contract::names::{self, SESSION_ID};
+use session_ssh_contract::pod::secret_volumes;
+
 use crate::config::Config;
-use crate::patch::SESSION_ID;
 
 /// Start the sweeper when the config asks for one; it never ends the server.
 pub fn spawn(config: Arc<Config>, client: Client) -> Option<tokio::task::JoinHandle<()>> {
@@ -59,46 +60,11 @@ struct Sweeper {
 impl Sweeper {
     async fn sweep(&mut self) {
         let now = SystemTime::now();
-        let pods = match Api::<Pod>::all(self.client.clone())
-            .list(&ListParams::default().labels(SESSION_ID))
-            .await
-        {
-            Ok(l) => l.items,
-            Err(err) => {
-                warn!(error = %err, "host-key cleanup: cannot list pods; skipped");
-                return;
-            }
-        };
-        let mut mounted: BTreeSet<(String, String)> = BTreeSet::new();
-        for p in &pods {
-            let Some(ns) = p.namespace() else { continue };
-            self.namespaces.insert(ns.clone());
-            for v in p.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-                if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
-                    mounted.insert((ns.clone(), name));
-                }
-            }
-        }
-        let lp = ListParams::default().labels(&format!("{LABEL}=true"));
-        // Host-key rights are bound per session namespace (examples/kubeflow: cluster-wide).
-        let secrets = match Api::<Secret>::all(self.client.clone()).list(&lp).await {
-            Ok(l) => l.items,
-            Err(_) => {
-                let mut all = Vec::new();
-                for ns in &self.namespaces {
-                    match Api::<Secret>::namespaced(self.client.clone(), ns)
-                        .list(&lp)
-                        .await
-                    {
-                        Ok(l) => all.extend(l.items),
-                        Err(err) => debug!(%ns, error = %err, "host-key Secrets not listable"),
-                    }
-                }
-                all
-            }
+        let Some(mounted) = self.mounted().await else {
+            return;
         };
         let mut seen = BTreeSet::new();
-        for s in secrets {
+        for s in self.host_key_secrets().await {
             let (Some(ns), Some(uid)) = (s.namespace(), s.uid()) else {
                 continue;
             };
@@ -122,32 +88,81 @@ impl Sweeper {
                 .unwrap_or(created)
                 .max(self.started)
                 .max(created);
-            if now.duration_since(last).unwrap_or_default() < self.ttl {
-                continue;
-            }
-            // The uid precondition: never delete a Secret re-made since the list.
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            match Api::<Secret>::namespaced(self.client.clone(), &ns)
-                .delete(&name, &dp)
-                .await
-            {
-                Ok(_) => {
-                    info!(%ns, secret = %name, unused_s = now.duration_since(last).unwrap_or_default().as_secs(),
-                        "unused host-key Secret deleted");
-                    self.last_used.remove(&key);
-                }
-                Err(err) => {
-                    warn!(%ns, secret = %name, error = %err, "unused host-key Secret not deleted")
-                }
+            let unused = now.duration_since(last).unwrap_or_default();
+            if unused >= self.ttl && self.delete(&ns, &name, &uid, unused).await {
+                self.last_used.remove(&key);
             }
         }
         // Forget Secrets that are gone.
         self.last_used.retain(|k, _| seen.contains(k));
+    }
+
+    /// (namespace, Secret name) of every Secret a session pod has as a volume; None when
+    /// pods cannot be listed (then nothing may be deleted).
+    async fn mounted(&mut self) -> Option<BTreeSet<(String, String)>> {
+        let pods = match Api::<Pod>::all(self.client.clone())
+            .list(&ListParams::default().labels(SESSION_ID))
+            .await
+        {
+            Ok(l) => l.items,
+            Err(err) => {
+                warn!(error = %err, "host-key cleanup: cannot list pods; skipped");
+                return None;
+            }
+        };
+        let mut mounted = BTreeSet::new();
+        for p in &pods {
+            let Some(ns) = p.namespace() else { continue };
+            self.namespaces.insert(ns.clone());
+            for name in secret_volumes(p) {
+                mounted.insert((ns.clone(), name.to_owned()));
+            }
+        }
+        Some(mounted)
+    }
+
+    /// Every host-key Secret: cluster-wide when allowed, else per namespace seen (host-key
+    /// rights are bound per session namespace; examples/kubeflow binds them cluster-wide).
+    async fn host_key_secrets(&self) -> Vec<Secret> {
+        let lp = ListParams::default().labels(&format!("{}=true", names::HOST_KEY));
+        if let Ok(l) = Api::<Secret>::all(self.client.clone()).list(&lp).await {
+            return l.items;
+        }
+        let mut all = Vec::new();
+        for ns in &self.namespaces {
+            match Api::<Secret>::namespaced(self.client.clone(), ns)
+                .list(&lp)
+                .await
+            {
+                Ok(l) => all.extend(l.items),
+                Err(err) => debug!(%ns, error = %err, "host-key Secrets not listable"),
+            }
+        }
+        all
+    }
+
+    /// Delete one unused Secret; the uid precondition never deletes one re-made since the
+    /// list. True when it is gone.
+    async fn delete(&self, ns: &str, name: &str, uid: &str, unused: Duration) -> bool {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match Api::<Secret>::namespaced(self.client.clone(), ns)
+            .delete(name, &dp)
+            .await
+        {
+            Ok(_) => {
+                info!(%ns, secret = %name, unused_s = unused.as_secs(), "unused host-key Secret deleted");
+                true
+            }
+            Err(err) => {
+                warn!(%ns, secret = %name, error = %err, "unused host-key Secret not deleted");
+                false
+            }
+        }
     }
 }

@@ -3,6 +3,8 @@ use std::collections::{BTreeMap, HashSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 
 use super::*;
+use crate::hostname::{Error, check_host_template, dns_label, render_host};
+use crate::naming::{is_dns_label, is_dns_subdomain};
 
 #[test]
 fn valid_pod_names_are_kept() {

@@ -1,5 +1,6 @@
-//! `*`/`?` wildcard matching, shared by key-file globs (paths, case-sensitive)
-//! and `from=` host patterns (addresses, ASCII case-insensitive).
+//! `*`/`?` wildcard matching, shared by key-file globs (paths, case-sensitive: init-sshd
+//! install, and the webhook deciding which volumes a glob can reach) and `from=` host patterns
+//! (addresses, ASCII case-insensitive).
 
 /// `*` matches any run, `?` one byte; iterative with single-star backtracking,
 /// so hostile patterns cost O(pattern × text), never exponential time.

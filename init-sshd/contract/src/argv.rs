@@ -1,0 +1,167 @@
+//! The command lines the webhook writes into the pod spec and init-sshd parses: built here
+//! by one function each, with the flag names init-sshd's parser is declared with.
+
+use crate::names;
+
+/// Subcommand of the init container.
+pub const INSTALL: &str = "install";
+/// Subcommand of the postStart hook.
+pub const START: &str = "start";
+/// Subcommand of the server that `start` launches.
+pub const SERVE: &str = "serve";
+/// What separates `start`'s own flags from the chained original hook.
+pub const HOOK_SEPARATOR: &str = "--";
+
+/// Long flag names (without `--`).
+pub mod flag {
+    /// The shared directory (install, start, serve).
+    pub const DIR: &str = "dir";
+    /// An authorized_keys file or glob (install, repeatable).
+    pub const KEYS: &str = "keys";
+    /// A directory of key files, e.g. a mounted Secret (install, repeatable).
+    pub const KEYS_DIR: &str = "keys-dir";
+    /// Where the host-key Secret is mounted (install).
+    pub const HOST_KEY_DIR: &str = "host-key-dir";
+    /// The UID the session runs as, when the pod states it (install).
+    pub const SESSION_UID: &str = "session-uid";
+    /// Plain SSH listen address (start, serve).
+    pub const LISTEN: &str = "listen";
+    /// SSH-inside-TLS listen address, or `off` (start, serve).
+    pub const TLS_LISTEN: &str = "tls-listen";
+    /// The host certificate file (serve).
+    pub const HOST_CERT: &str = "host-cert";
+}
+
+/// `init-sshd install ...` as the init container runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Install {
+    /// The binary in the init container's image.
+    pub binary: String,
+    /// The shared directory.
+    pub dir: String,
+    /// The session's UID when the pod spec states it (root included).
+    pub session_uid: Option<i64>,
+    /// Where the host-key Secret is mounted, when the pod has one.
+    pub host_key_dir: Option<String>,
+    /// Key files and globs, as the session container sees them.
+    pub keys: Vec<String>,
+    /// Directories of key files.
+    pub keys_dirs: Vec<String>,
+}
+
+impl Install {
+    /// The argv, in a fixed order (golden files depend on it).
+    pub fn argv(&self) -> Vec<String> {
+        let mut v = vec![self.binary.clone(), INSTALL.to_owned()];
+        push(&mut v, flag::DIR, &self.dir);
+        if let Some(uid) = self.session_uid {
+            push(&mut v, flag::SESSION_UID, &uid.to_string());
+        }
+        if let Some(d) = &self.host_key_dir {
+            push(&mut v, flag::HOST_KEY_DIR, d);
+        }
+        for f in &self.keys {
+            push(&mut v, flag::KEYS, f);
+        }
+        for d in &self.keys_dirs {
+            push(&mut v, flag::KEYS_DIR, d);
+        }
+        v
+    }
+}
+
+/// `DIR/bin/init-sshd start ...` as the postStart hook runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Start {
+    /// The shared directory (the binary is `DIR/bin/init-sshd`).
+    pub dir: String,
+    /// Plain SSH listen address when not the default `0.0.0.0:2222`.
+    pub listen: Option<String>,
+    /// The container's own exec hook, run after the server is up.
+    pub original_hook: Vec<String>,
+}
+
+impl Start {
+    /// The argv, in a fixed order (golden files depend on it).
+    pub fn argv(&self) -> Vec<String> {
+        let mut v = vec![names::bin_in(&self.dir), START.to_owned()];
+        push(&mut v, flag::DIR, &self.dir);
+        if let Some(l) = &self.listen {
+            push(&mut v, flag::LISTEN, l);
+        }
+        if !self.original_hook.is_empty() {
+            v.push(HOOK_SEPARATOR.to_owned());
+            v.extend(self.original_hook.iter().cloned());
+        }
+        v
+    }
+}
+
+/// `0.0.0.0:PORT`, or None for the default port (the argv then leaves the flag out).
+pub fn listen_all(port: u16) -> Option<String> {
+    (port != names::DEFAULT_SSH_PORT).then(|| format!("0.0.0.0:{port}"))
+}
+
+fn push(v: &mut Vec<String>, flag: &str, value: &str) {
+    v.push(format!("--{flag}"));
+    v.push(value.to_owned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_order_is_fixed() {
+        let a = Install {
+            binary: "/init-sshd".into(),
+            dir: "/opt/session-ssh".into(),
+            session_uid: Some(1000),
+            host_key_dir: Some(names::HOST_KEY_MOUNT.into()),
+            keys: vec!["/home/a/*/.ssh/authorized_keys".into()],
+            keys_dirs: vec!["/k".into()],
+        };
+        assert_eq!(
+            a.argv(),
+            [
+                "/init-sshd",
+                "install",
+                "--dir",
+                "/opt/session-ssh",
+                "--session-uid",
+                "1000",
+                "--host-key-dir",
+                "/session-ssh-host-key",
+                "--keys",
+                "/home/a/*/.ssh/authorized_keys",
+                "--keys-dir",
+                "/k"
+            ]
+        );
+    }
+
+    #[test]
+    fn start_chains_the_original_hook() {
+        let s = Start {
+            dir: "/opt/session-ssh".into(),
+            listen: listen_all(2022),
+            original_hook: vec!["sh".into(), "-c".into(), "echo hi".into()],
+        };
+        assert_eq!(
+            s.argv(),
+            [
+                "/opt/session-ssh/bin/init-sshd",
+                "start",
+                "--dir",
+                "/opt/session-ssh",
+                "--listen",
+                "0.0.0.0:2022",
+                "--",
+                "sh",
+                "-c",
+                "echo hi"
+            ]
+        );
+        assert_eq!(listen_all(2222), None);
+    }
+}

@@ -1,0 +1,19 @@
+//! The contract between the cluster side (the webhook, later the gateway) and the in-pod side
+//! (init-sshd). Every name one side writes and the other reads is defined here once:
+//!
+//! - [`names`]: annotations, labels, volumes, containers, ports, and the files in the shared
+//!   directory;
+//! - [`argv`]: the `install` and `start` command lines the webhook writes into the pod spec,
+//!   and the flag names init-sshd parses them with;
+//! - [`wildcard`]: the `*`/`?` matcher both sides use for key-file globs;
+//! - `pod` (feature `k8s`): small readers over a Pod ("is it injected", "does it mount this
+//!   Secret").
+//!
+//! No dependency beyond the optional Kubernetes types: init-sshd links it into a static
+//! binary that must stay small.
+
+pub mod argv;
+pub mod names;
+#[cfg(feature = "k8s")]
+pub mod pod;
+pub mod wildcard;

@@ -1,0 +1,202 @@
+//! One SSH connection's state and the helpers its `Handler` callbacks use: key decisions,
+//! audit lines, launching a session channel's process.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use russh::keys::{HashAlg, PublicKey};
+use russh::server::{Auth, Msg, Session};
+use russh::{Channel, ChannelId};
+use tokio::sync::watch;
+
+use super::Result;
+use super::authkeys::KeyStore;
+use super::policy::{self, ConnInfo, EnvInputs};
+use crate::agent::AgentForward;
+use crate::forward::RemoteForwards;
+use crate::keys::{Decision, Permissions};
+use crate::session::{Launch, Program, PtyRequest};
+use crate::user::User;
+
+/// State shared by all connections.
+pub struct Shared {
+    pub keys: KeyStore,
+    pub user: User,
+    /// Where agent sockets go (DIR/agent, else /tmp).
+    pub runtime_dir: PathBuf,
+}
+
+/// A session channel between open and its exec/shell/subsystem request.
+#[derive(Default)]
+pub(super) struct PendingSession {
+    pub(super) channel: Option<Channel<Msg>>,
+    pub(super) pty: Option<PtyRequest>,
+    pub(super) env: Vec<(String, String)>,
+}
+
+/// One SSH connection.
+pub struct Conn {
+    pub(super) shared: Arc<Shared>,
+    pub(super) id: u64,
+    pub(super) info: Option<ConnInfo>,
+    pub(super) ssh_user: String,
+    pub(super) perms: Option<Permissions>,
+    /// Set once a key is accepted: ends the login grace time and frees a startup slot.
+    pub(super) authenticated: watch::Sender<bool>,
+    pub(super) sessions: HashMap<ChannelId, PendingSession>,
+    pub(super) agent: Option<AgentForward>,
+    pub(super) remote: RemoteForwards,
+    /// Dropped with the connection: wakes every task of it (a task blocked
+    /// writing to a stalled child or socket would never see the channel end).
+    pub(super) gone: watch::Sender<()>,
+    /// One clone per running session process or SFTP server of this
+    /// connection, to cap them like OpenSSH's MaxSessions.
+    pub(super) live: Arc<()>,
+}
+
+/// Session channels per connection (OpenSSH MaxSessions is 10; VS Code and
+/// multiplexed clients open a few more).
+pub(super) const MAX_SESSIONS: usize = 32;
+
+impl Conn {
+    pub fn new(
+        shared: Arc<Shared>,
+        id: u64,
+        info: Option<ConnInfo>,
+        authenticated: watch::Sender<bool>,
+    ) -> Conn {
+        Conn {
+            shared,
+            id,
+            info,
+            ssh_user: String::new(),
+            perms: None,
+            authenticated,
+            sessions: HashMap::new(),
+            agent: None,
+            remote: RemoteForwards::default(),
+            gone: watch::channel(()).0,
+            live: Arc::new(()),
+        }
+    }
+
+    pub(super) fn gone(&self) -> watch::Receiver<()> {
+        self.gone.subscribe()
+    }
+
+    pub(super) fn peer(&self) -> Option<SocketAddr> {
+        self.info.map(|i| i.peer)
+    }
+
+    pub(super) fn peer_str(&self) -> String {
+        self.peer()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".to_owned())
+    }
+
+    pub(super) fn decide_key(&self, key: &PublicKey) -> Decision {
+        let keys = self.shared.keys.current();
+        keys.authorize_key(key, self.peer().map(|p| p.ip()), SystemTime::now())
+    }
+
+    pub(super) fn accept(&mut self, user: &str, perms: Permissions, kind: &str) -> Auth {
+        tracing::info!(
+            conn = self.id,
+            user,
+            peer = %self.peer_str(),
+            kind,
+            fingerprint = %perms.fingerprint,
+            source = %perms.source,
+            pty = perms.pty,
+            port_forwarding = perms.port_forwarding,
+            agent_forwarding = perms.agent_forwarding,
+            forced_command = perms.command.is_some(),
+            "login accepted"
+        );
+        self.ssh_user = user.to_owned();
+        self.perms = Some(perms);
+        self.authenticated.send_replace(true);
+        Auth::Accept
+    }
+
+    pub(super) fn reject(&self, user: &str, fingerprint: &str, reason: &str) -> Auth {
+        tracing::info!(conn = self.id, user, peer = %self.peer_str(), fingerprint, reason, "key rejected");
+        Auth::reject()
+    }
+
+    /// Start what a session channel runs; false when it cannot start.
+    pub(super) fn start_session(
+        &mut self,
+        id: ChannelId,
+        requested: Option<String>,
+        session: &mut Session,
+    ) -> bool {
+        let Some(perms) = self.perms.as_ref() else {
+            return false;
+        };
+        let Some(mut pending) = self.sessions.remove(&id) else {
+            return false;
+        };
+        let Some(channel) = pending.channel.take() else {
+            return false;
+        };
+        let (program, original) =
+            policy::resolve_program(perms.command.as_deref(), requested.as_deref());
+        let auth_sock = self
+            .agent
+            .as_ref()
+            .map(|a| a.socket_path().display().to_string());
+        let pty = pending.pty.take();
+        let env_inputs = EnvInputs {
+            term: pty.as_ref().map(|p| p.term.as_str()),
+            tty: None,
+            client_env: &pending.env,
+            auth_sock: auth_sock.as_deref(),
+            original_command: original.as_deref(),
+        };
+        let env = policy::session_env(&self.shared.user, self.info.as_ref(), &env_inputs);
+        let kind = match (&program, pty.is_some()) {
+            (Program::LoginShell, true) => "shell-pty",
+            (Program::LoginShell, false) => "shell",
+            (Program::Command(_), true) => "exec-pty",
+            (Program::Command(_), false) => "exec",
+        };
+        tracing::info!(conn = self.id, channel = %id, kind, forced = perms.command.is_some(), "channel");
+        let launch = Launch {
+            program,
+            pty,
+            env,
+            user: self.shared.user.clone(),
+            conn: self.id,
+            gone: self.gone(),
+            live: self.live.clone(),
+        };
+        match crate::session::start(channel, session.handle(), launch) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(conn = self.id, channel = %id, error = %e, "session start failed");
+                false
+            }
+        }
+    }
+
+    pub(super) fn forwarding_allowed(&self) -> bool {
+        self.perms.as_ref().is_some_and(|p| p.port_forwarding)
+    }
+}
+
+pub(super) fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+pub(super) fn reply(session: &mut Session, id: ChannelId, ok: bool) -> Result<()> {
+    if ok {
+        session.channel_success(id)?;
+    } else {
+        session.channel_failure(id)?;
+    }
+    Ok(())
+}

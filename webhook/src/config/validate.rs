@@ -1,0 +1,239 @@
+//! Config checks serde cannot express, in a fixed order: the first problem is reported as
+//! (field path, reason), and `Config::load` turns it into an error naming the file.
+
+use super::{Config, IngressMode};
+use crate::naming;
+
+/// (field path, reason) of a problem.
+type Check = std::result::Result<(), (String, String)>;
+
+fn err(path: &str, reason: String) -> Check {
+    Err((path.to_owned(), reason))
+}
+
+/// Every check, in the order the first problem is reported.
+pub(super) fn validate(cfg: &Config) -> Check {
+    init_container_and_ports(cfg)?;
+    quantities(cfg)?;
+    keys(cfg)?;
+    ingress(cfg)?;
+    label_keys(&cfg.selector.has_labels, "selector.hasLabels")?;
+    host_keys(cfg)?;
+    for k in cfg.selector.match_labels.keys() {
+        if !naming::is_qualified_name(k) {
+            return err(
+                &format!("selector.matchLabels.{k}"),
+                format!("`{k}` is not a valid label key"),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn init_container_and_ports(cfg: &Config) -> Check {
+    if cfg.init_container.image.trim().is_empty() {
+        return err("initContainer.image", "must not be empty".into());
+    }
+    if !is_clean_absolute(&cfg.init_container.binary) {
+        return err(
+            "initContainer.binary",
+            "must be an absolute path without `..`".into(),
+        );
+    }
+    if !is_clean_absolute(&cfg.mount_path) || cfg.mount_path == "/" {
+        return err(
+            "mountPath",
+            "must be an absolute path other than `/`, without `..`".into(),
+        );
+    }
+    if cfg.ports.ssh == 0 {
+        return err("ports.ssh", "must be 1-65535".into());
+    }
+    if cfg.ports.ssh_tls == Some(0) || cfg.ports.ssh_tls == Some(cfg.ports.ssh) {
+        return err(
+            "ports.sshTls",
+            "must be 1-65535 and differ from ports.ssh".into(),
+        );
+    }
+    Ok(())
+}
+
+fn quantities(cfg: &Config) -> Check {
+    let r = &cfg.init_container.resources;
+    let q = [
+        ("initContainer.resources.requests.cpu", &r.requests.cpu),
+        (
+            "initContainer.resources.requests.memory",
+            &r.requests.memory,
+        ),
+        ("initContainer.resources.limits.cpu", &r.limits.cpu),
+        ("initContainer.resources.limits.memory", &r.limits.memory),
+        ("volumeSizeLimit", &cfg.volume_size_limit),
+    ];
+    for (path, value) in q {
+        if let Some(v) = value
+            && !is_quantity(v)
+        {
+            return err(path, format!("`{v}` is not a Kubernetes quantity"));
+        }
+    }
+    Ok(())
+}
+
+fn keys(cfg: &Config) -> Check {
+    for (i, f) in cfg.keys.files.iter().enumerate() {
+        if !is_clean_absolute(f) {
+            return err(
+                &format!("keys.files[{i}]"),
+                "must be an absolute path without `..`".into(),
+            );
+        }
+    }
+    if let Some(t) = &cfg.keys.user_secret
+        && let Err(r) = naming::check_template(t)
+    {
+        return err("keys.userSecret", r);
+    }
+    if let Some(a) = &cfg.keys.annotation
+        && !naming::is_qualified_name(a)
+    {
+        return err(
+            "keys.annotation",
+            format!("`{a}` is not a valid annotation key"),
+        );
+    }
+    for (i, s) in cfg.keys.extra_secrets.iter().enumerate() {
+        if !naming::is_dns_subdomain(s) {
+            return err(
+                &format!("keys.extraSecrets[{i}]"),
+                format!("`{s}` is not a valid Secret name"),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ingress(cfg: &Config) -> Check {
+    let ing = &cfg.ingress;
+    if let Some(t) = &ing.host_template
+        && let Err(r) = crate::hostname::check_host_template(t)
+    {
+        return err("ingress.hostTemplate", r);
+    }
+    if ing.mode.is_sni() && ing.host_template.is_none() {
+        return err(
+            "ingress.hostTemplate",
+            format!(
+                "mode `{}` routes by hostname: set a template",
+                ing.mode.as_str()
+            ),
+        );
+    }
+    if ing.mode == IngressMode::Gateway && ing.gateway.parent_refs.is_empty() {
+        return err(
+            "ingress.gateway.parentRefs",
+            "mode `gateway` needs at least one Gateway".into(),
+        );
+    }
+    Ok(())
+}
+
+fn label_keys(keys: &[String], path: &str) -> Check {
+    for (i, k) in keys.iter().enumerate() {
+        if !naming::is_qualified_name(k) {
+            return err(
+                &format!("{path}[{i}]"),
+                format!("`{k}` is not a valid label key"),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn host_keys(cfg: &Config) -> Check {
+    if cfg.host_keys.delete_unused_after_seconds == Some(0) {
+        return err(
+            "hostKeys.deleteUnusedAfterSeconds",
+            "must be at least 1 (null keeps Secrets)".into(),
+        );
+    }
+    if let Err((p, r)) = host_ca(cfg) {
+        return err(p, r);
+    }
+    label_keys(&cfg.host_keys.identity_labels, "hostKeys.identityLabels")
+}
+
+/// Config checks of `hostKeys.ca`: (field path, reason) of the first problem.
+fn host_ca(cfg: &Config) -> std::result::Result<(), (&'static str, String)> {
+    let ca = &cfg.host_keys.ca;
+    let Some(name) = &ca.secret_name else {
+        return Ok(());
+    };
+    if !naming::is_dns_subdomain(name) {
+        return Err((
+            "hostKeys.ca.secretName",
+            format!("`{name}` is not a valid Secret name"),
+        ));
+    }
+    if let Some(ns) = &ca.namespace
+        && !naming::is_dns_label(ns)
+    {
+        return Err((
+            "hostKeys.ca.namespace",
+            format!("`{ns}` is not a valid namespace"),
+        ));
+    }
+    if ca.validity_seconds < 3600 {
+        return Err((
+            "hostKeys.ca.validitySeconds",
+            "must be at least 3600 (certificates are renewed on resync)".into(),
+        ));
+    }
+    if !cfg.host_keys.enabled {
+        return Err((
+            "hostKeys.ca.secretName",
+            "needs hostKeys.enabled: a CA certifies the stable per-session host keys".into(),
+        ));
+    }
+    if let Some(p) = &ca.host_pattern {
+        let ok = !p.is_empty()
+            && p.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'-' | b'.' | b'*' | b'?')
+            })
+            && p.bytes().any(|b| !matches!(b, b'*' | b'?' | b'.'));
+        if !ok {
+            return Err((
+                "hostKeys.ca.hostPattern",
+                format!(
+                    "`{p}`: a host pattern of a-z, 0-9, `-`, `.`, `*`, `?` with some literal text"
+                ),
+            ));
+        }
+    } else if cfg.host_ca_pattern().is_none() {
+        return Err((
+            "hostKeys.ca.hostPattern",
+            "cannot be derived from ingress.hostTemplate (no literal domain after its last placeholder) or the mode: set it".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn is_clean_absolute(p: &str) -> bool {
+    p.starts_with('/') && !p.split('/').any(|c| c == "..") && !p.contains('\0')
+}
+
+/// Kubernetes quantity syntax: a decimal number with an optional suffix.
+pub(super) fn is_quantity(s: &str) -> bool {
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(digits_end);
+    let num_ok = !num.is_empty() && num.matches('.').count() <= 1 && num != ".";
+    let suffix_ok = matches!(
+        suffix,
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
+    );
+    num_ok && suffix_ok
+}

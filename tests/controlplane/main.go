@@ -83,21 +83,24 @@ func main() {
 		}
 	}
 	var o options
-	flag.StringVar(&o.dir, "dir", envOr("CONTROLPLANE_DIR", ""), "state dir (default: a new temp dir); env CONTROLPLANE_DIR")
-	flag.StringVar(&o.kubeconfigOut, "kubeconfig-out", envOr("CONTROLPLANE_KUBECONFIG_OUT", ""),
+	// A flag set of our own: the kubelet's packages (cadvisor) register dozens of
+	// flags on flag.CommandLine that mean nothing here.
+	fs := flag.NewFlagSet("controlplane", flag.ExitOnError)
+	fs.StringVar(&o.dir, "dir", envOr("CONTROLPLANE_DIR", ""), "state dir (default: a new temp dir); env CONTROLPLANE_DIR")
+	fs.StringVar(&o.kubeconfigOut, "kubeconfig-out", envOr("CONTROLPLANE_KUBECONFIG_OUT", ""),
 		"where to write the admin kubeconfig (default: DIR/admin.kubeconfig); env CONTROLPLANE_KUBECONFIG_OUT")
-	flag.BoolVar(&o.watchStdin, "watch-stdin", os.Getenv("CONTROLPLANE_WATCH_STDIN") == "1",
+	fs.BoolVar(&o.watchStdin, "watch-stdin", os.Getenv("CONTROLPLANE_WATCH_STDIN") == "1",
 		"stop when stdin reaches EOF, so the control plane dies with the process that piped it; env CONTROLPLANE_WATCH_STDIN=1")
-	flag.IntVar(&o.verbosity, "v", 0, "klog verbosity of the components")
-	flag.Var(&o.apiserverArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--audit-log-path=- (repeatable)")
-	flag.Var(&o.kcmArgs, "controller-manager-arg", "extra kube-controller-manager flag (repeatable)")
-	flag.StringVar(&o.listen, "listen", envOr("CONTROLPLANE_LISTEN", "127.0.0.1:0"),
+	fs.IntVar(&o.verbosity, "v", 0, "klog verbosity of the components")
+	fs.Var(&o.apiserverArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--audit-log-path=- (repeatable)")
+	fs.Var(&o.kcmArgs, "controller-manager-arg", "extra kube-controller-manager flag (repeatable)")
+	fs.StringVar(&o.listen, "listen", envOr("CONTROLPLANE_LISTEN", "127.0.0.1:0"),
 		"kube-apiserver address; env CONTROLPLANE_LISTEN")
-	flag.StringVar(&o.nodeIP, "node-ip", envOr("CONTROLPLANE_NODE_IP", ""),
+	fs.StringVar(&o.nodeIP, "node-ip", envOr("CONTROLPLANE_NODE_IP", ""),
 		"node mode: the node's IP (a local, non-loopback address; the apiserver advertises it); env CONTROLPLANE_NODE_IP")
-	flag.StringVar(&o.nodeName, "node-name", envOr("CONTROLPLANE_NODE_NAME", ""),
+	fs.StringVar(&o.nodeName, "node-name", envOr("CONTROLPLANE_NODE_NAME", ""),
 		"node mode: the node's name, for the kubelet's identity; env CONTROLPLANE_NODE_NAME")
-	flag.Parse()
+	_ = fs.Parse(os.Args[1:]) // ExitOnError: never returns an error
 
 	code := run(o)
 	klog.Flush()

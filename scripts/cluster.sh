@@ -15,8 +15,8 @@
 # images are built locally with buildah and imported into containerd.
 #
 # All files live in .work/cluster of the repo this script is in. Machine-wide
-# things carry fixed names so down finds them after a killed up: the interfaces
-# ssh-node0 (dummy, the node IP) and ssh-br0 (CNI bridge), the cgroup
+# things carry fixed names so down finds them after a killed up: the bridge
+# ssh-br0 (the node IP and the pods' network), the cgroup
 # /session-ssh-cluster in every hierarchy, iptables chains KUBE-*, CNI-* and
 # SESSION-SSH-*. Hence one cluster per machine; /run/session-ssh-cluster/owner
 # says which clone's it is.
@@ -32,11 +32,11 @@ BIN=$ROOT/tests/controlplane/bin/controlplane
 PAUSE_BIN=$ROOT/tests/controlplane/bin/pause
 
 NODE_NAME=session-ssh-node
-# The node IP lives on a dummy interface: a local, non-loopback address (the
+# The node IP lives on the pods' bridge: a local, non-loopback address (the
 # kubelet refuses loopback node IPs) that pods can reach (they cannot reach the
-# host's 127.0.0.1) and that no other machine routes to.
+# host's 127.0.0.1) and that no other machine routes to. (No dummy interface:
+# this VM's kernel has no CONFIG_DUMMY.)
 NODE_IP=${CLUSTER_NODE_IP:-10.250.0.1}
-NODE_IF=ssh-node0
 BRIDGE=ssh-br0
 POD_CIDR=10.244.0.0/24
 POD_GW=10.244.0.1
@@ -259,8 +259,7 @@ teardown() {
     unmount_all "$dir"
     # Network namespaces are bind mounts under containerd's state dir (netns_mounts_under_state_dir),
     # gone with the unmount; their veths go with them. What remains is ours by name.
-    ip link del "$BRIDGE" 2>/dev/null || true
-    ip link del "$NODE_IF" 2>/dev/null || true # its routes go with it
+    ip link del "$BRIDGE" 2>/dev/null || true # its addresses and routes go with it
     clean_iptables
     clean_cgroups
     restore_sysctls "$dir"
@@ -333,13 +332,16 @@ setup_sysctls() {
 }
 
 setup_network() {
-    ip link add "$NODE_IF" type dummy
-    ip addr add "$NODE_IP/32" dev "$NODE_IF"
-    ip link set "$NODE_IF" up
-    # Service IPs that kube-proxy has not DNATed, and pod IPs outside the bridge,
-    # go to the dummy interface, which drops them: never out of eth0.
-    ip route add "$SERVICE_CIDR" dev "$NODE_IF"
-    ip route add "$POD_SUPERNET" dev "$NODE_IF"
+    # Made here rather than by the CNI bridge plugin (which takes it as it finds
+    # it), so that the node IP exists before the first pod.
+    ip link add "$BRIDGE" type bridge
+    ip addr add "$POD_GW/${POD_CIDR#*/}" dev "$BRIDGE"
+    ip addr add "$NODE_IP/32" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    # Service IPs that kube-proxy has not DNATed, and pod IPs outside the bridge's
+    # subnet, go to the bridge, where nothing answers them: never out of eth0.
+    ip route add "$SERVICE_CIDR" dev "$BRIDGE"
+    ip route add "$POD_SUPERNET" dev "$BRIDGE"
     # Pods talk to each other, to Services and to the node, and to nothing else:
     # forwarded traffic between the pod network and another interface is dropped.
     # In mangle, which runs before kube-proxy's ACCEPTs in filter FORWARD.
@@ -542,7 +544,7 @@ cmd_up() {
         log "removing the leftovers of $owner's cluster"
         teardown "$owner"
     fi
-    if [ -e "$STATE" ] || ip link show "$NODE_IF" >/dev/null 2>&1 || ip link show "$BRIDGE" >/dev/null 2>&1 ||
+    if [ -e "$STATE" ] || ip link show "$BRIDGE" >/dev/null 2>&1 ||
         [ -d "/sys/fs/cgroup/memory/$CGROUP" ] || [ -d "/sys/fs/cgroup/$CGROUP" ]; then
         log "removing the leftovers of an earlier cluster"
         teardown "$STATE"

@@ -158,7 +158,7 @@ procs_of() {
     for p in /proc/[0-9]*; do
         p=${p#/proc/}
         [ "$p" = $$ ] || [ "$p" = "$BASHPID" ] && continue
-        cmd=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || continue
+        cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline") || continue
         case "$cmd" in
             *"$dir/"* | *"$dir "*) echo "$p" ;;
         esac
@@ -264,11 +264,13 @@ teardown() {
     clean_cgroups
     restore_sysctls "$dir"
     rm -f /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
+    rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true # only if empty
     # The kubelet links every container's log into /var/log/containers.
     local link
     for link in /var/log/containers/*.log; do
         [ -L "$link" ] && case $(readlink "$link") in "$dir"/*) rm -f "$link" ;; esac
     done
+    rmdir /var/log/containers 2>/dev/null || true
     # Nothing may be mounted below dir any more: rm must not follow a bind mount
     # of a host directory (hostPath) into the host.
     [ -z "$(mounts_under "$dir")" ] || die "still mounted under $dir"
@@ -315,7 +317,8 @@ wait_for() {
 start() {
     local name=$1
     shift
-    setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
+    # 9>&-: the daemons must not inherit (and hold) the lock.
+    setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
     echo $! >"$PIDS/$name.pid"
 }
 
@@ -366,6 +369,40 @@ setup_cgroups() {
     fi
 }
 
+# runc, or a wrapper of it where this root cannot lower an oom_score_adj: without
+# CAP_SYS_RESOURCE (dropped in some sandboxes and VMs), runc init fails with
+# "can't get final child's PID from pipe: EOF" when it writes the -998 the kubelet
+# gives pod sandboxes (and -997 Guaranteed pods). The wrapper raises such values in
+# the bundle's config.json (create/run) or process.json (exec) to runc's own score.
+setup_runc() {
+    RUNC=$(command -v runc)
+    if sh -c 'echo -999 >/proc/self/oom_score_adj' 2>/dev/null; then return 0; fi
+    log "no CAP_SYS_RESOURCE: containers get oom_score_adj >= $(cat /proc/self/oom_score_adj) (runc wrapper)"
+    mkdir -p "$STATE/bin"
+    cat >"$STATE/bin/runc" <<EOF
+#!/bin/sh
+# Written by scripts/cluster.sh (setup_runc): clamp oomScoreAdj to what we may set.
+min=\$(cat /proc/\$\$/oom_score_adj)
+clamp() {
+    v=\$(grep -o '"oomScoreAdj":-[0-9]*' "\$1" | head -n 1 | cut -d: -f2)
+    if [ -n "\$v" ] && [ "\$v" -lt "\$min" ]; then
+        sed -i "s/\"oomScoreAdj\":\$v\([^0-9]\)/\"oomScoreAdj\":\$min\1/" "\$1"
+    fi
+}
+prev=
+for a in "\$@"; do
+    case \$prev in
+        --bundle | -b) [ -f "\$a/config.json" ] && clamp "\$a/config.json" ;;
+        --process | -p) [ -f "\$a" ] && clamp "\$a" ;;
+    esac
+    prev=\$a
+done
+exec $RUNC "\$@"
+EOF
+    chmod 755 "$STATE/bin/runc"
+    RUNC=$STATE/bin/runc
+}
+
 write_configs() {
     mkdir -p "$STATE/containerd" "$STATE/cni/net.d" "$STATE/kubelet" "$STATE/kube-proxy"
     cat >"$STATE/containerd/config.toml" <<EOF
@@ -403,7 +440,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "$(command -v runc)"
+        BinaryName = "$RUNC"
         # The kubelet's cgroupDriver is cgroupfs (no systemd here); they must agree.
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
@@ -565,6 +602,7 @@ cmd_up() {
     setup_sysctls
     setup_network
     setup_cgroups
+    setup_runc
     write_configs
 
     log "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1 {print $3}')"
@@ -576,7 +614,7 @@ cmd_up() {
     log "control plane (etcd, kube-apiserver, kube-controller-manager) on $NODE_IP:$API_PORT"
     setsid "$BIN" --dir "$STATE/controlplane" --kubeconfig-out "$KUBECONFIG_FILE" \
         --listen "$NODE_IP:$API_PORT" --node-ip "$NODE_IP" --node-name "$NODE_NAME" \
-        </dev/null >"$LOGS/controlplane.out" 2>>"$LOGS/controlplane.log" &
+        </dev/null >"$LOGS/controlplane.out" 2>>"$LOGS/controlplane.log" 9>&- &
     echo $! >"$PIDS/controlplane.pid"
     wait_for "the control plane" controlplane grep -q '^READY' "$LOGS/controlplane.out"
 

@@ -96,6 +96,7 @@ install_missing() {
     # The image needs a static busybox; Debian's busybox-static replaces busybox.
     dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing Debian ${missing[*]}"
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null \
@@ -661,21 +662,51 @@ cmd_status() {
     fi
 }
 
-# A pod from the local busybox image runs to completion; logs and exec work
-# (both go apiserver -> kubelet -> containerd's stream server).
+# The node does what the tests need: a pod from the local busybox image runs to
+# completion; logs, exec and port-forward work (apiserver -> kubelet ->
+# containerd's stream server); a ClusterIP Service answers from the node and from
+# a pod (kube-proxy, hairpin), and pods reach the apiserver through the
+# `kubernetes` Service.
 cmd_smoke() {
     is_up || die "not up (scripts/cluster.sh up)"
-    local pod=smoke-$$
-    kubectl run "$pod" --image="$BUSYBOX_IMAGE" --restart=Never --command -- \
-        sh -c 'echo "hello from $(hostname) uid=$(id -u) ip=$(ip -4 -o addr show eth0 | cut -d" " -f7)"' >&2
-    kubectl wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" --timeout="${TIMEOUT}s" >&2 ||
-        { kubectl describe pod "$pod" >&2; die "pod $pod did not succeed"; }
-    kubectl logs "$pod"
-    kubectl delete pod "$pod" --wait=true >&2
-    kubectl run "$pod" --image="$BUSYBOX_IMAGE" --restart=Never --command -- sleep 300 >&2
-    kubectl wait --for=condition=Ready "pod/$pod" --timeout="${TIMEOUT}s" >&2
-    kubectl exec "$pod" -- sh -c 'echo exec ok: $(cat /proc/1/cgroup | grep memory)'
-    kubectl delete pod "$pod" --grace-period=1 --wait=true >&2
+    local ns=smoke-$$ ip out pf_pid
+    kubectl create namespace "$ns" >/dev/null
+    # shellcheck disable=SC2064 # expand now: the namespace of this run
+    trap "'$BIN' kubectl --kubeconfig '$KUBECONFIG_FILE' delete namespace '$ns' --wait=false >/dev/null 2>&1" EXIT
+    kubectl -n "$ns" run once --image="$BUSYBOX_IMAGE" --restart=Never --command -- \
+        sh -c 'echo "hello from $(hostname) uid=$(id -u) ip=$(ip -4 -o addr show eth0 | cut -d" " -f7)"' >/dev/null
+    kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Succeeded pod/once --timeout="${TIMEOUT}s" >/dev/null ||
+        { kubectl -n "$ns" describe pod once >&2; die "pod once did not succeed"; }
+    echo "run to completion: $(kubectl -n "$ns" logs once)"
+
+    kubectl -n "$ns" run web --image="$BUSYBOX_IMAGE" --port=8080 --labels=app=web --command -- \
+        sh -c 'mkdir -p /tmp/www && echo "web $(hostname)" >/tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www' >/dev/null
+    kubectl -n "$ns" expose pod web --port=80 --target-port=8080 >/dev/null
+    kubectl -n "$ns" wait --for=condition=Ready pod/web --timeout="${TIMEOUT}s" >/dev/null
+    echo "exec: $(kubectl -n "$ns" exec web -- sh -c 'grep memory /proc/1/cgroup')"
+
+    # (busybox-static's wget crashes in its static glibc resolver, even for an IP: nc it is.)
+    ip=$(kubectl -n "$ns" get service web -o jsonpath='{.spec.clusterIP}')
+    wait_for "Service web at $ip from the node" kube-proxy curl -fsS -m 2 -o /dev/null "http://$ip/"
+    echo "service from the node: $(curl -fsS -m 5 "http://$ip/")"
+    out=$(kubectl -n "$ns" exec web -- sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 $ip 80 | tail -n 1")
+    echo "service from its own pod (hairpin): $out"
+    [ "$out" = "web web" ] || die "Service web from its own pod: got '$out'"
+    # The apiserver answers plain HTTP on its TLS port with a 400 that says so.
+    out=$(kubectl -n "$ns" exec web -- sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 10.96.0.1 443 | tail -n 1")
+    case $out in *"HTTPS server"*) echo "kubernetes Service from a pod: $out" ;;
+        *) die "the kubernetes Service (10.96.0.1:443) from a pod: got '$out'" ;; esac
+
+    kubectl -n "$ns" port-forward --address 127.0.0.1 pod/web 18080:8080 >/dev/null 2>&1 9>&- &
+    pf_pid=$!
+    wait_for "port-forward" kube-proxy curl -fsS -m 2 -o /dev/null http://127.0.0.1:18080/
+    echo "port-forward: $(curl -fsS -m 5 http://127.0.0.1:18080/)"
+    kill "$pf_pid" 2>/dev/null || true
+    # httpd as PID 1 ignores SIGTERM: do not wait out the default 30 s grace period.
+    kubectl -n "$ns" delete pod --all --grace-period=1 >/dev/null
+    kubectl delete namespace "$ns" --wait=true >/dev/null
+    trap - EXIT
+    echo "smoke ok"
 }
 
 case ${1:-} in

@@ -264,7 +264,9 @@ teardown() {
     clean_iptables
     clean_cgroups
     restore_sysctls "$dir"
+    # libcni's cache of each sandbox's result: ours name our network, or (lo) our netns path.
     rm -f /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
+    grep -lF "$dir/" /var/lib/cni/results/* 2>/dev/null | xargs -r rm -f
     rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true # only if empty
     # The kubelet links every container's log into /var/log/containers.
     local link

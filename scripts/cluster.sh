@@ -170,7 +170,7 @@ procs_of() {
 procs_in_cgroup() {
     local m
     for m in $(cgroup_mounts); do
-        [ -d "$m/$CGROUP" ] && find "$m/$CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null
+        if [ -d "$m/$CGROUP" ]; then find "$m/$CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null; fi
     done | sort -u
 }
 
@@ -266,7 +266,7 @@ teardown() {
     restore_sysctls "$dir"
     # libcni's cache of each sandbox's result: ours name our network, or (lo) our netns path.
     rm -f /var/lib/cni/results/"$CNI_NET"-* 2>/dev/null || true
-    grep -lF "$dir/" /var/lib/cni/results/* 2>/dev/null | xargs -r rm -f
+    grep -lF "$dir/" /var/lib/cni/results/* 2>/dev/null | xargs -r rm -f || true
     rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true # only if empty
     # The kubelet links every container's log into /var/log/containers.
     local link

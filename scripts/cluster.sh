@@ -124,7 +124,10 @@ check_cgroups() {
     for c in cpu cpuacct cpuset memory pids devices freezer; do
         [ "$(awk -v c="$c" '$1 == c { print $4 }' /proc/cgroups)" = 1 ] \
             || die "cgroup controller '$c' is not enabled in the kernel (/proc/cgroups); the kubelet needs it"
-        grep -Eq "^[^ ]+ [^ ]+ [^ ]+ [^ ]+ [^ ]+ [^-]*- cgroup [^ ]+ [^ ]*\b$c\b" /proc/self/mountinfo \
+        # mountinfo: "... - cgroup cgroup rw,cpu": fstype, source, super options.
+        awk -v c="$c" '{ split($0, a, " - "); split(a[2], f, " "); n = split(f[3], o, ",")
+            if (f[1] == "cgroup") for (i = 1; i <= n; i++) if (o[i] == c) found = 1 }
+            END { exit !found }' /proc/self/mountinfo \
             || die "cgroup v1 controller '$c' is not mounted under /sys/fs/cgroup; the kubelet needs it"
     done
 }
@@ -153,12 +156,19 @@ is_up() {
 # --- down ----------------------------------------------------------------------
 
 # Every process that names DIR in its command line (our daemons, containerd's
-# shims: -address DIR/containerd/...), except this script.
+# shims: -address DIR/containerd/...), except this script and its ancestors (a
+# shell that ran `cluster.sh down; ls DIR/...`). Pid files are not trusted: after
+# a reboot they may name someone else's process.
 procs_of() {
-    local dir=$1 p cmd
+    local dir=$1 p cmd skip=" $BASHPID " a=$$
+    while [ "$a" -gt 1 ]; do
+        skip+="$a "
+        a=$(awk '/^PPid:/ { print $2 }' "/proc/$a/status" 2>/dev/null) || break
+        [ -n "$a" ] || break
+    done
     for p in /proc/[0-9]*; do
         p=${p#/proc/}
-        [ "$p" = $$ ] || [ "$p" = "$BASHPID" ] && continue
+        case $skip in *" $p "*) continue ;; esac
         cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline") || continue
         case "$cmd" in
             *"$dir/"* | *"$dir "*) echo "$p" ;;
@@ -176,10 +186,7 @@ procs_in_cgroup() {
 
 kill_all() {
     local dir=$1 pids i
-    # The kubelet first (it would restart containers), then the rest, politely.
-    for c in kube-proxy kubelet kube-scheduler controlplane containerd; do
-        [ -f "$dir/pids/$c.pid" ] && kill -TERM "$(cat "$dir/pids/$c.pid")" 2>/dev/null || true
-    done
+    # SIGTERM for 6 s (the control plane removes its files on the way out), then SIGKILL.
     for i in $(seq 50); do
         pids=$(procs_of "$dir")
         [ -z "$pids" ] && break

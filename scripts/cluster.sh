@@ -3,9 +3,10 @@
 # by hand (tests/controlplane/NODE.md):
 #
 #   scripts/cluster.sh up      # last line: export KUBECONFIG=...
-#   scripts/cluster.sh smoke   # a busybox pod runs to completion; logs and exec work
+#   scripts/cluster.sh smoke   # a pod runs to completion; logs, exec, port-forward, Services
 #   scripts/cluster.sh status
 #   scripts/cluster.sh down    # removes everything up made; safe with nothing up
+#   scripts/cluster.sh down --force  # also when another clone's cluster is running
 #
 # The control plane binary (tests/controlplane, Kubernetes 1.35) runs etcd,
 # kube-apiserver and kube-controller-manager in node mode, and kube-scheduler,
@@ -19,7 +20,7 @@
 # ssh-br0 (the node IP and the pods' network), the cgroup
 # /session-ssh-cluster in every hierarchy, iptables chains KUBE-*, CNI-* and
 # SESSION-SSH-*. Hence one cluster per machine; /run/session-ssh-cluster/owner
-# says which clone's it is.
+# says which clone's it is (the lock file beside it stays).
 #
 # Env: CLUSTER_NODE_IP (default 10.250.0.1), CLUSTER_TIMEOUT (seconds per wait,
 # default 180), SKIP_GO_BUILD=1 (use tests/controlplane/bin as it is).

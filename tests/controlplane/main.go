@@ -13,6 +13,11 @@
 // `controlplane kustomize DIR` renders a kustomization instead (kustomize.go);
 // `controlplane kubectl ARGS...` is kubectl of the same release (kubectl.go).
 //
+// With --node-ip and --node-name it is the control plane of a real node
+// (node.go, scripts/cluster.sh): it serves on the node IP, runs every default
+// controller and writes kubeconfigs for `controlplane kubelet|kube-proxy|
+// kube-scheduler`, the upstream node components as subcommands.
+//
 // Admission webhooks with clientConfig.service are sent to the address that
 // DIR/service-endpoints maps the Service to (see resolver.go).
 package main
@@ -60,6 +65,9 @@ type options struct {
 	verbosity     int
 	apiserverArgs multiFlag
 	kcmArgs       multiFlag
+	listen        string
+	nodeIP        string
+	nodeName      string
 }
 
 func main() {
@@ -69,16 +77,30 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "kubectl" {
 		os.Exit(runKubectl(os.Args[2:]))
 	}
+	if len(os.Args) > 1 {
+		if code, ok := runNodeCommand(os.Args[1], os.Args[2:]); ok {
+			os.Exit(code)
+		}
+	}
 	var o options
-	flag.StringVar(&o.dir, "dir", envOr("CONTROLPLANE_DIR", ""), "state dir (default: a new temp dir); env CONTROLPLANE_DIR")
-	flag.StringVar(&o.kubeconfigOut, "kubeconfig-out", envOr("CONTROLPLANE_KUBECONFIG_OUT", ""),
+	// A flag set of our own: the kubelet's packages (cadvisor) register dozens of
+	// flags on flag.CommandLine that mean nothing here.
+	fs := flag.NewFlagSet("controlplane", flag.ExitOnError)
+	fs.StringVar(&o.dir, "dir", envOr("CONTROLPLANE_DIR", ""), "state dir (default: a new temp dir); env CONTROLPLANE_DIR")
+	fs.StringVar(&o.kubeconfigOut, "kubeconfig-out", envOr("CONTROLPLANE_KUBECONFIG_OUT", ""),
 		"where to write the admin kubeconfig (default: DIR/admin.kubeconfig); env CONTROLPLANE_KUBECONFIG_OUT")
-	flag.BoolVar(&o.watchStdin, "watch-stdin", os.Getenv("CONTROLPLANE_WATCH_STDIN") == "1",
+	fs.BoolVar(&o.watchStdin, "watch-stdin", os.Getenv("CONTROLPLANE_WATCH_STDIN") == "1",
 		"stop when stdin reaches EOF, so the control plane dies with the process that piped it; env CONTROLPLANE_WATCH_STDIN=1")
-	flag.IntVar(&o.verbosity, "v", 0, "klog verbosity of the components")
-	flag.Var(&o.apiserverArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--audit-log-path=- (repeatable)")
-	flag.Var(&o.kcmArgs, "controller-manager-arg", "extra kube-controller-manager flag (repeatable)")
-	flag.Parse()
+	fs.IntVar(&o.verbosity, "v", 0, "klog verbosity of the components")
+	fs.Var(&o.apiserverArgs, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--audit-log-path=- (repeatable)")
+	fs.Var(&o.kcmArgs, "controller-manager-arg", "extra kube-controller-manager flag (repeatable)")
+	fs.StringVar(&o.listen, "listen", envOr("CONTROLPLANE_LISTEN", "127.0.0.1:0"),
+		"kube-apiserver address; env CONTROLPLANE_LISTEN")
+	fs.StringVar(&o.nodeIP, "node-ip", envOr("CONTROLPLANE_NODE_IP", ""),
+		"node mode: the node's IP (a local, non-loopback address; the apiserver advertises it); env CONTROLPLANE_NODE_IP")
+	fs.StringVar(&o.nodeName, "node-name", envOr("CONTROLPLANE_NODE_NAME", ""),
+		"node mode: the node's name, for the kubelet's identity; env CONTROLPLANE_NODE_NAME")
+	_ = fs.Parse(os.Args[1:]) // ExitOnError: never returns an error
 
 	code := run(o)
 	klog.Flush()
@@ -107,6 +129,14 @@ func run(o options) int {
 	var cleanup cleanupList
 	defer cleanup.run()
 
+	var nodeIP net.IP
+	if o.nodeIP != "" || o.nodeName != "" {
+		if nodeIP = net.ParseIP(o.nodeIP); nodeIP == nil || nodeIP.IsLoopback() || o.nodeName == "" {
+			return fail("node mode", fmt.Errorf("needs --node-ip (a non-loopback IP, got %q) and --node-name (got %q)",
+				o.nodeIP, o.nodeName))
+		}
+	}
+
 	dir, err := prepareDir(o.dir, &cleanup)
 	if err != nil {
 		return fail("state dir", err)
@@ -134,7 +164,11 @@ func run(o options) int {
 	}
 	cleanup.add(func() { _ = os.Remove(kubeconfig) })
 
-	p, err := newPKI(filepath.Join(dir, "pki"))
+	var extraIPs []net.IP
+	if nodeIP != nil {
+		extraIPs = append(extraIPs, nodeIP)
+	}
+	p, err := newPKI(filepath.Join(dir, "pki"), extraIPs...)
 	if err != nil {
 		return fail("pki", err)
 	}
@@ -146,7 +180,7 @@ func run(o options) int {
 	// Closing etcd can hang if a client is stuck; never let it block the exit.
 	cleanup.add(func() { withTimeout(stopTimeout, etcd.Close) })
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fail("listen", err)
 	}
@@ -156,8 +190,15 @@ func run(o options) int {
 	}
 	klog.InfoS("starting kube-apiserver", "server", server, "etcd", etcdURL, "dir", dir)
 
+	var node *nodeFiles
+	if nodeIP != nil {
+		if node, err = prepareNode(dir, server, p, o.nodeName, nodeIP); err != nil {
+			return fail("node credentials", err)
+		}
+	}
+
 	verbosity := fmt.Sprintf("--v=%d", o.verbosity)
-	apiArgs := append([]string{
+	apiArgs := []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -177,15 +218,23 @@ func run(o options) int {
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
 		verbosity,
-	}, o.apiserverArgs...)
-
-	// Webhooks named by clientConfig.service reach local processes through this file.
-	serviceMap := filepath.Join(dir, "service-endpoints")
-	resolver, err := newServiceResolver(serviceMap, server)
-	if err != nil {
-		return fail("service resolver", err)
 	}
-	apiserverapp.SetServiceResolverForTests(resolver)
+	if node != nil {
+		apiArgs = append(apiArgs, node.apiserverArgs...)
+	}
+	// Last: the caller's own flags win.
+	apiArgs = append(apiArgs, o.apiserverArgs...)
+
+	// Webhooks named by clientConfig.service reach local processes through this
+	// file. A real node has kube-proxy: there the stock resolver (ClusterIP) is right.
+	serviceMap := filepath.Join(dir, "service-endpoints")
+	if node == nil {
+		resolver, err := newServiceResolver(serviceMap, server)
+		if err != nil {
+			return fail("service resolver", err)
+		}
+		apiserverapp.SetServiceResolverForTests(resolver)
+	}
 
 	apiCtx, apiCancel := context.WithCancel(context.Background())
 	apiDone := make(chan error, 1)
@@ -196,7 +245,7 @@ func run(o options) int {
 		return fail("kube-apiserver", err)
 	}
 
-	kcmArgs := append([]string{
+	kcmArgs := []string{
 		"--kubeconfig=" + kubeconfig,
 		"--controllers=" + controllers,
 		"--service-account-private-key-file=" + p.saKey,
@@ -206,7 +255,11 @@ func run(o options) int {
 		"--bind-address=127.0.0.1",
 		"--secure-port=0",
 		verbosity,
-	}, o.kcmArgs...)
+	}
+	if node != nil {
+		kcmArgs = append(kcmArgs, node.controllerManagerArgs...)
+	}
+	kcmArgs = append(kcmArgs, o.kcmArgs...)
 	kcmCtx, kcmCancel := context.WithCancel(context.Background())
 	kcmDone := make(chan error, 1)
 	go func() { kcmDone <- runControllerManager(kcmCtx, kcmArgs) }()
@@ -265,7 +318,7 @@ func prepareDir(dir string, cleanup *cleanupList) (string, error) {
 		return abs, nil
 	}
 	cleanup.add(func() {
-		for _, pattern := range []string{"pki", "etcd-*", "apiserver-certs", "service-endpoints*"} {
+		for _, pattern := range []string{"pki", "etcd-*", "apiserver-certs", "service-endpoints*", "node"} {
 			matches, _ := filepath.Glob(filepath.Join(abs, pattern))
 			for _, m := range matches {
 				_ = os.RemoveAll(m)

@@ -27,12 +27,17 @@ type pki struct {
 	adminCert, adminKey   string
 	saKey, saPub          string
 	caPEM, adminPEM, aKey []byte
+	// Kept in memory so that node mode can issue its component certificates.
+	ca       *x509.Certificate
+	caSigner crypto.Signer
 }
 
 // Long enough for any test run, short enough that a leaked file is useless soon.
 const certValidity = 7 * 24 * time.Hour
 
-func newPKI(dir string) (*pki, error) {
+// newPKI generates the CA and the control plane's own certificates; extraIPs
+// are added to the apiserver's serving certificate (the node IP in node mode).
+func newPKI(dir string, extraIPs ...net.IP) (*pki, error) {
 	p := &pki{
 		caCert:      filepath.Join(dir, "ca.crt"),
 		caKey:       filepath.Join(dir, "ca.key"),
@@ -70,6 +75,7 @@ func newPKI(dir string) (*pki, error) {
 		return nil, err
 	}
 	p.caPEM = pemBlock("CERTIFICATE", caDER)
+	p.ca, p.caSigner = ca, caKey
 	if err := writeCertAndKey(p.caCert, p.caKey, caDER, caKey); err != nil {
 		return nil, err
 	}
@@ -84,7 +90,7 @@ func newPKI(dir string) (*pki, error) {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(serviceIP)},
+		IPAddresses: append([]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(serviceIP)}, extraIPs...),
 	}
 	if _, _, err := issue(serving, ca, caKey, p.servingCert, p.servKey); err != nil {
 		return nil, err
@@ -171,10 +177,29 @@ func serial() *big.Int {
 // writeKubeconfig writes a self-contained admin kubeconfig (certificates inline),
 // so the file stays usable when copied away from the state dir.
 func writeKubeconfig(path, server string, p *pki) error {
+	return writeClientKubeconfig(path, server, p.caPEM, p.adminPEM, p.aKey)
+}
+
+// clientCert issues a client certificate for user cn in groups orgs, signed by the CA.
+func (p *pki) clientCert(cn string, orgs []string, certPath, keyPath string) ([]byte, []byte, error) {
+	now := time.Now().Add(-time.Minute)
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: cn, Organization: orgs},
+		NotBefore:    now,
+		NotAfter:     now.Add(certValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	return issue(tmpl, p.ca, p.caSigner, certPath, keyPath)
+}
+
+// writeClientKubeconfig writes a kubeconfig with the CA and a client certificate inline.
+func writeClientKubeconfig(path, server string, caPEM, certPEM, keyPEM []byte) error {
 	const name = "session-ssh-test"
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: p.caPEM}
-	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: p.adminPEM, ClientKeyData: p.aKey}
+	cfg.Clusters[name] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
+	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
 	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: name, AuthInfo: name, Namespace: "default"}
 	cfg.CurrentContext = name
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

@@ -100,8 +100,10 @@ install_missing() {
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     if [ "${#missing[@]}" -gt 0 ]; then
         log "installing Debian ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null \
-            || die "apt-get install ${missing[*]} failed (run apt-get update first?)"
+        apt-get -o DPkg::Lock::Timeout=600 update -qq || die "apt-get update failed"
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+            --no-install-recommends "${missing[@]}" >/dev/null \
+            || die "apt-get install ${missing[*]} failed"
     fi
     if ! [ -f /etc/containers/policy.json ]; then # buildah refuses to run without one
         mkdir -p /etc/containers

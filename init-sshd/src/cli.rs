@@ -44,10 +44,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "INIT_SSHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
     /// Also write logs to this size-capped file (rotated to FILE.1). `start` sets it for serve.
-    #[arg(long, global = true, env = "INIT_SSHD_LOG_FILE")]
+    #[arg(long = flag::LOG_FILE, global = true, env = "INIT_SSHD_LOG_FILE")]
     pub log_file: Option<PathBuf>,
     /// Size cap of --log-file in bytes (the rotated copy holds as much again).
-    #[arg(long, global = true, env = "INIT_SSHD_LOG_MAX_BYTES", default_value_t = logfile::DEFAULT_MAX_BYTES)]
+    #[arg(long = flag::LOG_MAX_BYTES, global = true, env = "INIT_SSHD_LOG_MAX_BYTES", default_value_t = logfile::DEFAULT_MAX_BYTES)]
     pub log_max_bytes: u64,
     #[command(subcommand)]
     pub command: Command,
@@ -108,7 +108,7 @@ pub struct StartArgs {
     pub listen: SocketAddr,
     /// Address serve wraps SSH in TLS on, or `off` (passed to `serve --tls-listen`; unset: serve's default).
     #[arg(long = flag::TLS_LISTEN, env = "INIT_SSHD_TLS_LISTEN")]
-    pub tls_listen: Option<crate::tls::TlsListen>,
+    pub tls_listen: Option<crate::serve::tls::TlsListen>,
     /// Milliseconds to wait for serve to accept connections.
     #[arg(long, env = "INIT_SSHD_START_WAIT_MS", default_value_t = 2000)]
     pub wait_ms: u64,

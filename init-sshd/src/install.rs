@@ -13,7 +13,7 @@ use session_ssh_contract::names::file;
 use session_ssh_contract::wildcard;
 
 use crate::hostkey;
-use crate::keys::{self, AuthorizedKeys, Entry, Refused};
+use session_ssh_contract::keys::{self, AuthorizedKeys, Entry, Refused};
 
 /// Most files one glob may expand to; a pattern like `/*/*/*` must not walk the world.
 const MAX_GLOB_MATCHES: usize = 1000;

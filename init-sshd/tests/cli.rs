@@ -80,7 +80,10 @@ fn install_then_start_twice_as_another_uid() {
     let keys = root.path().join("ak");
     fs::write(
         &keys,
-        format!("garbage\n{}", include_str!("../src/keys/testdata/user.pub")),
+        format!(
+            "garbage\n{}",
+            include_str!("../contract/src/keys/testdata/user.pub")
+        ),
     )
     .unwrap();
 

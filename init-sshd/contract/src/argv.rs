@@ -30,6 +30,15 @@ pub mod flag {
     pub const TLS_LISTEN: &str = "tls-listen";
     /// The host certificate file (serve).
     pub const HOST_CERT: &str = "host-cert";
+    /// serve's size-capped log file (start passes it).
+    pub const LOG_FILE: &str = "log-file";
+    /// The cap of that log (start passes it).
+    pub const LOG_MAX_BYTES: &str = "log-max-bytes";
+}
+
+/// `--NAME` of a flag name.
+pub fn long(flag: &str) -> String {
+    format!("--{flag}")
 }
 
 /// `init-sshd install ...` as the init container runs it.
@@ -103,7 +112,7 @@ pub fn listen_all(port: u16) -> Option<String> {
 }
 
 fn push(v: &mut Vec<String>, flag: &str, value: &str) {
-    v.push(format!("--{flag}"));
+    v.push(long(flag));
     v.push(value.to_owned());
 }
 

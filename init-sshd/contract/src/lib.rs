@@ -7,12 +7,16 @@
 //!   and the flag names init-sshd parses them with;
 //! - [`wildcard`]: the `*`/`?` matcher both sides use for key-file globs;
 //! - `pod` (feature `k8s`): small readers over a Pod ("is it injected", "does it mount this
-//!   Secret").
+//!   Secret");
+//! - `keys` (feature `keys`): authorized_keys lines, their options and user certificates,
+//!   and the decision what a key may do (init-sshd now, the gateway next).
 //!
 //! No dependency beyond the optional Kubernetes types: init-sshd links it into a static
 //! binary that must stay small.
 
 pub mod argv;
+#[cfg(feature = "keys")]
+pub mod keys;
 pub mod names;
 #[cfg(feature = "k8s")]
 pub mod pod;

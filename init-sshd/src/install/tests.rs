@@ -4,9 +4,9 @@ use super::*;
 use session_ssh_contract::names::file::{AUTHORIZED_KEYS, BIN, INSTALL_REPORT as REPORT};
 use std::os::unix::fs::{MetadataExt, symlink};
 
-const USER_PUB: &str = include_str!("../keys/testdata/user.pub");
-const ECDSA_PUB: &str = include_str!("../keys/testdata/ecdsa256.pub");
-const RSA_PUB: &str = include_str!("../keys/testdata/rsa3072.pub");
+const USER_PUB: &str = include_str!("../../contract/src/keys/testdata/user.pub");
+const ECDSA_PUB: &str = include_str!("../../contract/src/keys/testdata/ecdsa256.pub");
+const RSA_PUB: &str = include_str!("../../contract/src/keys/testdata/rsa3072.pub");
 
 fn write(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -14,12 +14,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use russh::server::{ChannelOpenHandle, Handle, Msg};
+use russh::server::{ChannelOpenHandle, Msg};
 use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::serve::connctx::ConnCtx;
 
 /// Errors of forwarding.
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +64,9 @@ pub fn direct_tcpip(
     host: String,
     port: u16,
     reply: ChannelOpenHandle,
-    conn: u64,
-    gone: watch::Receiver<()>,
+    ctx: ConnCtx,
 ) {
+    let ConnCtx { id: conn, gone, .. } = ctx;
     tokio::spawn(async move {
         match connect_tcp(&host, port).await {
             Ok(sock) => {
@@ -85,9 +87,9 @@ pub fn direct_streamlocal(
     channel: Channel<Msg>,
     path: PathBuf,
     reply: ChannelOpenHandle,
-    conn: u64,
-    gone: watch::Receiver<()>,
+    ctx: ConnCtx,
 ) {
+    let ConnCtx { id: conn, gone, .. } = ctx;
     tokio::spawn(async move {
         match UnixStream::connect(&path).await {
             Ok(sock) => {
@@ -188,14 +190,13 @@ fn bind_host(_address: &str) -> &'static str {
 
 impl RemoteForwards {
     /// Bind and start accepting; returns the bound port (for port 0).
-    pub async fn listen(
-        &mut self,
-        address: &str,
-        port: u16,
-        handle: Handle,
-        conn: u64,
-        gone: watch::Receiver<()>,
-    ) -> Result<u16> {
+    pub async fn listen(&mut self, address: &str, port: u16, ctx: ConnCtx) -> Result<u16> {
+        let ConnCtx {
+            id: conn,
+            handle,
+            gone,
+            ..
+        } = ctx;
         let listener = TcpListener::bind((bind_host(address), port)).await?;
         let bound = listener.local_addr()?.port();
         let addr = address.to_owned();

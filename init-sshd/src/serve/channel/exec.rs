@@ -29,6 +29,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::serve::connctx::ConnCtx;
 use crate::user::User;
 
 /// Errors of starting a session process.
@@ -78,11 +79,8 @@ pub struct Launch {
     /// Added on top of serve's own environment.
     pub env: Vec<(String, String)>,
     pub user: User,
-    pub conn: u64,
-    /// Closes when the connection ends.
-    pub gone: watch::Receiver<()>,
-    /// Held while the session runs (counts the connection's sessions).
-    pub live: Arc<()>,
+    /// The connection (its handle, end and liveness token).
+    pub ctx: ConnCtx,
 }
 
 /// `$SHELL -c cmd` (argv[0] = basename) or the login shell (argv[0] = "-bash").
@@ -133,7 +131,7 @@ fn default_signals() -> io::Result<()> {
 }
 
 /// Spawn the process for a session channel and its I/O tasks.
-pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Result<()> {
+pub fn start(channel: Channel<Msg>, mut launch: Launch) -> Result<()> {
     let id = channel.id();
     let (read, write) = channel.split();
     let io = ChannelIo {
@@ -141,7 +139,7 @@ pub fn start(channel: Channel<Msg>, handle: Handle, mut launch: Launch) -> Resul
         out: ChannelOut {
             id,
             write: Arc::new(write),
-            handle,
+            handle: launch.ctx.handle.clone(),
         },
     };
     match launch.pty.take() {
@@ -200,7 +198,7 @@ fn start_piped(io: ChannelIo, launch: &Launch) -> Result<()> {
     }
     let mut child = cmd.spawn().map_err(spawn_error(launch))?;
     let pgid = pgid_of(&child)?;
-    tracing::debug!(conn = launch.conn, channel = %io.out.id, pid = pgid.as_raw(), "spawned");
+    tracing::debug!(conn = launch.ctx.id, channel = %io.out.id, pid = pgid.as_raw(), "spawned");
     let stdin = child.stdin.take();
     let out = child
         .stdout
@@ -251,7 +249,7 @@ fn start_pty(io: ChannelIo, launch: &mut Launch, req: &PtyRequest) -> Result<()>
     // session's processes closed the terminal.
     drop(cmd);
     let pgid = pgid_of(&child)?;
-    tracing::debug!(conn = launch.conn, channel = %io.out.id, pid = pgid.as_raw(), tty = %pair.name, "spawned with pty");
+    tracing::debug!(conn = launch.ctx.id, channel = %io.out.id, pid = pgid.as_raw(), tty = %pair.name, "spawned with pty");
     let master = Arc::new(pty::Master::new(pair.master).map_err(Error::Pty)?);
     let exit = Arc::new(PtyExit::default());
     let out = tokio::spawn(pump_pty(master.clone(), io.out.write.clone(), exit.clone()));
@@ -417,7 +415,7 @@ impl Supervised {
     fn spawn(out: ChannelOut, launch: &Launch, child: Child, pgid: Pid, w: Workers) {
         tokio::spawn(supervise(Supervised {
             id: out.id,
-            conn: launch.conn,
+            conn: launch.ctx.id,
             child,
             pgid,
             write: out.write,
@@ -425,8 +423,8 @@ impl Supervised {
             input: w.input,
             outputs: w.outputs,
             pty_exit: w.pty_exit,
-            gone: launch.gone.clone(),
-            _live: launch.live.clone(),
+            gone: launch.ctx.gone.clone(),
+            _live: launch.ctx.live.clone(),
         }));
     }
 }

@@ -7,9 +7,8 @@
 //! file, or a certificate for another key, means the plain host key alone: clients that
 //! pinned the key never notice, and OpenSSH falls back to it when a certificate fails.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use russh::keys::ssh_key::certificate::CertType;
@@ -17,31 +16,22 @@ use russh::keys::{Certificate, PrivateKey};
 use russh::server::Config;
 
 use super::config::{self, Limits};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    mtime: Option<SystemTime>,
-    len: u64,
-    ino: u64,
-}
+use super::watched::Watched;
 
 /// The russh configuration, with the host certificate as its file is now.
 pub struct ConfigStore {
     host_key: PrivateKey,
     limits: Limits,
-    path: PathBuf,
-    /// (stamp of the file when last looked at, None before the first look; config).
-    cache: Mutex<(Option<Option<Stamp>>, Arc<Config>)>,
+    file: Watched<Config>,
 }
 
 impl ConfigStore {
     pub fn new(host_key: PrivateKey, limits: Limits, path: PathBuf) -> ConfigStore {
-        let plain = Arc::new(config::build(host_key.clone(), &limits, Vec::new()));
+        let plain = config::build(host_key.clone(), &limits, Vec::new());
         let store = ConfigStore {
             host_key,
             limits,
-            path,
-            cache: Mutex::new((None, plain)),
+            file: Watched::new(path, plain),
         };
         store.current();
         store
@@ -49,26 +39,15 @@ impl ConfigStore {
 
     /// The configuration for a new connection.
     pub fn current(&self) -> Arc<Config> {
-        let stamp = std::fs::metadata(&self.path).ok().map(|m| Stamp {
-            mtime: m.modified().ok(),
-            len: m.len(),
-            ino: m.ino(),
-        });
-        let mut guard = match self.cache.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if guard.0 != Some(stamp) {
+        self.file.get(|_| {
             let certs: Vec<Certificate> = self.load().into_iter().collect();
-            guard.1 = Arc::new(config::build(self.host_key.clone(), &self.limits, certs));
-            guard.0 = Some(stamp);
-        }
-        guard.1.clone()
+            Some(config::build(self.host_key.clone(), &self.limits, certs))
+        })
     }
 
     fn load(&self) -> Option<Certificate> {
-        let path = self.path.display();
-        let text = match std::fs::read_to_string(&self.path) {
+        let path = self.file.path().display();
+        let text = match std::fs::read_to_string(self.file.path()) {
             Ok(t) => t,
             Err(e) => {
                 tracing::debug!(%path, error = %e, "no host certificate");

@@ -156,7 +156,7 @@ pub fn parse_cidr_list(list: &str) -> Result<Vec<Net>, String> {
 
 /// Host patterns compare ASCII case-insensitively, as OpenSSH's do.
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    session_ssh_contract::wildcard::matches(pattern, text, true)
+    crate::wildcard::matches(pattern, text, true)
 }
 
 #[cfg(test)]

@@ -15,11 +15,12 @@ use tokio::sync::watch;
 use super::Result;
 use super::authkeys::KeyStore;
 use super::policy::{self, ConnInfo, EnvInputs};
-use crate::agent::AgentForward;
-use crate::forward::RemoteForwards;
-use crate::keys::{Decision, Permissions};
-use crate::session::{Launch, Program, PtyRequest};
+use crate::serve::channel::agent::AgentForward;
+use crate::serve::channel::exec::{Launch, Program, PtyRequest};
+use crate::serve::channel::forward::RemoteForwards;
+use crate::serve::connctx::ConnCtx;
 use crate::user::User;
+use session_ssh_contract::keys::{Decision, Permissions};
 
 /// State shared by all connections.
 pub struct Shared {
@@ -83,8 +84,14 @@ impl Conn {
         }
     }
 
-    pub(super) fn gone(&self) -> watch::Receiver<()> {
-        self.gone.subscribe()
+    /// What this connection's channel workers are given.
+    pub(super) fn ctx(&self, session: &Session) -> ConnCtx {
+        ConnCtx {
+            id: self.id,
+            handle: session.handle(),
+            gone: self.gone.subscribe(),
+            live: self.live.clone(),
+        }
     }
 
     pub(super) fn peer(&self) -> Option<SocketAddr> {
@@ -170,11 +177,9 @@ impl Conn {
             pty,
             env,
             user: self.shared.user.clone(),
-            conn: self.id,
-            gone: self.gone(),
-            live: self.live.clone(),
+            ctx: self.ctx(session),
         };
-        match crate::session::start(channel, session.handle(), launch) {
+        match crate::serve::channel::exec::start(channel, launch) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(conn = self.id, channel = %id, error = %e, "session start failed");

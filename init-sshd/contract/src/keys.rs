@@ -14,9 +14,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use russh::keys::ssh_key::certificate::CertType;
-use russh::keys::ssh_key::public::KeyData;
-use russh::keys::{Algorithm, Certificate, HashAlg, PublicKey};
+use ssh_key::certificate::CertType;
+use ssh_key::public::KeyData;
+use ssh_key::{Algorithm, Certificate, HashAlg, PublicKey};
 
 use self::options::Options;
 

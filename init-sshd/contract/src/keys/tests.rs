@@ -2,9 +2,9 @@
 //! with OpenSSH's `ssh-keygen` (test-only keys; the private halves were deleted).
 
 use super::*;
-use russh::keys::PrivateKey;
-use russh::keys::ssh_key::certificate::Builder;
-use russh::keys::ssh_key::private::Ed25519Keypair;
+use ssh_key::PrivateKey;
+use ssh_key::certificate::Builder;
+use ssh_key::private::Ed25519Keypair;
 use std::time::Duration;
 
 const CA_PUB: &str = include_str!("testdata/ca.pub");

@@ -7,10 +7,10 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use russh::server::Handle;
 use tokio::net::UnixListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::serve::connctx::ConnCtx;
 
 /// Longest base directory we try; sun_path holds 108 bytes with the NUL.
 const MAX_DIR_LEN: usize = 64;
@@ -35,12 +35,13 @@ pub fn runtime_dir(base: &Path) -> PathBuf {
 
 impl AgentForward {
     /// Create `<base>/ssh-agent.<pid>.<conn>.<nanos>` (0700) with a listening socket.
-    pub fn start(
-        base: &Path,
-        handle: Handle,
-        conn: u64,
-        gone: watch::Receiver<()>,
-    ) -> io::Result<AgentForward> {
+    pub fn start(base: &Path, ctx: ConnCtx) -> io::Result<AgentForward> {
+        let ConnCtx {
+            id: conn,
+            handle,
+            gone,
+            ..
+        } = ctx;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -73,7 +74,7 @@ impl AgentForward {
                 let gone = gone.clone();
                 tokio::spawn(async move {
                     match handle.channel_open_agent().await {
-                        Ok(ch) => crate::forward::copy_bidi(ch, stream, gone).await,
+                        Ok(ch) => crate::serve::channel::forward::copy_bidi(ch, stream, gone).await,
                         Err(e) => tracing::info!(conn, error = %e, "client refused agent channel"),
                     }
                 });

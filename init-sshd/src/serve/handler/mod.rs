@@ -8,6 +8,7 @@ pub mod config;
 mod conn;
 pub mod hostcert;
 pub mod policy;
+mod watched;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,11 +20,11 @@ use russh::server::{
 };
 use russh::{Channel, ChannelId, ChannelOpenFailure, Pty};
 
-use crate::agent::AgentForward;
-use crate::keys::Decision;
-use crate::session::PtyRequest;
+use crate::serve::channel::agent::AgentForward;
+use crate::serve::channel::exec::PtyRequest;
 pub use conn::{Conn, Shared};
 use conn::{MAX_SESSIONS, PendingSession, fingerprint, reply};
+use session_ssh_contract::keys::Decision;
 
 /// Errors of the connection handler.
 #[derive(Debug, thiserror::Error)]
@@ -250,13 +251,10 @@ impl Handler for Conn {
             {
                 Some(ch) => {
                     tracing::info!(conn = self.id, channel = %channel, kind = "sftp", "channel");
-                    crate::sftp::start(
+                    crate::serve::channel::sftp::start(
                         ch,
-                        session.handle(),
+                        self.ctx(session),
                         self.shared.user.home.clone(),
-                        self.id,
-                        self.gone(),
-                        self.live.clone(),
                     );
                     true
                 }
@@ -276,12 +274,7 @@ impl Handler for Conn {
             return Ok(false);
         }
         if self.agent.is_none() {
-            match AgentForward::start(
-                &self.shared.runtime_dir,
-                session.handle(),
-                self.id,
-                self.gone(),
-            ) {
+            match AgentForward::start(&self.shared.runtime_dir, self.ctx(session)) {
                 Ok(a) => self.agent = Some(a),
                 Err(e) => {
                     tracing::warn!(conn = self.id, error = %e, "agent forwarding setup failed");
@@ -302,7 +295,7 @@ impl Handler for Conn {
         originator_address: &str,
         originator_port: u32,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<()> {
         let allowed = match (self.perms.as_ref(), u16::try_from(port)) {
             (Some(p), Ok(port)) => p.may_open(host, port),
@@ -310,13 +303,12 @@ impl Handler for Conn {
         };
         tracing::info!(conn = self.id, kind = "direct-tcpip", host, port, originator = %format!("{originator_address}:{originator_port}"), allowed, "channel");
         match u16::try_from(port) {
-            Ok(port) if allowed => crate::forward::direct_tcpip(
+            Ok(port) if allowed => crate::serve::channel::forward::direct_tcpip(
                 channel,
                 host.to_owned(),
                 port,
                 reply,
-                self.id,
-                self.gone(),
+                self.ctx(session),
             ),
             _ => {
                 reply
@@ -332,7 +324,7 @@ impl Handler for Conn {
         channel: Channel<Msg>,
         socket_path: &str,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<()> {
         // permitopen cannot name a socket; like OpenSSH, a key with
         // permitopen restrictions gets no unix socket forwarding.
@@ -348,12 +340,11 @@ impl Handler for Conn {
             "channel"
         );
         if allowed {
-            crate::forward::direct_streamlocal(
+            crate::serve::channel::forward::direct_streamlocal(
                 channel,
                 PathBuf::from(socket_path),
                 reply,
-                self.id,
-                self.gone(),
+                self.ctx(session),
             );
         } else {
             reply
@@ -381,11 +372,7 @@ impl Handler for Conn {
         let Ok(p16) = u16::try_from(*port) else {
             return Ok(false);
         };
-        match self
-            .remote
-            .listen(address, p16, session.handle(), self.id, self.gone())
-            .await
-        {
+        match self.remote.listen(address, p16, self.ctx(session)).await {
             Ok(bound) => {
                 tracing::info!(
                     conn = self.id,

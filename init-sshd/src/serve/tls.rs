@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::server::policy::ConnInfo;
+use crate::serve::handler::policy::ConnInfo;
 use crate::tlscert;
 
 /// Default TLS listen address (the pod port named `session-ssh-tls`).
@@ -134,18 +134,7 @@ where
     let handshake = Duration::from_secs(opts.tls_handshake_secs.max(1));
     let handoff = Arc::new(handoff);
     loop {
-        let (sock, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "TLS accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, tls = true, "connection limit reached; closed");
-            continue;
-        };
+        let (sock, peer, permit) = super::accept(&listener, &slots, true).await;
         let acceptor = acceptor.clone();
         let handoff = handoff.clone();
         tokio::spawn(async move {

@@ -1,6 +1,11 @@
 //! `init-sshd serve`: load the host key, listen, and run one russh session
 //! per accepted connection, within the connection limit and login grace time.
 
+pub mod channel;
+pub mod connctx;
+pub mod handler;
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,14 +16,14 @@ use russh::Disconnect;
 use session_ssh_contract::argv::flag;
 use session_ssh_contract::names::file;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::server::authkeys::KeyStore;
-use crate::server::config::Limits;
-use crate::server::hostcert::ConfigStore;
-use crate::server::policy::ConnInfo;
-use crate::server::{Conn, Shared};
+use crate::serve::handler::authkeys::KeyStore;
+use crate::serve::handler::config::Limits;
+use crate::serve::handler::hostcert::ConfigStore;
+use crate::serve::handler::policy::ConnInfo;
+use crate::serve::handler::{Conn, Shared};
 use crate::user::User;
 
 /// Errors that stop the server.
@@ -78,7 +83,7 @@ pub struct ServeOpts {
     pub host_cert: Option<PathBuf>,
     /// SSH inside TLS (issue 6): --tls-listen, --tls-handshake-secs.
     #[command(flatten)]
-    pub tls: crate::tls::TlsOpts,
+    pub tls: crate::serve::tls::TlsOpts,
 }
 
 impl ServeOpts {
@@ -114,7 +119,7 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
             tracing::info!(conn = conn.id, %peer, tls = true, "connection");
             server.clone().run_connection(stream, conn)
         };
-        tokio::spawn(crate::tls::serve_logged(
+        tokio::spawn(crate::serve::tls::serve_logged(
             opts.tls.clone(),
             opts.dir.clone(),
             slots.clone(),
@@ -122,25 +127,37 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
         ));
     }
     loop {
-        let (sock, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = opts.max_connections, "connection limit reached; closed");
-            continue;
-        };
+        let (sock, peer, permit) = accept(&listener, &slots, false).await;
         // run_stream does not set TCP_NODELAY itself (only run_on_socket does).
         let _ = sock.set_nodelay(true);
         let info = sock.local_addr().ok().map(|local| ConnInfo { peer, local });
         let conn = server.accepted(peer, info, permit);
         tracing::info!(conn = conn.id, %peer, "connection");
         tokio::spawn(server.clone().run_connection(sock, conn));
+    }
+}
+
+/// The next connection that gets a place under --max-connections (plain or TLS listener):
+/// accept errors (EMFILE and friends) back off instead of spinning; a connection over the
+/// limit is closed at once.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    tls: bool,
+) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, tls, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => return (sock, peer, permit),
+            Err(_) => tracing::warn!(%peer, tls, "connection limit reached; closed"),
+        }
     }
 }
 
@@ -192,7 +209,7 @@ impl Server {
             shared: Arc::new(Shared {
                 keys: KeyStore::new(opts.dir.join(file::AUTHORIZED_KEYS)),
                 user: User::current(),
-                runtime_dir: crate::agent::runtime_dir(&opts.dir),
+                runtime_dir: crate::serve::channel::agent::runtime_dir(&opts.dir),
             }),
             gate: LoginGate {
                 grace: Duration::from_secs(opts.login_grace_secs.max(1)),

@@ -4,9 +4,9 @@
 
 use std::net::SocketAddr;
 
-use crate::keys::Permissions;
-use crate::session::Program;
+use crate::serve::channel::exec::Program;
 use crate::user::User;
+use session_ssh_contract::keys::Permissions;
 
 /// Client `env` requests we honour (OpenSSH's usual `AcceptEnv LANG LC_*`).
 pub fn env_allowed(name: &str) -> bool {
@@ -159,7 +159,7 @@ mod tests {
         p.port_forwarding = false;
         assert!(!streamlocal_allowed(&p));
         let mut p = perms();
-        p.permitopen = vec![crate::keys::PermitOpen::parse("localhost:80").unwrap()];
+        p.permitopen = vec![session_ssh_contract::keys::PermitOpen::parse("localhost:80").unwrap()];
         assert!(!streamlocal_allowed(&p));
         assert!(p.may_open("localhost", 80));
         assert!(!p.may_open("localhost", 81));

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use russh::Channel;
-use russh::server::{Handle as SessionHandle, Msg};
+use russh::server::Msg;
 use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
-use tokio::sync::watch;
+
+use crate::serve::connctx::ConnCtx;
 
 mod dir;
 mod stream;
@@ -85,14 +86,13 @@ pub struct Sftp {
 }
 
 /// Serve SFTP on an accepted `subsystem sftp` channel.
-pub fn start(
-    channel: Channel<Msg>,
-    handle: SessionHandle,
-    home: PathBuf,
-    conn: u64,
-    gone: watch::Receiver<()>,
-    live: Arc<()>,
-) {
+pub fn start(channel: Channel<Msg>, ctx: ConnCtx, home: PathBuf) {
+    let ConnCtx {
+        id: conn,
+        handle,
+        gone,
+        live,
+    } = ctx;
     let handler = Sftp {
         home,
         conn,

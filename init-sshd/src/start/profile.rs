@@ -47,7 +47,7 @@ pub enum Outcome {
 }
 
 fn shell_quote(path: &Path) -> String {
-    String::from_utf8_lossy(&crate::envsnap::single_quote(
+    String::from_utf8_lossy(&crate::start::envsnap::single_quote(
         path.as_os_str().as_encoded_bytes(),
     ))
     .into_owned()

@@ -3,6 +3,9 @@
 //! detached (at most one per DIR), waits briefly for it to listen, then runs the original
 //! hook. Only the original hook decides the exit status; every SSH step just logs.
 
+pub mod envsnap;
+pub mod profile;
+
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
@@ -14,9 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use session_ssh_contract::argv::{self, flag};
 use session_ssh_contract::names::file;
 
-use crate::{envsnap, hostkey, profile, user};
+use crate::{hostkey, user};
 
 /// Errors of this module (logged by [`run`]).
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +50,7 @@ pub struct Options {
     pub dir: PathBuf,
     pub listen: SocketAddr,
     /// Passed to `serve --tls-listen` when set.
-    pub tls_listen: Option<crate::tls::TlsListen>,
+    pub tls_listen: Option<crate::serve::tls::TlsListen>,
     /// How long to wait for serve to accept a TCP connection.
     pub wait: Duration,
     /// How long to wait for an entrypoint script to exec its program before the snapshot.
@@ -141,11 +145,12 @@ pub fn running_serve(dir: &Path, proc_root: &Path) -> Option<u32> {
     let cmdline = fs::read(proc_root.join(pid.to_string()).join("cmdline")).ok()?;
     let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let arg0 = argv.first()?;
-    let is_us = arg0.ends_with(b"init-sshd") && argv.contains(&&b"serve"[..]);
+    let is_us = arg0.ends_with(b"init-sshd") && argv.contains(&argv::SERVE.as_bytes());
     let dir_bytes = dir.as_os_str().as_encoded_bytes();
     let canon = fs::canonicalize(dir).ok();
+    let dir_flag = argv::long(flag::DIR);
     let same_dir = argv.windows(2).any(|w| {
-        w[0] == b"--dir"
+        w[0] == dir_flag.as_bytes()
             && (w[1] == dir_bytes
                 || canon.as_ref().is_some_and(|c| {
                     let arg = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(w[1]);
@@ -192,10 +197,10 @@ fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
         .mode(0o600)
         .open(&log_path);
     let mut cmd = Command::new(&bin);
-    cmd.arg("serve")
-        .arg("--dir")
+    cmd.arg(argv::SERVE)
+        .arg(argv::long(flag::DIR))
         .arg(dir)
-        .arg("--listen")
+        .arg(argv::long(flag::LISTEN))
         .arg(opts.listen.to_string())
         .env_clear()
         .envs(&snap.vars)
@@ -204,9 +209,9 @@ fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
     match log {
         Ok(f) => {
             let f2 = f.try_clone().map_err(io("log file"))?;
-            cmd.arg("--log-file")
+            cmd.arg(argv::long(flag::LOG_FILE))
                 .arg(&log_path)
-                .arg("--log-max-bytes")
+                .arg(argv::long(flag::LOG_MAX_BYTES))
                 .arg(opts.log_max_bytes.to_string())
                 .stdout(Stdio::from(f))
                 .stderr(Stdio::from(f2));
@@ -217,7 +222,7 @@ fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
         }
     }
     if let Some(t) = opts.tls_listen {
-        cmd.arg("--tls-listen").arg(t.to_string());
+        cmd.arg(argv::long(flag::TLS_LISTEN)).arg(t.to_string());
     }
     cloexec_inherited();
     let (pid_r, pid_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;

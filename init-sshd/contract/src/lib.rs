@@ -15,6 +15,7 @@
 //! binary that must stay small.
 
 pub mod argv;
+pub mod civil;
 #[cfg(feature = "keys")]
 pub mod keys;
 pub mod names;

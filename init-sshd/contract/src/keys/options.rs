@@ -225,19 +225,10 @@ pub fn parse_expiry(text: &str) -> Result<u64, String> {
     if year < 1970 || day == 0 || day > max_day || hour > 23 || min > 59 || sec > 60 {
         return Err(bad());
     }
-    Ok(days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec)
-}
-
-/// Days since 1970-01-01 for a proleptic Gregorian date (year >= 1970).
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
-    // Shift the year to start in March so the leap day is the last day of the year.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let signed = |v: u64| i64::try_from(v).map_err(|_| bad());
+    let days = crate::civil::days_from_civil(signed(year)?, signed(month)?, signed(day)?);
+    let days = u64::try_from(days).map_err(|_| bad())?;
+    Ok(days * 86_400 + hour * 3600 + min * 60 + sec)
 }
 
 #[cfg(test)]

@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# session-ssh installed as an admin would, on the real single-node cluster of
+# scripts/cluster.sh, and one KubeSpawner-like session pod checked end to end:
+#
+#   scripts/node-e2e.sh          # up, images, apply -k, checks; down on exit
+#   KEEP_CLUSTER=1 scripts/node-e2e.sh   # leave the cluster up (then: scripts/cluster.sh down)
+#
+#  1. scripts/cluster.sh up; scripts/node-images.sh (build what changed, import);
+#  2. namespace jhub labelled session-ssh.io/enabled=true; `kubectl apply -k
+#     manifests/overlays/local-node` (the jupyterhub example with the local images);
+#     the webhook Deployment becomes available (its pods on the node, self-managed TLS:
+#     caBundle patched by the webhook itself);
+#  3. admission works: a server-side dry-run of the session pod comes back mutated;
+#  4. the per-user Secret ssh-keys-alice holds a fresh ed25519 key; a stand-in hub API
+#     (a pod + Service answering /hub/api, as jupyterhub-singleuser needs one to keep
+#     running) and the session pod jupyter-alice as KubeSpawner makes it (labels,
+#     container "notebook", image jupyter-session, runAsUser 1000, fsGroup 100,
+#     args jupyterhub-singleuser, JUPYTERHUB_* env);
+#  5. the stored pod is mutated (init container session-ssh-install, postStart hook),
+#     it becomes Ready, the controller made its Service and published known-hosts;
+#  6. ssh through `kubectl port-forward` to port 2222 with the Secret's key and the
+#     published host key (StrictHostKeyChecking yes): id -u = 1000, SESSION_IMAGE_VAR
+#     = from-image, PATH is the image's.
+# Exits 0 only when every check holds; each prints "ok   ..." or "FAIL ...".
+# Env: NODE_E2E_TIMEOUT (seconds per wait, default 180), KEEP_CLUSTER=1.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TIMEOUT=${NODE_E2E_TIMEOUT:-180}
+NS=jhub
+POD=jupyter-alice
+KUBECONFIG_FILE=$ROOT/.work/cluster/admin.kubeconfig
+TMP=$(mktemp -d /tmp/node-e2e.XXXXXX)
+PF_PID=""
+T0=$SECONDS
+
+log() { printf '==> %s\n' "$*" >&2; }
+ok() { printf 'ok   %s\n' "$*"; }
+fail() {
+    printf 'FAIL %s\n' "$*"
+    diagnostics
+    exit 1
+}
+kubectl() { "$ROOT/tests/controlplane/bin/controlplane" kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+
+diagnostics() {
+    [ -f "$KUBECONFIG_FILE" ] || return 0
+    {
+        echo "--- pods"
+        kubectl get pods -A -o wide 2>&1 | tail -n 20
+        echo "--- events ($NS, session-ssh)"
+        kubectl -n "$NS" get events --sort-by=.lastTimestamp 2>&1 | tail -n 15
+        kubectl -n session-ssh get events --sort-by=.lastTimestamp 2>&1 | tail -n 10
+        echo "--- webhook logs"
+        kubectl -n session-ssh logs deploy/session-ssh-webhook --tail=20 2>&1
+        echo "--- $POD logs"
+        kubectl -n "$NS" logs "$POD" -c notebook --tail=20 2>&1
+        kubectl -n "$NS" logs "$POD" -c session-ssh-install --tail=20 2>&1
+        [ -f "$TMP/pf.log" ] && { echo "--- port-forward"; tail -n 5 "$TMP/pf.log"; }
+    } >&2 || true
+}
+
+cleanup() {
+    local rc=$?
+    [ -n "$PF_PID" ] && kill "$PF_PID" 2>/dev/null || true
+    rm -rf "$TMP"
+    if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
+        log "KEEP_CLUSTER=1: cluster left up (scripts/cluster.sh down)"
+    else
+        scripts/cluster.sh down >&2 || rc=1
+    fi
+    log "node-e2e: $([ $rc = 0 ] && echo PASS || echo FAIL) in $((SECONDS - T0)) s"
+    exit $rc
+}
+trap cleanup EXIT
+
+# wait_for DESC CMD...: run CMD until it succeeds, at most $TIMEOUT seconds.
+wait_for() {
+    local desc=$1 deadline=$((SECONDS + TIMEOUT))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || fail "$desc: not within ${TIMEOUT}s"
+        sleep 1
+    done
+}
+
+command -v ssh >/dev/null && command -v ssh-keygen >/dev/null ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-client >/dev/null
+
+# 1. cluster and images
+t=$SECONDS
+scripts/cluster.sh up >&2 || fail "scripts/cluster.sh up"
+ok "cluster up ($((SECONDS - t)) s): $(kubectl get nodes --no-headers | awk '{print $1, $2, $5}')"
+t=$SECONDS
+scripts/node-images.sh >&2 || fail "scripts/node-images.sh"
+ok "images built and imported ($((SECONDS - t)) s)"
+
+# 2. install as an admin
+kubectl create namespace "$NS" >/dev/null
+kubectl label namespace "$NS" session-ssh.io/enabled=true >/dev/null
+kubectl apply -k manifests/overlays/local-node >"$TMP/apply.log" 2>&1 || {
+    cat "$TMP/apply.log" >&2
+    fail "kubectl apply -k manifests/overlays/local-node"
+}
+ok "kubectl apply -k manifests/overlays/local-node: $(grep -c . "$TMP/apply.log") objects"
+t=$SECONDS
+kubectl -n session-ssh rollout status deploy/session-ssh-webhook --timeout="${TIMEOUT}s" >&2 ||
+    fail "webhook Deployment not available"
+ok "webhook Deployment available ($((SECONDS - t)) s): $(kubectl -n session-ssh get pods -l app.kubernetes.io/name=session-ssh-webhook --no-headers | awk '{printf "%s %s %s; ", $1, $2, $3}')"
+ca_bundle() { kubectl get mutatingwebhookconfiguration session-ssh -o jsonpath='{.webhooks[0].clientConfig.caBundle}'; }
+wait_for "caBundle patched by the webhook" test -n "$(ca_bundle)"
+ok "self-managed TLS: caBundle set ($(ca_bundle | base64 -d | openssl x509 -noout -subject 2>/dev/null || echo '?')), Secret $(kubectl -n session-ssh get secret session-ssh-webhook-tls -o name)"
+
+# 3-4. the key, a stand-in hub API, the session pod
+ssh-keygen -q -t ed25519 -N '' -C alice@node-e2e -f "$TMP/id_alice"
+kubectl -n "$NS" create secret generic ssh-keys-alice --from-file=authorized_keys="$TMP/id_alice.pub" >/dev/null
+ok "Secret $NS/ssh-keys-alice holds $(ssh-keygen -lf "$TMP/id_alice.pub" | awk '{print $2}')"
+
+kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hub-api-stub
+  labels: {app: jupyterhub, component: hub}
+spec:
+  containers:
+    - name: hub
+      image: localhost/session-ssh/jupyter-session:dev
+      imagePullPolicy: IfNotPresent
+      command: [python3, -c]
+      args:
+        - |
+          import http.server
+          class H(http.server.BaseHTTPRequestHandler):
+              def reply(self):
+                  self.send_response(200)
+                  self.send_header("X-JupyterHub-Version", "6.1.1")
+                  self.send_header("Content-Type", "application/json")
+                  self.end_headers()
+                  self.wfile.write(b"{}")
+              do_GET = do_POST = reply
+          http.server.ThreadingHTTPServer(("0.0.0.0", 8081), H).serve_forever()
+      ports: [{containerPort: 8081, name: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: hub
+spec:
+  selector: {component: hub}
+  ports: [{port: 8081, targetPort: 8081}]
+EOF
+HUB_IP=$(kubectl -n "$NS" get svc hub -o jsonpath='{.spec.clusterIP}')
+
+cat >"$TMP/pod.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $POD
+  labels:
+    app: jupyterhub
+    component: singleuser-server
+    heritage: jupyterhub
+    hub.jupyter.org/network-access-hub: "true"
+    hub.jupyter.org/servername: ""
+    hub.jupyter.org/username: alice
+  annotations:
+    hub.jupyter.org/username: alice
+spec:
+  automountServiceAccountToken: false
+  restartPolicy: OnFailure
+  securityContext:
+    fsGroup: 100
+  containers:
+    - name: notebook
+      image: localhost/session-ssh/jupyter-session:dev
+      imagePullPolicy: IfNotPresent
+      args: [jupyterhub-singleuser]
+      env:
+        - {name: JUPYTERHUB_API_TOKEN, value: node-e2e-token}
+        - {name: JPY_API_TOKEN, value: node-e2e-token}
+        - {name: JUPYTERHUB_API_URL, value: "http://$HUB_IP:8081/hub/api"}
+        - {name: JUPYTERHUB_ACTIVITY_URL, value: "http://$HUB_IP:8081/hub/api/users/alice/activity"}
+        - {name: JUPYTERHUB_BASE_URL, value: /}
+        - {name: JUPYTERHUB_CLIENT_ID, value: jupyterhub-user-alice}
+        - {name: JUPYTERHUB_HOST, value: ""}
+        - {name: JUPYTERHUB_OAUTH_CALLBACK_URL, value: /user/alice/oauth_callback}
+        - {name: JUPYTERHUB_OAUTH_SCOPES, value: '["access:servers!server=alice/"]'}
+        - {name: JUPYTERHUB_SERVER_NAME, value: ""}
+        - {name: JUPYTERHUB_SERVICE_PREFIX, value: /user/alice/}
+        - {name: JUPYTERHUB_SERVICE_URL, value: "http://0.0.0.0:8888/user/alice/"}
+        - {name: JUPYTERHUB_USER, value: alice}
+        - {name: MEM_GUARANTEE, value: "1073741824"}
+      ports:
+        - {containerPort: 8888, name: notebook-port, protocol: TCP}
+      resources:
+        requests: {memory: 256Mi}
+      securityContext:
+        runAsUser: 1000
+        allowPrivilegeEscalation: false
+EOF
+
+# Admission through the Service (kube-proxy) may lag the Deployment's availability by
+# a moment: a server-side dry run shows what the stored pod will be (the webhook
+# makes no host-key Secret on a dry run).
+dry_run_mutated() {
+    kubectl -n "$NS" create --dry-run=server -f "$TMP/pod.yaml" -o jsonpath='{.spec.initContainers[*].name}' |
+        grep -qw session-ssh-install
+}
+t=$SECONDS
+wait_for "a dry-run of the session pod comes back mutated" dry_run_mutated
+ok "admission: dry-run create of $POD is mutated ($((SECONDS - t)) s after the rollout)"
+
+kubectl -n "$NS" create -f "$TMP/pod.yaml" >/dev/null
+init=$(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.spec.initContainers[*].name}')
+hook=$(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.spec.containers[?(@.name=="notebook")].lifecycle.postStart.exec.command}')
+case " $init " in *" session-ssh-install "*) ok "mutated: init containers [$init]" ;; *) fail "pod not mutated: init containers [$init]" ;; esac
+case $hook in *init-sshd*start*) ok "mutated: postStart $hook" ;; *) fail "no postStart hook of init-sshd: '$hook'" ;; esac
+t=$SECONDS
+kubectl -n "$NS" wait --for=condition=Ready "pod/$POD" --timeout="${TIMEOUT}s" >/dev/null ||
+    fail "$POD not Ready within ${TIMEOUT}s"
+ok "$POD Running/Ready ($((SECONDS - t)) s): $(kubectl -n "$NS" get pod "$POD" --no-headers | awk '{print $2, $3, "restarts=" $4}')"
+kubectl -n "$NS" wait --for=condition=Ready pod/hub-api-stub --timeout="${TIMEOUT}s" >/dev/null ||
+    fail "hub-api-stub not Ready"
+
+known() { kubectl -n "$NS" get pod "$POD" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}'; }
+wait_for "controller publishes session-ssh.io/known-hosts on $POD" test -n "$(known)"
+KNOWN=$(known)
+ok "controller: Service $(kubectl -n "$NS" get svc -l session-ssh.io/pod="$POD" -o name 2>/dev/null | head -n1 || true) known-hosts: $(cut -c1-80 <<<"$KNOWN")..."
+
+# 6. ssh through kubectl port-forward
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+kubectl -n "$NS" port-forward --address 127.0.0.1 "pod/$POD" "$PORT:2222" >"$TMP/pf.log" 2>&1 &
+PF_PID=$!
+wait_for "port-forward 127.0.0.1:$PORT -> $POD:2222" grep -q Forwarding "$TMP/pf.log"
+# The published host key, pinned for the forwarded address.
+awk '{print "[127.0.0.1]:'"$PORT"'", $(NF-1), $NF}' <<<"$KNOWN" | grep -E 'ssh-|ecdsa-' >"$TMP/known_hosts" ||
+    fail "cannot read a host key from the known-hosts annotation: $KNOWN"
+SSH=(ssh -F /dev/null -p "$PORT" -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+    -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10 alice@127.0.0.1)
+out=$(timeout 60 "${SSH[@]}" 'echo "uid=$(id -u)"; echo "var=$SESSION_IMAGE_VAR"; echo "path=$PATH"; echo "home=$HOME"' 2>"$TMP/ssh.err") ||
+    fail "ssh through port-forward: $(tail -n 5 "$TMP/ssh.err")"
+printf '%s\n' "$out" | sed 's/^/     /'
+grep -qx 'uid=1000' <<<"$out" || fail "id -u is not 1000"
+ok "ssh via port-forward (host key pinned from the pod's annotation): id -u = 1000"
+grep -qx 'var=from-image' <<<"$out" || fail "SESSION_IMAGE_VAR is not the image's 'from-image'"
+ok "ssh: SESSION_IMAGE_VAR = from-image (the image's ENV)"
+grep -q '^path=/opt/venv/bin:' <<<"$out" || fail "PATH is not the image's (/opt/venv/bin first)"
+ok "ssh: PATH starts with the image's /opt/venv/bin"
+
+log "all checks passed"

@@ -227,7 +227,9 @@ kubectl -n "$NS" wait --for=condition=Ready pod/hub-api-stub --timeout="${TIMEOU
 known() { kubectl -n "$NS" get pod "$POD" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}'; }
 wait_for "controller publishes session-ssh.io/known-hosts on $POD" test -n "$(known)"
 KNOWN=$(known)
-ok "controller: Service $(kubectl -n "$NS" get svc -l session-ssh.io/pod="$POD" -o name 2>/dev/null | head -n1 || true) known-hosts: $(cut -c1-80 <<<"$KNOWN")..."
+svc=$(kubectl -n "$NS" get svc "$POD" -o jsonpath='{.spec.clusterIP} {.spec.ports[*].port} owner={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}') ||
+    fail "controller made no Service $NS/$POD"
+ok "controller: Service $POD ($svc), known-hosts published: $(cut -c1-60 <<<"$KNOWN")..."
 
 # 6. ssh through kubectl port-forward
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -248,5 +250,16 @@ grep -qx 'var=from-image' <<<"$out" || fail "SESSION_IMAGE_VAR is not the image'
 ok "ssh: SESSION_IMAGE_VAR = from-image (the image's ENV)"
 grep -q '^path=/opt/venv/bin:' <<<"$out" || fail "PATH is not the image's (/opt/venv/bin first)"
 ok "ssh: PATH starts with the image's /opt/venv/bin"
+
+# The session itself keeps working with SSH injected: jupyterhub-singleuser answers
+# on 8888 (asked from inside, over ssh), and the container never restarted.
+api=http://127.0.0.1:8888/user/alice/api
+probe="python3 -c \"import urllib.request; print(urllib.request.urlopen('$api', timeout=5).read().decode())\""
+single_user_up() { timeout 30 "${SSH[@]}" "$probe" >"$TMP/api.out" 2>/dev/null; }
+wait_for "jupyterhub-singleuser answers $api" single_user_up
+ok "jupyterhub-singleuser answers $api: $(tr -d '\n' <"$TMP/api.out")"
+restarts=$(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.status.containerStatuses[?(@.name=="notebook")].restartCount}')
+[ "$restarts" = 0 ] || fail "container notebook restarted $restarts times"
+ok "container notebook: 0 restarts, pod $(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.status.phase}')"
 
 log "all checks passed"

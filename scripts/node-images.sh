@@ -102,7 +102,7 @@ hash_jupyter() {
     { echo "$RECIPE_VERSION $DEBIAN_SUITE $JUPYTERHUB_VERSION $JUPYTERLAB_VERSION"; declare -f build_jupyter; } | sha
 }
 build_jupyter() { # ARCHIVE
-    local archive=$1 work=$OUT/jupyter-build wheels c
+    local archive=$1 work=$OUT/jupyter-build wheels c mnt
     rm -rf "$work"
     mkdir -p "$work"
     wheels=$work/wheels
@@ -129,7 +129,11 @@ build_jupyter() { # ARCHIVE
     ! [ -e "$work/rootfs/usr/sbin/sshd" ] && ! [ -e "$work/rootfs/usr/lib/openssh/sftp-server" ] ||
         die "jupyter-session: the image has sshd or sftp-server"
     c=$("${BUILDAH[@]}" from --quiet scratch)
-    "${BUILDAH[@]}" copy --quiet "$c" "$work/rootfs" / >/dev/null
+    # cp -a into the mounted container, not `buildah copy` (which makes every file
+    # root's): /home/jovyan must stay 1000:100, or jupyter cannot write ~/.local.
+    mnt=$("${BUILDAH[@]}" mount "$c")
+    cp -a "$work/rootfs/." "$mnt/"
+    "${BUILDAH[@]}" umount "$c" >/dev/null
     "${BUILDAH[@]}" config \
         --env PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --env SESSION_IMAGE_VAR=from-image --env HOME=/home/jovyan --env SHELL=/bin/bash \

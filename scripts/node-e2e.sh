@@ -36,9 +36,9 @@ PF_PID=""
 T0=$SECONDS
 
 log() { printf '==> %s\n' "$*" >&2; }
-ok() { printf 'ok   %s\n' "$*"; }
+ok() { printf 'ok   [%3ds] %s\n' $((SECONDS - T0)) "$*"; }
 fail() {
-    printf 'FAIL %s\n' "$*"
+    printf 'FAIL [%3ds] %s\n' $((SECONDS - T0)) "$*"
     diagnostics
     exit 1
 }
@@ -68,7 +68,9 @@ cleanup() {
     if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
         log "KEEP_CLUSTER=1: cluster left up (scripts/cluster.sh down)"
     else
+        local t=$SECONDS
         scripts/cluster.sh down >&2 || rc=1
+        log "cluster.sh down: $((SECONDS - t)) s"
     fi
     log "node-e2e: $([ $rc = 0 ] && echo PASS || echo FAIL) in $((SECONDS - T0)) s"
     exit $rc

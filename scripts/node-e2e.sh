@@ -4,6 +4,7 @@
 #
 #   scripts/node-e2e.sh          # up, images, apply -k, checks; down on exit
 #   KEEP_CLUSTER=1 scripts/node-e2e.sh   # leave the cluster up (then: scripts/cluster.sh down)
+#   scripts/node-e2e.sh --hub    # the session pod made by a real JupyterHub + KubeSpawner
 #
 #  1. scripts/cluster.sh up; scripts/node-images.sh (build what changed, import);
 #  2. namespace jhub labelled session-ssh.io/enabled=true; `kubectl apply -k
@@ -21,6 +22,13 @@
 #  6. ssh through `kubectl port-forward` to port 2222 with the Secret's key and the
 #     published host key (StrictHostKeyChecking yes): id -u = 1000, SESSION_IMAGE_VAR
 #     = from-image, PATH is the image's.
+# With --hub, step 4 is a real JupyterHub on this machine instead (PyPI jupyterhub +
+# jupyterhub-kubespawner, npm configurable-http-proxy, in .work/hub/): DummyAuthenticator,
+# KubeSpawner configured as zero-to-jupyterhub does (namespace jhub, uid 1000, fsGid 100,
+# cmd jupyterhub-singleuser, image pull policy IfNotPresent), the hub API on the node IP
+# (pods reach it there), the proxy on 127.0.0.1:8000. A service token starts alice's
+# server through the REST API; the same checks run against the pod KubeSpawner made,
+# and the hub must report the server ready and proxy /user/alice/ to it.
 # Exits 0 only when every check holds; each prints "ok   ..." or "FAIL ...".
 # Env: NODE_E2E_TIMEOUT (seconds per wait, default 180), KEEP_CLUSTER=1.
 set -euo pipefail
@@ -30,6 +38,16 @@ ROOT=$PWD
 TIMEOUT=${NODE_E2E_TIMEOUT:-180}
 NS=jhub
 POD=jupyter-alice
+MODE=pod
+case ${1:-} in
+    --hub) MODE=hub ;;
+    "") ;;
+    *) echo "usage: $0 [--hub]" >&2; exit 2 ;;
+esac
+NODE_IP=${CLUSTER_NODE_IP:-10.250.0.1}
+HUB_DIR=$ROOT/.work/hub
+HUB_PID=""
+HUB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KUBECONFIG_FILE=$ROOT/.work/cluster/admin.kubeconfig
 TMP=$(mktemp -d /tmp/node-e2e.XXXXXX)
 PF_PID=""
@@ -64,6 +82,11 @@ diagnostics() {
 cleanup() {
     local rc=$?
     [ -n "$PF_PID" ] && kill "$PF_PID" 2>/dev/null || true
+    if [ -n "$HUB_PID" ]; then
+        kill "$HUB_PID" 2>/dev/null || true
+        wait "$HUB_PID" 2>/dev/null || true
+        [ $rc = 0 ] || tail -n 30 "$HUB_DIR/run/hub.log" >&2 || true
+    fi
     rm -rf "$TMP"
     if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
         log "KEEP_CLUSTER=1: cluster left up (scripts/cluster.sh down)"
@@ -89,6 +112,89 @@ wait_for() {
 
 command -v ssh >/dev/null && command -v ssh-keygen >/dev/null ||
     DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-client >/dev/null
+
+# --- a real JupyterHub (--hub) ------------------------------------------------------------
+hub_deps() {
+    if ! [ -x "$HUB_DIR/venv/bin/jupyterhub" ] || ! "$HUB_DIR/venv/bin/python" -c 'import kubespawner' 2>/dev/null; then
+        log "installing jupyterhub==6.1.1 jupyterhub-kubespawner==7.1.0 into $HUB_DIR/venv (PyPI)"
+        python3 -m venv "$HUB_DIR/venv"
+        "$HUB_DIR/venv/bin/pip" install --quiet jupyterhub==6.1.1 jupyterhub-kubespawner==7.1.0 >&2 ||
+            fail "pip install jupyterhub jupyterhub-kubespawner"
+    fi
+    if ! [ -x "$HUB_DIR/node_modules/.bin/configurable-http-proxy" ]; then
+        log "installing configurable-http-proxy@4 into $HUB_DIR (npm)"
+        command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y npm >/dev/null
+        (cd "$HUB_DIR" && npm install --silent --no-audit --no-fund configurable-http-proxy@4) >&2 ||
+            fail "npm install configurable-http-proxy"
+    fi
+}
+
+hub_api() { # METHOD PATH [JSON]
+    curl -sf -X "$1" -H "Authorization: token $HUB_TOKEN" ${3:+-d "$3"} "http://127.0.0.1:8000/hub/api$2"
+}
+
+start_hub() {
+    local t=$SECONDS
+    hub_deps
+    rm -rf "$HUB_DIR/run"
+    mkdir -p "$HUB_DIR/run"
+    cat >"$HUB_DIR/run/jupyterhub_config.py" <<PYEOF
+# What zero-to-jupyterhub's hub config does for KubeSpawner, on this node.
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = 8000
+c.ConfigurableHTTPProxy.command = ["$HUB_DIR/node_modules/.bin/configurable-http-proxy"]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
+# Pods reach the hub on the node IP (they cannot reach the host's loopback).
+c.JupyterHub.hub_ip = "$NODE_IP"
+c.JupyterHub.hub_port = 8081
+c.JupyterHub.hub_connect_ip = "$NODE_IP"
+c.JupyterHub.db_url = "sqlite:///$HUB_DIR/run/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "$HUB_DIR/run/jupyterhub_cookie_secret"
+c.JupyterHub.pid_file = "$HUB_DIR/run/jupyterhub.pid"
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.services = [{"name": "node-e2e", "api_token": "$HUB_TOKEN"}]
+c.JupyterHub.load_roles = [{"name": "node-e2e", "services": ["node-e2e"],
+    "scopes": ["admin:users", "admin:servers", "access:servers", "read:users"]}]
+c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+c.KubeSpawner.namespace = "$NS"
+c.KubeSpawner.image = "localhost/session-ssh/jupyter-session:dev"
+c.KubeSpawner.image_pull_policy = "IfNotPresent"
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+c.KubeSpawner.uid = 1000
+c.KubeSpawner.fs_gid = 100
+c.KubeSpawner.mem_guarantee = "256M"
+c.KubeSpawner.start_timeout = $TIMEOUT
+c.KubeSpawner.http_timeout = $TIMEOUT
+c.KubeSpawner.events_enabled = True
+c.KubeSpawner.extra_labels = {"hub.jupyter.org/network-access-hub": "true"}
+PYEOF
+    (cd "$HUB_DIR/run" && KUBECONFIG=$KUBECONFIG_FILE exec "$HUB_DIR/venv/bin/jupyterhub" \
+        -f "$HUB_DIR/run/jupyterhub_config.py" >"$HUB_DIR/run/hub.log" 2>&1) &
+    HUB_PID=$!
+    hub_up() {
+        kill -0 "$HUB_PID" 2>/dev/null || fail "jupyterhub exited: $(tail -n 20 "$HUB_DIR/run/hub.log")"
+        hub_api GET /
+    }
+    wait_for "JupyterHub answers on 127.0.0.1:8000" hub_up
+    ok "JupyterHub $(hub_api GET / | tr -d '\n') up with KubeSpawner ($((SECONDS - t)) s)"
+}
+
+spawn_via_hub() {
+    local t=$SECONDS
+    hub_api POST /users/alice >/dev/null || fail "hub API: create user alice"
+    hub_api POST /users/alice/server >/dev/null || fail "hub API: start alice's server"
+    alice_ready() {
+        hub_api GET /users/alice | python3 -c 'import json,sys; s=json.load(sys.stdin)["servers"].get(""); sys.exit(0 if s and s["ready"] else 1)'
+    }
+    wait_for "the hub reports alice's server ready" alice_ready
+    POD=$(kubectl -n "$NS" get pods -l component=singleuser-server,hub.jupyter.org/username=alice \
+        -o jsonpath='{.items[0].metadata.name}')
+    [ -n "$POD" ] || fail "no singleuser-server pod of alice"
+    ok "hub API: POST /users/alice/server -> KubeSpawner made pod $POD, ready in $((SECONDS - t)) s"
+}
 
 # 1. cluster and images
 t=$SECONDS
@@ -119,6 +225,7 @@ ssh-keygen -q -t ed25519 -N '' -C alice@node-e2e -f "$TMP/id_alice"
 kubectl -n "$NS" create secret generic ssh-keys-alice --from-file=authorized_keys="$TMP/id_alice.pub" >/dev/null
 ok "Secret $NS/ssh-keys-alice holds $(ssh-keygen -lf "$TMP/id_alice.pub" | awk '{print $2}')"
 
+if [ "$MODE" = pod ]; then
 kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
 apiVersion: v1
 kind: Pod
@@ -154,6 +261,9 @@ spec:
   ports: [{port: 8081, targetPort: 8081}]
 EOF
 HUB_IP=$(kubectl -n "$NS" get svc hub -o jsonpath='{.spec.clusterIP}')
+else
+    HUB_IP=$NODE_IP # the real hub's API (only for the dry-run pod below)
+fi
 
 cat >"$TMP/pod.yaml" <<EOF
 apiVersion: v1
@@ -214,7 +324,12 @@ t=$SECONDS
 wait_for "a dry-run of the session pod comes back mutated" dry_run_mutated
 ok "admission: dry-run create of $POD is mutated ($((SECONDS - t)) s after the rollout)"
 
-kubectl -n "$NS" create -f "$TMP/pod.yaml" >/dev/null
+if [ "$MODE" = pod ]; then
+    kubectl -n "$NS" create -f "$TMP/pod.yaml" >/dev/null
+else
+    start_hub
+    spawn_via_hub
+fi
 init=$(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.spec.initContainers[*].name}')
 hook=$(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.spec.containers[?(@.name=="notebook")].lifecycle.postStart.exec.command}')
 case " $init " in *" session-ssh-install "*) ok "mutated: init containers [$init]" ;; *) fail "pod not mutated: init containers [$init]" ;; esac
@@ -223,8 +338,10 @@ t=$SECONDS
 kubectl -n "$NS" wait --for=condition=Ready "pod/$POD" --timeout="${TIMEOUT}s" >/dev/null ||
     fail "$POD not Ready within ${TIMEOUT}s"
 ok "$POD Running/Ready ($((SECONDS - t)) s): $(kubectl -n "$NS" get pod "$POD" --no-headers | awk '{print $2, $3, "restarts=" $4}')"
-kubectl -n "$NS" wait --for=condition=Ready pod/hub-api-stub --timeout="${TIMEOUT}s" >/dev/null ||
-    fail "hub-api-stub not Ready"
+if [ "$MODE" = pod ]; then
+    kubectl -n "$NS" wait --for=condition=Ready pod/hub-api-stub --timeout="${TIMEOUT}s" >/dev/null ||
+        fail "hub-api-stub not Ready"
+fi
 
 known() { kubectl -n "$NS" get pod "$POD" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}'; }
 wait_for "controller publishes session-ssh.io/known-hosts on $POD" test -n "$(known)"
@@ -263,5 +380,14 @@ ok "jupyterhub-singleuser answers $api: $(tr -d '\n' <"$TMP/api.out")"
 restarts=$(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.status.containerStatuses[?(@.name=="notebook")].restartCount}')
 [ "$restarts" = 0 ] || fail "container notebook restarted $restarts times"
 ok "container notebook: 0 restarts, pod $(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.status.phase}')"
+
+if [ "$MODE" = hub ]; then
+    ready=$(hub_api GET /users/alice | python3 -c 'import json,sys; print(json.load(sys.stdin)["servers"][""]["ready"])')
+    [ "$ready" = True ] || fail "the hub does not report alice's server ready"
+    code=$(curl -s -o "$TMP/proxied" -w '%{http_code}' -H "Authorization: token $HUB_TOKEN" \
+        http://127.0.0.1:8000/user/alice/api)
+    [ "$code" = 200 ] || fail "GET /user/alice/api through the hub's proxy: HTTP $code"
+    ok "hub: alice's server ready; /user/alice/api through configurable-http-proxy: $(tr -d '\n' <"$TMP/proxied")"
+fi
 
 log "all checks passed"

@@ -28,7 +28,8 @@
 # cmd jupyterhub-singleuser, image pull policy IfNotPresent), the hub API on the node IP
 # (pods reach it there), the proxy on 127.0.0.1:8000. A service token starts alice's
 # server through the REST API; the same checks run against the pod KubeSpawner made,
-# and the hub must report the server ready and proxy /user/alice/ to it.
+# and the hub must report the server ready and proxy /user/alice/ to it; then the same
+# for alice's named server "lab" (pod jupyter-alice--lab, /user/alice/lab/).
 # Exits 0 only when every check holds; each prints "ok   ..." or "FAIL ...".
 # Env: NODE_E2E_TIMEOUT (seconds per wait, default 180), KEEP_CLUSTER=1.
 set -euo pipefail
@@ -81,7 +82,8 @@ diagnostics() {
 
 cleanup() {
     local rc=$?
-    [ -n "$PF_PID" ] && kill "$PF_PID" 2>/dev/null || true
+    # shellcheck disable=SC2086 # a list of pids
+    [ -z "$PF_PID" ] || kill $PF_PID 2>/dev/null || true
     if [ -n "$HUB_PID" ]; then
         kill "$HUB_PID" 2>/dev/null || true
         wait "$HUB_PID" 2>/dev/null || true
@@ -182,18 +184,21 @@ PYEOF
     ok "JupyterHub $(hub_api GET / | tr -d '\n') up with KubeSpawner ($((SECONDS - t)) s)"
 }
 
+# spawn_via_hub [SERVER]: start alice's default (or named) server through the hub's REST
+# API, wait until the hub calls it ready, and set POD to the pod KubeSpawner made.
 spawn_via_hub() {
-    local t=$SECONDS
-    hub_api POST /users/alice >/dev/null || fail "hub API: create user alice"
-    hub_api POST /users/alice/server >/dev/null || fail "hub API: start alice's server"
+    local t=$SECONDS server=${1:-} path=/users/alice/server
+    [ -z "$server" ] || path=/users/alice/servers/$server
+    hub_api GET /users/alice >/dev/null || hub_api POST /users/alice >/dev/null || fail "hub API: create user alice"
+    hub_api POST "$path" >/dev/null || fail "hub API: POST $path"
     alice_ready() {
-        hub_api GET /users/alice | python3 -c 'import json,sys; s=json.load(sys.stdin)["servers"].get(""); sys.exit(0 if s and s["ready"] else 1)'
+        hub_api GET /users/alice | python3 -c 'import json,sys; s=json.load(sys.stdin)["servers"].get(sys.argv[1]); sys.exit(0 if s and s["ready"] else 1)' "$server"
     }
-    wait_for "the hub reports alice's server ready" alice_ready
-    POD=$(kubectl -n "$NS" get pods -l component=singleuser-server,hub.jupyter.org/username=alice \
+    wait_for "the hub reports alice's server '$server' ready" alice_ready
+    POD=$(kubectl -n "$NS" get pods -l "component=singleuser-server,hub.jupyter.org/username=alice,hub.jupyter.org/servername=$server" \
         -o jsonpath='{.items[0].metadata.name}')
-    [ -n "$POD" ] || fail "no singleuser-server pod of alice"
-    ok "hub API: POST /users/alice/server -> KubeSpawner made pod $POD, ready in $((SECONDS - t)) s"
+    [ -n "$POD" ] || fail "no singleuser-server pod of alice's server '$server'"
+    ok "hub API: POST $path -> KubeSpawner made pod $POD, ready in $((SECONDS - t)) s"
 }
 
 # 1. cluster and images
@@ -330,64 +335,76 @@ else
     start_hub
     spawn_via_hub
 fi
-init=$(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.spec.initContainers[*].name}')
-hook=$(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.spec.containers[?(@.name=="notebook")].lifecycle.postStart.exec.command}')
-case " $init " in *" session-ssh-install "*) ok "mutated: init containers [$init]" ;; *) fail "pod not mutated: init containers [$init]" ;; esac
-case $hook in *init-sshd*start*) ok "mutated: postStart $hook" ;; *) fail "no postStart hook of init-sshd: '$hook'" ;; esac
-t=$SECONDS
-kubectl -n "$NS" wait --for=condition=Ready "pod/$POD" --timeout="${TIMEOUT}s" >/dev/null ||
-    fail "$POD not Ready within ${TIMEOUT}s"
-ok "$POD Running/Ready ($((SECONDS - t)) s): $(kubectl -n "$NS" get pod "$POD" --no-headers | awk '{print $2, $3, "restarts=" $4}')"
 if [ "$MODE" = pod ]; then
     kubectl -n "$NS" wait --for=condition=Ready pod/hub-api-stub --timeout="${TIMEOUT}s" >/dev/null ||
         fail "hub-api-stub not Ready"
 fi
 
-known() { kubectl -n "$NS" get pod "$POD" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}'; }
-wait_for "controller publishes session-ssh.io/known-hosts on $POD" test -n "$(known)"
-KNOWN=$(known)
-svc=$(kubectl -n "$NS" get svc "$POD" -o jsonpath='{.spec.clusterIP} {.spec.ports[*].port} owner={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}') ||
-    fail "controller made no Service $NS/$POD"
-ok "controller: Service $POD ($svc), known-hosts published: $(cut -c1-60 <<<"$KNOWN")..."
+# check_session POD SERVER: steps 5-6 against one session pod (SERVER: the hub's server
+# name, "" for the default one).
+check_session() {
+    local pod=$1 server=$2 prefix=/user/alice/ init hook t known svc port out api probe restarts
+    [ -z "$server" ] || prefix=/user/alice/$server/
+    init=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.initContainers[*].name}')
+    hook=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.containers[?(@.name=="notebook")].lifecycle.postStart.exec.command}')
+    case " $init " in *" session-ssh-install "*) ok "$pod mutated: init containers [$init]" ;; *) fail "$pod not mutated: init containers [$init]" ;; esac
+    case $hook in *init-sshd*start*) ok "$pod mutated: postStart $hook" ;; *) fail "$pod: no postStart hook of init-sshd: '$hook'" ;; esac
+    t=$SECONDS
+    kubectl -n "$NS" wait --for=condition=Ready "pod/$pod" --timeout="${TIMEOUT}s" >/dev/null ||
+        fail "$pod not Ready within ${TIMEOUT}s"
+    ok "$pod Running/Ready ($((SECONDS - t)) s): $(kubectl -n "$NS" get pod "$pod" --no-headers | awk '{print $2, $3, "restarts=" $4}')"
 
-# 6. ssh through kubectl port-forward
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-kubectl -n "$NS" port-forward --address 127.0.0.1 "pod/$POD" "$PORT:2222" >"$TMP/pf.log" 2>&1 &
-PF_PID=$!
-wait_for "port-forward 127.0.0.1:$PORT -> $POD:2222" grep -q Forwarding "$TMP/pf.log"
-# The published host key, pinned for the forwarded address.
-awk '{print "[127.0.0.1]:'"$PORT"'", $(NF-1), $NF}' <<<"$KNOWN" | grep -E 'ssh-|ecdsa-' >"$TMP/known_hosts" ||
-    fail "cannot read a host key from the known-hosts annotation: $KNOWN"
-SSH=(ssh -F /dev/null -p "$PORT" -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
-    -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10 alice@127.0.0.1)
-out=$(timeout 60 "${SSH[@]}" 'echo "uid=$(id -u)"; echo "var=$SESSION_IMAGE_VAR"; echo "path=$PATH"; echo "home=$HOME"' 2>"$TMP/ssh.err") ||
-    fail "ssh through port-forward: $(tail -n 5 "$TMP/ssh.err")"
-printf '%s\n' "$out" | sed 's/^/     /'
-grep -qx 'uid=1000' <<<"$out" || fail "id -u is not 1000"
-ok "ssh via port-forward (host key pinned from the pod's annotation): id -u = 1000"
-grep -qx 'var=from-image' <<<"$out" || fail "SESSION_IMAGE_VAR is not the image's 'from-image'"
-ok "ssh: SESSION_IMAGE_VAR = from-image (the image's ENV)"
-grep -q '^path=/opt/venv/bin:' <<<"$out" || fail "PATH is not the image's (/opt/venv/bin first)"
-ok "ssh: PATH starts with the image's /opt/venv/bin"
+    known() { kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}'; }
+    wait_for "controller publishes session-ssh.io/known-hosts on $pod" test -n "$(known)"
+    known=$(known)
+    svc=$(kubectl -n "$NS" get svc "$pod" -o jsonpath='{.spec.clusterIP} {.spec.ports[*].port} owner={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}') ||
+        fail "controller made no Service $NS/$pod"
+    ok "controller: Service $pod ($svc), known-hosts published: $(cut -c1-60 <<<"$known")..."
 
-# The session itself keeps working with SSH injected: jupyterhub-singleuser answers
-# on 8888 (asked from inside, over ssh), and the container never restarted.
-api=http://127.0.0.1:8888/user/alice/api
-probe="python3 -c \"import urllib.request; print(urllib.request.urlopen('$api', timeout=5).read().decode())\""
-single_user_up() { timeout 30 "${SSH[@]}" "$probe" >"$TMP/api.out" 2>/dev/null; }
-wait_for "jupyterhub-singleuser answers $api" single_user_up
-ok "jupyterhub-singleuser answers $api: $(tr -d '\n' <"$TMP/api.out")"
-restarts=$(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.status.containerStatuses[?(@.name=="notebook")].restartCount}')
-[ "$restarts" = 0 ] || fail "container notebook restarted $restarts times"
-ok "container notebook: 0 restarts, pod $(kubectl -n "$NS" get pod "$POD" -o jsonpath='{.status.phase}')"
+    # ssh through kubectl port-forward, the published host key pinned for that address.
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    kubectl -n "$NS" port-forward --address 127.0.0.1 "pod/$pod" "$port:2222" >"$TMP/pf.log" 2>&1 &
+    PF_PID="$PF_PID $!"
+    wait_for "port-forward 127.0.0.1:$port -> $pod:2222" grep -q Forwarding "$TMP/pf.log"
+    awk '{print "[127.0.0.1]:'"$port"'", $(NF-1), $NF}' <<<"$known" | grep -E 'ssh-|ecdsa-' >>"$TMP/known_hosts" ||
+        fail "cannot read a host key from the known-hosts annotation: $known"
+    SSH=(ssh -F /dev/null -p "$port" -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10 alice@127.0.0.1)
+    out=$(timeout 60 "${SSH[@]}" 'echo "uid=$(id -u)"; echo "var=$SESSION_IMAGE_VAR"; echo "path=$PATH"; echo "home=$HOME"' 2>"$TMP/ssh.err") ||
+        fail "ssh through port-forward to $pod: $(tail -n 5 "$TMP/ssh.err")"
+    printf '%s\n' "$out" | sed 's/^/     /'
+    grep -qx 'uid=1000' <<<"$out" || fail "id -u is not 1000"
+    ok "ssh via port-forward to $pod (host key pinned from the pod's annotation): id -u = 1000"
+    grep -qx 'var=from-image' <<<"$out" || fail "SESSION_IMAGE_VAR is not the image's 'from-image'"
+    ok "ssh: SESSION_IMAGE_VAR = from-image (the image's ENV)"
+    grep -q '^path=/opt/venv/bin:' <<<"$out" || fail "PATH is not the image's (/opt/venv/bin first)"
+    ok "ssh: PATH starts with the image's /opt/venv/bin"
 
+    # The session itself keeps working with SSH injected: jupyterhub-singleuser answers
+    # on 8888 (asked from inside, over ssh), and the container never restarted.
+    api=http://127.0.0.1:8888${prefix}api
+    probe="python3 -c \"import urllib.request; print(urllib.request.urlopen('$api', timeout=5).read().decode())\""
+    single_user_up() { timeout 30 "${SSH[@]}" "$probe" >"$TMP/api.out" 2>/dev/null; }
+    wait_for "jupyterhub-singleuser answers $api" single_user_up
+    ok "jupyterhub-singleuser answers $api: $(tr -d '\n' <"$TMP/api.out")"
+    restarts=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="notebook")].restartCount}')
+    [ "$restarts" = 0 ] || fail "container notebook restarted $restarts times"
+    ok "$pod container notebook: 0 restarts, pod $(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.status.phase}')"
+
+    if [ "$MODE" = hub ]; then
+        ready=$(hub_api GET /users/alice | python3 -c 'import json,sys; print(json.load(sys.stdin)["servers"][sys.argv[1]]["ready"])' "$server")
+        [ "$ready" = True ] || fail "the hub does not report alice's server '$server' ready"
+        code=$(curl -s -o "$TMP/proxied" -w '%{http_code}' -H "Authorization: token $HUB_TOKEN" \
+            "http://127.0.0.1:8000${prefix}api")
+        [ "$code" = 200 ] || fail "GET ${prefix}api through the hub's proxy: HTTP $code"
+        ok "hub: alice's server '$server' ready; ${prefix}api through configurable-http-proxy: $(tr -d '\n' <"$TMP/proxied")"
+    fi
+}
+
+check_session "$POD" ""
 if [ "$MODE" = hub ]; then
-    ready=$(hub_api GET /users/alice | python3 -c 'import json,sys; print(json.load(sys.stdin)["servers"][""]["ready"])')
-    [ "$ready" = True ] || fail "the hub does not report alice's server ready"
-    code=$(curl -s -o "$TMP/proxied" -w '%{http_code}' -H "Authorization: token $HUB_TOKEN" \
-        http://127.0.0.1:8000/user/alice/api)
-    [ "$code" = 200 ] || fail "GET /user/alice/api through the hub's proxy: HTTP $code"
-    ok "hub: alice's server ready; /user/alice/api through configurable-http-proxy: $(tr -d '\n' <"$TMP/proxied")"
+    spawn_via_hub lab
+    check_session "$POD" lab
 fi
 
 log "all checks passed"

@@ -380,6 +380,57 @@ check_session() {
     grep -q '^path=/opt/venv/bin:' <<<"$out" || fail "PATH is not the image's (/opt/venv/bin first)"
     ok "ssh: PATH starts with the image's /opt/venv/bin"
 
+    # Through the Service ClusterIP from the node (kube-proxy's iptables rules), the same
+    # published host key pinned for that address.
+    local cip lport size=${NODE_E2E_TRANSFER_MIB:-256}
+    cip=$(kubectl -n "$NS" get svc "$pod" -o jsonpath='{.spec.clusterIP}')
+    awk '{print "'"$cip"'", $(NF-1), $NF}' <<<"$known" | grep -E 'ssh-|ecdsa-' >>"$TMP/known_hosts"
+    local SSHC=(ssh -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10)
+    out=$(timeout 60 "${SSHC[@]}" "alice@$cip" 'echo "uid=$(id -u) var=$SESSION_IMAGE_VAR"' 2>"$TMP/ssh.err") ||
+        fail "ssh to the Service ClusterIP $cip:22: $(tail -n 5 "$TMP/ssh.err")"
+    [ "$out" = "uid=1000 var=from-image" ] || fail "ssh via ClusterIP: '$out'"
+    ok "ssh via Service ClusterIP $cip:22 from the node (kube-proxy): $out"
+    # A PTY login shell.
+    # (stdin stays open until the shell has read the line: an EOF first may hang the pty up)
+    out=$({ sleep 2; printf 'tty; echo "shell=$0"; exit\n'; sleep 5; } |
+        timeout 60 "${SSHC[@]}" -tt "alice@$cip" 2>"$TMP/ssh.err" | tr -d '\r') ||
+        fail "ssh -tt: $(tail -n 5 "$TMP/ssh.err")"
+    # (bash's bracketed-paste escapes precede the lines: match inside them)
+    grep -q '/dev/pts/[0-9]' <<<"$out" && grep -q 'shell=-' <<<"$out" ||
+        fail "no PTY login shell: $(tail -n 5 <<<"$out")"
+    ok "PTY login shell: $(grep -o '/dev/pts/[0-9]*' <<<"$out") $(grep -o 'shell=-[a-z]*' <<<"$out")"
+    # The VS Code Remote-SSH pattern: a script on bash's stdin, then -L to the session's port.
+    out=$(echo 'echo "vscode=$((40 + 2)) $(uname -s)"' | timeout 60 "${SSHC[@]}" "alice@$cip" bash 2>"$TMP/ssh.err") ||
+        fail "bash on stdin: $(tail -n 5 "$TMP/ssh.err")"
+    [ "$out" = "vscode=42 Linux" ] || fail "bash on stdin printed '$out'"
+    lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "${SSHC[@]}" -N -o ExitOnForwardFailure=yes -L "127.0.0.1:$lport:127.0.0.1:8888" "alice@$cip" 2>"$TMP/fwd.err" &
+    PF_PID="$PF_PID $!"
+    fwd_up() { curl -sf "http://127.0.0.1:$lport${prefix}api" >"$TMP/fwd.out"; }
+    wait_for "ssh -L $lport -> the session's 8888" fwd_up
+    ok "VS Code pattern: bash on stdin ($out), then ssh -L to 8888: ${prefix}api $(tr -d '\n' <"$TMP/fwd.out")"
+    # sftp and scp (OpenSSH 9's scp speaks SFTP; the image has no sftp-server: init-sshd
+    # serves it), a ${size} MiB file both ways, sha256 equal.
+    if [ "$size" -gt 0 ]; then
+        head -c "$((size * 1024 * 1024))" /dev/urandom >"$TMP/blob"
+        local want got t0=$SECONDS
+        want=$(sha256sum <"$TMP/blob" | cut -d' ' -f1)
+        timeout 300 scp -q -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes \
+            -o UserKnownHostsFile="$TMP/known_hosts" "$TMP/blob" "alice@$cip:blob" 2>"$TMP/scp.err" ||
+            fail "scp up: $(tail -n 5 "$TMP/scp.err")"
+        got=$(timeout 120 "${SSHC[@]}" "alice@$cip" 'sha256sum blob' | cut -d' ' -f1)
+        [ "$got" = "$want" ] || fail "scp: sha256 in the pod $got, want $want"
+        printf 'get blob %s\nrm blob\n' "$TMP/blob.back" >"$TMP/sftp.batch"
+        timeout 300 sftp -q -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes \
+            -o UserKnownHostsFile="$TMP/known_hosts" -b "$TMP/sftp.batch" "alice@$cip" >/dev/null 2>"$TMP/sftp.err" ||
+            fail "sftp get: $(tail -n 5 "$TMP/sftp.err")"
+        got=$(sha256sum <"$TMP/blob.back" | cut -d' ' -f1)
+        [ "$got" = "$want" ] || fail "sftp: sha256 back $got, want $want"
+        rm -f "$TMP/blob" "$TMP/blob.back"
+        ok "scp up + sftp down of $size MiB via ClusterIP, sha256 equal ($((SECONDS - t0)) s)"
+    fi
+
     # The session itself keeps working with SSH injected: jupyterhub-singleuser answers
     # on 8888 (asked from inside, over ssh), and the container never restarted.
     api=http://127.0.0.1:8888${prefix}api

@@ -557,8 +557,10 @@ build_image() {
         --label org.opencontainers.image.source=session-ssh/scripts/cluster.sh "$ctr"
     "${buildah[@]}" commit --quiet --rm "$ctr" "$image" >/dev/null
     "${buildah[@]}" push --quiet "$image" "oci-archive:$archive:$image"
+    # grep reads the whole list: with pipefail, grep -q exiting at the first match
+    # lets ctr die of SIGPIPE (141) when more names follow, and up failed at random.
     "${CTR[@]}" images import "$archive" >/dev/null
-    "${CTR[@]}" images ls -q | grep -qx "$image" || die "image $image not in containerd after import"
+    "${CTR[@]}" images ls -q | grep -x "$image" >/dev/null || die "image $image not in containerd after import"
 }
 
 build_images() {

@@ -1,0 +1,461 @@
+#!/usr/bin/env bash
+# session-ssh installed as an admin would, on the real single-node cluster of
+# scripts/cluster.sh, and one KubeSpawner-like session pod checked end to end:
+#
+#   scripts/node-e2e.sh          # up, images, apply -k, checks; down on exit
+#   KEEP_CLUSTER=1 scripts/node-e2e.sh   # leave the cluster up (then: scripts/cluster.sh down)
+#   scripts/node-e2e.sh --hub    # the session pod made by a real JupyterHub + KubeSpawner
+#
+#  1. scripts/cluster.sh up; scripts/node-images.sh (build what changed, import);
+#  2. namespace jhub labelled session-ssh.io/enabled=true; `kubectl apply -k
+#     manifests/overlays/local-node` (the jupyterhub example with the local images);
+#     the webhook Deployment becomes available (its pods on the node, self-managed TLS:
+#     caBundle patched by the webhook itself);
+#  3. admission works: a server-side dry-run of the session pod comes back mutated;
+#  4. the per-user Secret ssh-keys-alice holds a fresh ed25519 key; a stand-in hub API
+#     (a pod + Service answering /hub/api, as jupyterhub-singleuser needs one to keep
+#     running) and the session pod jupyter-alice as KubeSpawner makes it (labels,
+#     container "notebook", image jupyter-session, runAsUser 1000, fsGroup 100,
+#     args jupyterhub-singleuser, JUPYTERHUB_* env);
+#  5. the stored pod is mutated (init container session-ssh-install, postStart hook),
+#     it becomes Ready, the controller made its Service and published known-hosts;
+#  6. ssh through `kubectl port-forward` to port 2222 with the Secret's key and the
+#     published host key (StrictHostKeyChecking yes): id -u = 1000, SESSION_IMAGE_VAR
+#     = from-image, PATH is the image's.
+# With --hub, step 4 is a real JupyterHub on this machine instead (PyPI jupyterhub +
+# jupyterhub-kubespawner, npm configurable-http-proxy, in .work/hub/): DummyAuthenticator,
+# KubeSpawner configured as zero-to-jupyterhub does (namespace jhub, uid 1000, fsGid 100,
+# cmd jupyterhub-singleuser, image pull policy IfNotPresent), the hub API on the node IP
+# (pods reach it there), the proxy on 127.0.0.1:8000. A service token starts alice's
+# server through the REST API; the same checks run against the pod KubeSpawner made,
+# and the hub must report the server ready and proxy /user/alice/ to it; then the same
+# for alice's named server "lab" (pod jupyter-alice--lab, /user/alice/lab/).
+# Exits 0 only when every check holds; each prints "ok   ..." or "FAIL ...".
+# Env: NODE_E2E_TIMEOUT (seconds per wait, default 180), KEEP_CLUSTER=1.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TIMEOUT=${NODE_E2E_TIMEOUT:-180}
+NS=jhub
+POD=jupyter-alice
+MODE=pod
+case ${1:-} in
+    --hub) MODE=hub ;;
+    "") ;;
+    *) echo "usage: $0 [--hub]" >&2; exit 2 ;;
+esac
+NODE_IP=${CLUSTER_NODE_IP:-10.250.0.1}
+HUB_DIR=$ROOT/.work/hub
+HUB_PID=""
+HUB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+KUBECONFIG_FILE=$ROOT/.work/cluster/admin.kubeconfig
+TMP=$(mktemp -d /tmp/node-e2e.XXXXXX)
+PF_PID=""
+T0=$SECONDS
+
+log() { printf '==> %s\n' "$*" >&2; }
+ok() { printf 'ok   [%3ds] %s\n' $((SECONDS - T0)) "$*"; }
+fail() {
+    printf 'FAIL [%3ds] %s\n' $((SECONDS - T0)) "$*"
+    diagnostics
+    exit 1
+}
+kubectl() { "$ROOT/tests/controlplane/bin/controlplane" kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+
+diagnostics() {
+    [ -f "$KUBECONFIG_FILE" ] || return 0
+    {
+        echo "--- pods"
+        kubectl get pods -A -o wide 2>&1 | tail -n 20
+        echo "--- events ($NS, session-ssh)"
+        kubectl -n "$NS" get events --sort-by=.lastTimestamp 2>&1 | tail -n 15
+        kubectl -n session-ssh get events --sort-by=.lastTimestamp 2>&1 | tail -n 10
+        echo "--- webhook logs"
+        kubectl -n session-ssh logs deploy/session-ssh-webhook --tail=20 2>&1
+        echo "--- $POD logs"
+        kubectl -n "$NS" logs "$POD" -c notebook --tail=20 2>&1
+        kubectl -n "$NS" logs "$POD" -c session-ssh-install --tail=20 2>&1
+        [ -f "$TMP/pf.log" ] && { echo "--- port-forward"; tail -n 5 "$TMP/pf.log"; }
+    } >&2 || true
+}
+
+cleanup() {
+    local rc=$?
+    # shellcheck disable=SC2086 # a list of pids
+    [ -z "$PF_PID" ] || kill $PF_PID 2>/dev/null || true
+    if [ -n "$HUB_PID" ]; then
+        kill "$HUB_PID" 2>/dev/null || true
+        wait "$HUB_PID" 2>/dev/null || true
+        [ $rc = 0 ] || tail -n 30 "$HUB_DIR/run/hub.log" >&2 || true
+    fi
+    rm -rf "$TMP"
+    if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
+        log "KEEP_CLUSTER=1: cluster left up (scripts/cluster.sh down)"
+    else
+        local t=$SECONDS
+        scripts/cluster.sh down >&2 || rc=1
+        log "cluster.sh down: $((SECONDS - t)) s"
+    fi
+    log "node-e2e: $([ $rc = 0 ] && echo PASS || echo FAIL) in $((SECONDS - T0)) s"
+    exit $rc
+}
+trap cleanup EXIT
+
+# wait_for DESC CMD...: run CMD until it succeeds, at most $TIMEOUT seconds.
+wait_for() {
+    local desc=$1 deadline=$((SECONDS + TIMEOUT))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || fail "$desc: not within ${TIMEOUT}s"
+        sleep 1
+    done
+}
+
+command -v ssh >/dev/null && command -v ssh-keygen >/dev/null ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-client >/dev/null
+
+# --- a real JupyterHub (--hub) ------------------------------------------------------------
+hub_deps() {
+    if ! [ -x "$HUB_DIR/venv/bin/jupyterhub" ] || ! "$HUB_DIR/venv/bin/python" -c 'import kubespawner' 2>/dev/null; then
+        log "installing jupyterhub==6.1.1 jupyterhub-kubespawner==7.1.0 into $HUB_DIR/venv (PyPI)"
+        python3 -m venv "$HUB_DIR/venv"
+        "$HUB_DIR/venv/bin/pip" install --quiet jupyterhub==6.1.1 jupyterhub-kubespawner==7.1.0 >&2 ||
+            fail "pip install jupyterhub jupyterhub-kubespawner"
+    fi
+    if ! [ -x "$HUB_DIR/node_modules/.bin/configurable-http-proxy" ]; then
+        log "installing configurable-http-proxy@4 into $HUB_DIR (npm)"
+        command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y npm >/dev/null
+        (cd "$HUB_DIR" && npm install --silent --no-audit --no-fund configurable-http-proxy@4) >&2 ||
+            fail "npm install configurable-http-proxy"
+    fi
+}
+
+hub_api() { # METHOD PATH [JSON]
+    curl -sf -X "$1" -H "Authorization: token $HUB_TOKEN" ${3:+-d "$3"} "http://127.0.0.1:8000/hub/api$2"
+}
+
+start_hub() {
+    local t=$SECONDS
+    hub_deps
+    rm -rf "$HUB_DIR/run"
+    mkdir -p "$HUB_DIR/run"
+    cat >"$HUB_DIR/run/jupyterhub_config.py" <<PYEOF
+# What zero-to-jupyterhub's hub config does for KubeSpawner, on this node.
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = 8000
+c.ConfigurableHTTPProxy.command = ["$HUB_DIR/node_modules/.bin/configurable-http-proxy"]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
+# Pods reach the hub on the node IP (they cannot reach the host's loopback).
+c.JupyterHub.hub_ip = "$NODE_IP"
+c.JupyterHub.hub_port = 8081
+c.JupyterHub.hub_connect_ip = "$NODE_IP"
+c.JupyterHub.db_url = "sqlite:///$HUB_DIR/run/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "$HUB_DIR/run/jupyterhub_cookie_secret"
+c.JupyterHub.pid_file = "$HUB_DIR/run/jupyterhub.pid"
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.allow_named_servers = True
+c.JupyterHub.services = [{"name": "node-e2e", "api_token": "$HUB_TOKEN"}]
+c.JupyterHub.load_roles = [{"name": "node-e2e", "services": ["node-e2e"],
+    "scopes": ["admin:users", "admin:servers", "access:servers", "read:users"]}]
+c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+c.KubeSpawner.namespace = "$NS"
+c.KubeSpawner.image = "localhost/session-ssh/jupyter-session:dev"
+c.KubeSpawner.image_pull_policy = "IfNotPresent"
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+c.KubeSpawner.uid = 1000
+c.KubeSpawner.fs_gid = 100
+c.KubeSpawner.mem_guarantee = "256M"
+c.KubeSpawner.start_timeout = $TIMEOUT
+c.KubeSpawner.http_timeout = $TIMEOUT
+c.KubeSpawner.events_enabled = True
+c.KubeSpawner.extra_labels = {"hub.jupyter.org/network-access-hub": "true"}
+PYEOF
+    (cd "$HUB_DIR/run" && KUBECONFIG=$KUBECONFIG_FILE exec "$HUB_DIR/venv/bin/jupyterhub" \
+        -f "$HUB_DIR/run/jupyterhub_config.py" >"$HUB_DIR/run/hub.log" 2>&1) &
+    HUB_PID=$!
+    hub_up() {
+        kill -0 "$HUB_PID" 2>/dev/null || fail "jupyterhub exited: $(tail -n 20 "$HUB_DIR/run/hub.log")"
+        hub_api GET /
+    }
+    wait_for "JupyterHub answers on 127.0.0.1:8000" hub_up
+    ok "JupyterHub $(hub_api GET / | tr -d '\n') up with KubeSpawner ($((SECONDS - t)) s)"
+}
+
+# spawn_via_hub [SERVER]: start alice's default (or named) server through the hub's REST
+# API, wait until the hub calls it ready, and set POD to the pod KubeSpawner made.
+spawn_via_hub() {
+    local t=$SECONDS server=${1:-} path=/users/alice/server
+    [ -z "$server" ] || path=/users/alice/servers/$server
+    hub_api GET /users/alice >/dev/null || hub_api POST /users/alice >/dev/null || fail "hub API: create user alice"
+    hub_api POST "$path" >/dev/null || fail "hub API: POST $path"
+    alice_ready() {
+        hub_api GET /users/alice | python3 -c 'import json,sys; s=json.load(sys.stdin)["servers"].get(sys.argv[1]); sys.exit(0 if s and s["ready"] else 1)' "$server"
+    }
+    wait_for "the hub reports alice's server '$server' ready" alice_ready
+    POD=$(kubectl -n "$NS" get pods -l "component=singleuser-server,hub.jupyter.org/username=alice,hub.jupyter.org/servername=$server" \
+        -o jsonpath='{.items[0].metadata.name}')
+    [ -n "$POD" ] || fail "no singleuser-server pod of alice's server '$server'"
+    ok "hub API: POST $path -> KubeSpawner made pod $POD, ready in $((SECONDS - t)) s"
+}
+
+# 1. cluster and images
+t=$SECONDS
+scripts/cluster.sh up >&2 || fail "scripts/cluster.sh up"
+ok "cluster up ($((SECONDS - t)) s): $(kubectl get nodes --no-headers | awk '{print $1, $2, $5}')"
+t=$SECONDS
+scripts/node-images.sh >&2 || fail "scripts/node-images.sh"
+ok "images built and imported ($((SECONDS - t)) s)"
+
+# 2. install as an admin
+kubectl create namespace "$NS" >/dev/null
+kubectl label namespace "$NS" session-ssh.io/enabled=true >/dev/null
+kubectl apply -k manifests/overlays/local-node >"$TMP/apply.log" 2>&1 || {
+    cat "$TMP/apply.log" >&2
+    fail "kubectl apply -k manifests/overlays/local-node"
+}
+ok "kubectl apply -k manifests/overlays/local-node: $(grep -c . "$TMP/apply.log") objects"
+t=$SECONDS
+kubectl -n session-ssh rollout status deploy/session-ssh-webhook --timeout="${TIMEOUT}s" >&2 ||
+    fail "webhook Deployment not available"
+ok "webhook Deployment available ($((SECONDS - t)) s): $(kubectl -n session-ssh get pods -l app.kubernetes.io/name=session-ssh-webhook --no-headers | awk '{printf "%s %s %s; ", $1, $2, $3}')"
+ca_bundle() { kubectl get mutatingwebhookconfiguration session-ssh -o jsonpath='{.webhooks[0].clientConfig.caBundle}'; }
+wait_for "caBundle patched by the webhook" test -n "$(ca_bundle)"
+ok "self-managed TLS: caBundle set ($(ca_bundle | base64 -d | openssl x509 -noout -subject 2>/dev/null || echo '?')), Secret $(kubectl -n session-ssh get secret session-ssh-webhook-tls -o name)"
+
+# 3-4. the key, a stand-in hub API, the session pod
+ssh-keygen -q -t ed25519 -N '' -C alice@node-e2e -f "$TMP/id_alice"
+kubectl -n "$NS" create secret generic ssh-keys-alice --from-file=authorized_keys="$TMP/id_alice.pub" >/dev/null
+ok "Secret $NS/ssh-keys-alice holds $(ssh-keygen -lf "$TMP/id_alice.pub" | awk '{print $2}')"
+
+if [ "$MODE" = pod ]; then
+kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hub-api-stub
+  labels: {app: jupyterhub, component: hub}
+spec:
+  containers:
+    - name: hub
+      image: localhost/session-ssh/jupyter-session:dev
+      imagePullPolicy: IfNotPresent
+      command: [python3, -c]
+      args:
+        - |
+          import http.server
+          class H(http.server.BaseHTTPRequestHandler):
+              def reply(self):
+                  self.send_response(200)
+                  self.send_header("X-JupyterHub-Version", "6.1.1")
+                  self.send_header("Content-Type", "application/json")
+                  self.end_headers()
+                  self.wfile.write(b"{}")
+              do_GET = do_POST = reply
+          http.server.ThreadingHTTPServer(("0.0.0.0", 8081), H).serve_forever()
+      ports: [{containerPort: 8081, name: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: hub
+spec:
+  selector: {component: hub}
+  ports: [{port: 8081, targetPort: 8081}]
+EOF
+HUB_IP=$(kubectl -n "$NS" get svc hub -o jsonpath='{.spec.clusterIP}')
+else
+    HUB_IP=$NODE_IP # the real hub's API (only for the dry-run pod below)
+fi
+
+cat >"$TMP/pod.yaml" <<EOF
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $POD
+  labels:
+    app: jupyterhub
+    component: singleuser-server
+    heritage: jupyterhub
+    hub.jupyter.org/network-access-hub: "true"
+    hub.jupyter.org/servername: ""
+    hub.jupyter.org/username: alice
+  annotations:
+    hub.jupyter.org/username: alice
+spec:
+  automountServiceAccountToken: false
+  restartPolicy: OnFailure
+  securityContext:
+    fsGroup: 100
+  containers:
+    - name: notebook
+      image: localhost/session-ssh/jupyter-session:dev
+      imagePullPolicy: IfNotPresent
+      args: [jupyterhub-singleuser]
+      env:
+        - {name: JUPYTERHUB_API_TOKEN, value: node-e2e-token}
+        - {name: JPY_API_TOKEN, value: node-e2e-token}
+        - {name: JUPYTERHUB_API_URL, value: "http://$HUB_IP:8081/hub/api"}
+        - {name: JUPYTERHUB_ACTIVITY_URL, value: "http://$HUB_IP:8081/hub/api/users/alice/activity"}
+        - {name: JUPYTERHUB_BASE_URL, value: /}
+        - {name: JUPYTERHUB_CLIENT_ID, value: jupyterhub-user-alice}
+        - {name: JUPYTERHUB_HOST, value: ""}
+        - {name: JUPYTERHUB_OAUTH_CALLBACK_URL, value: /user/alice/oauth_callback}
+        - {name: JUPYTERHUB_OAUTH_SCOPES, value: '["access:servers!server=alice/"]'}
+        - {name: JUPYTERHUB_SERVER_NAME, value: ""}
+        - {name: JUPYTERHUB_SERVICE_PREFIX, value: /user/alice/}
+        - {name: JUPYTERHUB_SERVICE_URL, value: "http://0.0.0.0:8888/user/alice/"}
+        - {name: JUPYTERHUB_USER, value: alice}
+        - {name: MEM_GUARANTEE, value: "1073741824"}
+      ports:
+        - {containerPort: 8888, name: notebook-port, protocol: TCP}
+      resources:
+        requests: {memory: 256Mi}
+      securityContext:
+        runAsUser: 1000
+        allowPrivilegeEscalation: false
+EOF
+
+# Admission through the Service (kube-proxy) may lag the Deployment's availability by
+# a moment: a server-side dry run shows what the stored pod will be (the webhook
+# makes no host-key Secret on a dry run).
+dry_run_mutated() {
+    kubectl -n "$NS" create --dry-run=server -f "$TMP/pod.yaml" -o jsonpath='{.spec.initContainers[*].name}' |
+        grep -qw session-ssh-install
+}
+t=$SECONDS
+wait_for "a dry-run of the session pod comes back mutated" dry_run_mutated
+ok "admission: dry-run create of $POD is mutated ($((SECONDS - t)) s after the rollout)"
+
+if [ "$MODE" = pod ]; then
+    kubectl -n "$NS" create -f "$TMP/pod.yaml" >/dev/null
+else
+    start_hub
+    spawn_via_hub
+fi
+if [ "$MODE" = pod ]; then
+    kubectl -n "$NS" wait --for=condition=Ready pod/hub-api-stub --timeout="${TIMEOUT}s" >/dev/null ||
+        fail "hub-api-stub not Ready"
+fi
+
+# check_session POD SERVER: steps 5-6 against one session pod (SERVER: the hub's server
+# name, "" for the default one).
+check_session() {
+    local pod=$1 server=$2 prefix=/user/alice/ init hook t known svc port out api probe restarts
+    [ -z "$server" ] || prefix=/user/alice/$server/
+    init=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.initContainers[*].name}')
+    hook=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.containers[?(@.name=="notebook")].lifecycle.postStart.exec.command}')
+    case " $init " in *" session-ssh-install "*) ok "$pod mutated: init containers [$init]" ;; *) fail "$pod not mutated: init containers [$init]" ;; esac
+    case $hook in *init-sshd*start*) ok "$pod mutated: postStart $hook" ;; *) fail "$pod: no postStart hook of init-sshd: '$hook'" ;; esac
+    t=$SECONDS
+    kubectl -n "$NS" wait --for=condition=Ready "pod/$pod" --timeout="${TIMEOUT}s" >/dev/null ||
+        fail "$pod not Ready within ${TIMEOUT}s"
+    ok "$pod Running/Ready ($((SECONDS - t)) s): $(kubectl -n "$NS" get pod "$pod" --no-headers | awk '{print $2, $3, "restarts=" $4}')"
+
+    known() { kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}'; }
+    wait_for "controller publishes session-ssh.io/known-hosts on $pod" test -n "$(known)"
+    known=$(known)
+    svc=$(kubectl -n "$NS" get svc "$pod" -o jsonpath='{.spec.clusterIP} {.spec.ports[*].port} owner={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}') ||
+        fail "controller made no Service $NS/$pod"
+    ok "controller: Service $pod ($svc), known-hosts published: $(cut -c1-60 <<<"$known")..."
+
+    # ssh through kubectl port-forward, the published host key pinned for that address.
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    kubectl -n "$NS" port-forward --address 127.0.0.1 "pod/$pod" "$port:2222" >"$TMP/pf.log" 2>&1 &
+    PF_PID="$PF_PID $!"
+    wait_for "port-forward 127.0.0.1:$port -> $pod:2222" grep -q Forwarding "$TMP/pf.log"
+    awk '{print "[127.0.0.1]:'"$port"'", $(NF-1), $NF}' <<<"$known" | grep -E 'ssh-|ecdsa-' >>"$TMP/known_hosts" ||
+        fail "cannot read a host key from the known-hosts annotation: $known"
+    SSH=(ssh -F /dev/null -p "$port" -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10 alice@127.0.0.1)
+    out=$(timeout 60 "${SSH[@]}" 'echo "uid=$(id -u)"; echo "var=$SESSION_IMAGE_VAR"; echo "path=$PATH"; echo "home=$HOME"' 2>"$TMP/ssh.err") ||
+        fail "ssh through port-forward to $pod: $(tail -n 5 "$TMP/ssh.err")"
+    printf '%s\n' "$out" | sed 's/^/     /'
+    grep -qx 'uid=1000' <<<"$out" || fail "id -u is not 1000"
+    ok "ssh via port-forward to $pod (host key pinned from the pod's annotation): id -u = 1000"
+    grep -qx 'var=from-image' <<<"$out" || fail "SESSION_IMAGE_VAR is not the image's 'from-image'"
+    ok "ssh: SESSION_IMAGE_VAR = from-image (the image's ENV)"
+    grep -q '^path=/opt/venv/bin:' <<<"$out" || fail "PATH is not the image's (/opt/venv/bin first)"
+    ok "ssh: PATH starts with the image's /opt/venv/bin"
+
+    # Through the Service ClusterIP from the node (kube-proxy's iptables rules), the same
+    # published host key pinned for that address.
+    local cip lport size=${NODE_E2E_TRANSFER_MIB:-256}
+    cip=$(kubectl -n "$NS" get svc "$pod" -o jsonpath='{.spec.clusterIP}')
+    awk '{print "'"$cip"'", $(NF-1), $NF}' <<<"$known" | grep -E 'ssh-|ecdsa-' >>"$TMP/known_hosts"
+    local SSHC=(ssh -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10)
+    out=$(timeout 60 "${SSHC[@]}" "alice@$cip" 'echo "uid=$(id -u) var=$SESSION_IMAGE_VAR"' 2>"$TMP/ssh.err") ||
+        fail "ssh to the Service ClusterIP $cip:22: $(tail -n 5 "$TMP/ssh.err")"
+    [ "$out" = "uid=1000 var=from-image" ] || fail "ssh via ClusterIP: '$out'"
+    ok "ssh via Service ClusterIP $cip:22 from the node (kube-proxy): $out"
+    # A PTY login shell.
+    # (stdin stays open until the shell has read the line: an EOF first may hang the pty up)
+    out=$({ sleep 2; printf 'tty; echo "shell=$0"; exit\n'; sleep 5; } |
+        timeout 60 "${SSHC[@]}" -tt "alice@$cip" 2>"$TMP/ssh.err" | tr -d '\r') ||
+        fail "ssh -tt: $(tail -n 5 "$TMP/ssh.err")"
+    # (bash's bracketed-paste escapes precede the lines: match inside them)
+    grep -q '/dev/pts/[0-9]' <<<"$out" && grep -q 'shell=-' <<<"$out" ||
+        fail "no PTY login shell: $(tail -n 5 <<<"$out")"
+    ok "PTY login shell: $(grep -o '/dev/pts/[0-9]*' <<<"$out") $(grep -o 'shell=-[a-z]*' <<<"$out")"
+    # The VS Code Remote-SSH pattern: a script on bash's stdin, then -L to the session's port.
+    out=$(echo 'echo "vscode=$((40 + 2)) $(uname -s)"' | timeout 60 "${SSHC[@]}" "alice@$cip" bash 2>"$TMP/ssh.err") ||
+        fail "bash on stdin: $(tail -n 5 "$TMP/ssh.err")"
+    [ "$out" = "vscode=42 Linux" ] || fail "bash on stdin printed '$out'"
+    lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "${SSHC[@]}" -N -o ExitOnForwardFailure=yes -L "127.0.0.1:$lport:127.0.0.1:8888" "alice@$cip" 2>"$TMP/fwd.err" &
+    PF_PID="$PF_PID $!"
+    fwd_up() { curl -sf "http://127.0.0.1:$lport${prefix}api" >"$TMP/fwd.out"; }
+    wait_for "ssh -L $lport -> the session's 8888" fwd_up
+    ok "VS Code pattern: bash on stdin ($out), then ssh -L to 8888: ${prefix}api $(tr -d '\n' <"$TMP/fwd.out")"
+    # sftp and scp (OpenSSH 9's scp speaks SFTP; the image has no sftp-server: init-sshd
+    # serves it), a ${size} MiB file both ways, sha256 equal.
+    if [ "$size" -gt 0 ]; then
+        head -c "$((size * 1024 * 1024))" /dev/urandom >"$TMP/blob"
+        local want got t0=$SECONDS
+        want=$(sha256sum <"$TMP/blob" | cut -d' ' -f1)
+        timeout 300 scp -q -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes \
+            -o UserKnownHostsFile="$TMP/known_hosts" "$TMP/blob" "alice@$cip:blob" 2>"$TMP/scp.err" ||
+            fail "scp up: $(tail -n 5 "$TMP/scp.err")"
+        got=$(timeout 120 "${SSHC[@]}" "alice@$cip" 'sha256sum blob' | cut -d' ' -f1)
+        [ "$got" = "$want" ] || fail "scp: sha256 in the pod $got, want $want"
+        printf 'get blob %s\nrm blob\n' "$TMP/blob.back" >"$TMP/sftp.batch"
+        timeout 300 sftp -q -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes \
+            -o UserKnownHostsFile="$TMP/known_hosts" -b "$TMP/sftp.batch" "alice@$cip" >/dev/null 2>"$TMP/sftp.err" ||
+            fail "sftp get: $(tail -n 5 "$TMP/sftp.err")"
+        got=$(sha256sum <"$TMP/blob.back" | cut -d' ' -f1)
+        [ "$got" = "$want" ] || fail "sftp: sha256 back $got, want $want"
+        rm -f "$TMP/blob" "$TMP/blob.back"
+        ok "scp up + sftp down of $size MiB via ClusterIP, sha256 equal ($((SECONDS - t0)) s)"
+    fi
+
+    # The session itself keeps working with SSH injected: jupyterhub-singleuser answers
+    # on 8888 (asked from inside, over ssh), and the container never restarted.
+    api=http://127.0.0.1:8888${prefix}api
+    probe="python3 -c \"import urllib.request; print(urllib.request.urlopen('$api', timeout=5).read().decode())\""
+    single_user_up() { timeout 30 "${SSH[@]}" "$probe" >"$TMP/api.out" 2>/dev/null; }
+    wait_for "jupyterhub-singleuser answers $api" single_user_up
+    ok "jupyterhub-singleuser answers $api: $(tr -d '\n' <"$TMP/api.out")"
+    restarts=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="notebook")].restartCount}')
+    [ "$restarts" = 0 ] || fail "container notebook restarted $restarts times"
+    ok "$pod container notebook: 0 restarts, pod $(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.status.phase}')"
+
+    if [ "$MODE" = hub ]; then
+        ready=$(hub_api GET /users/alice | python3 -c 'import json,sys; print(json.load(sys.stdin)["servers"][sys.argv[1]]["ready"])' "$server")
+        [ "$ready" = True ] || fail "the hub does not report alice's server '$server' ready"
+        code=$(curl -s -o "$TMP/proxied" -w '%{http_code}' -H "Authorization: token $HUB_TOKEN" \
+            "http://127.0.0.1:8000${prefix}api")
+        [ "$code" = 200 ] || fail "GET ${prefix}api through the hub's proxy: HTTP $code"
+        ok "hub: alice's server '$server' ready; ${prefix}api through configurable-http-proxy: $(tr -d '\n' <"$TMP/proxied")"
+    fi
+}
+
+check_session "$POD" ""
+if [ "$MODE" = hub ]; then
+    spawn_via_hub lab
+    check_session "$POD" lab
+fi
+
+log "all checks passed"

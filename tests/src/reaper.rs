@@ -105,11 +105,6 @@ pub fn register(pgid: u32) -> Registration {
     Registration { slot: None }
 }
 
-/// Kills every registered group now (for a fixture that must go before its Drop runs).
-pub fn kill_all() {
-    kill_registered();
-}
-
 /// Catches SIGINT, SIGTERM and SIGHUP instead of dying of them, for a program that cleans
 /// up before it exits: from [`Waiter::new`] on, a signal kills the registered groups and
 /// wakes [`Waiter::wait`].

@@ -276,7 +276,7 @@ fn the_documented_proxy_command_ends_with_ssh() {
 fn wait_no_process(needle: &str, limit: Duration) -> Vec<(u32, String)> {
     let end = std::time::Instant::now() + limit;
     loop {
-        let left = session_ssh_tests::sshd::procs::alive_matching(needle);
+        let left = session_ssh_tests::sshd::procs::alive_using(needle);
         if left.is_empty() || std::time::Instant::now() > end {
             return left;
         }

@@ -79,28 +79,16 @@ pub fn host_pid_in_ns(anchor_host_pid: u32, ns_pid: u32) -> Option<u32> {
     })
 }
 
-/// Live (not zombie) processes whose command line contains `needle`.
-pub fn alive_matching(needle: &str) -> Vec<(u32, String)> {
-    all_pids()
-        .into_iter()
-        .filter(|&p| alive(p))
-        .filter_map(|p| {
-            let c = cmdline(p);
-            c.contains(needle).then_some((p, c))
-        })
-        .collect()
-}
-
-/// Live processes that name `path` in their command line or mount it (a sandbox's
-/// processes bind directories from under it, so even a bare `sleep` there is found).
-pub fn alive_using(path: &str) -> Vec<(u32, String)> {
+/// Live processes that name `needle` in their command line or their mounts (a sandbox's
+/// processes bind directories from under a temp dir, so even a bare `sleep` there is found).
+pub fn alive_using(needle: &str) -> Vec<(u32, String)> {
     all_pids()
         .into_iter()
         .filter(|&p| alive(p))
         .filter_map(|p| {
             let c = cmdline(p);
             let mounts = fs::read_to_string(format!("/proc/{p}/mountinfo")).unwrap_or_default();
-            (c.contains(path) || mounts.contains(path)).then_some((p, c))
+            (c.contains(needle) || mounts.contains(needle)).then_some((p, c))
         })
         .collect()
 }

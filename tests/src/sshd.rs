@@ -14,6 +14,7 @@ pub mod container;
 pub mod net;
 pub mod procs;
 pub mod run;
+pub mod term;
 
 use std::fs;
 use std::os::unix::fs::chown;

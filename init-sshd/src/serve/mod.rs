@@ -84,6 +84,9 @@ pub struct ServeOpts {
     /// SSH inside TLS (issue 6): --tls-listen, --tls-handshake-secs.
     #[command(flatten)]
     pub tls: crate::serve::tls::TlsOpts,
+    /// Shells kept after a dropped connection: --detached-keep-secs, -max, -buffer-bytes.
+    #[command(flatten)]
+    pub detach: crate::serve::channel::detach::DetachOpts,
 }
 
 impl ServeOpts {
@@ -210,6 +213,9 @@ impl Server {
                 keys: KeyStore::new(opts.dir.join(file::AUTHORIZED_KEYS)),
                 user: User::current(),
                 runtime_dir: crate::serve::channel::agent::runtime_dir(&opts.dir),
+                shells: Arc::new(crate::serve::channel::detach::Registry::new(
+                    opts.detach.settings(),
+                )),
             }),
             gate: LoginGate {
                 grace: Duration::from_secs(opts.login_grace_secs.max(1)),

@@ -9,26 +9,26 @@
 //! the session's process group gets SIGHUP (SIGKILL after a grace period)
 //! and is reaped.
 
-mod pty;
+pub mod end;
+pub mod pty;
 
 use std::io;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use russh::server::{Handle, Msg};
-use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty, Sig};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use super::detach::Keep;
 use crate::serve::connctx::ConnCtx;
 use crate::user::User;
 
@@ -56,9 +56,7 @@ pub enum Program {
 }
 
 /// Output read size; one read becomes one or more 32 KiB SSH packets.
-const READ_CHUNK: usize = 64 * 1024;
-/// How long a hung-up session gets between SIGHUP and SIGKILL.
-const HANGUP_GRACE: Duration = Duration::from_secs(2);
+pub const READ_CHUNK: usize = 64 * 1024;
 
 /// A client's `pty-req`.
 #[derive(Debug, Clone)]
@@ -81,6 +79,8 @@ pub struct Launch {
     pub user: User,
     /// The connection (its handle, end and liveness token).
     pub ctx: ConnCtx,
+    /// Set when a login shell on a terminal may outlive its connection (`detach`).
+    pub keep: Option<Keep>,
 }
 
 /// `$SHELL -c cmd` (argv[0] = basename) or the login shell (argv[0] = "-bash").
@@ -144,21 +144,42 @@ pub fn start(channel: Channel<Msg>, mut launch: Launch) -> Result<()> {
     };
     match launch.pty.take() {
         None => start_piped(io, &launch),
-        Some(req) => start_pty(io, &mut launch, &req),
+        Some(req) => {
+            let shell = spawn_pty(&mut launch, &req)?;
+            match launch.keep.take() {
+                Some(keep) if launch.program == Program::LoginShell => {
+                    super::detach::start(io, shell, keep, &launch.ctx);
+                    Ok(())
+                }
+                _ => {
+                    start_pty(io, &launch, shell);
+                    Ok(())
+                }
+            }
+        }
     }
 }
 
 /// One channel's halves and its connection, as the workers of a session take them.
-struct ChannelIo {
-    read: ChannelReadHalf,
-    out: ChannelOut,
+pub struct ChannelIo {
+    pub read: ChannelReadHalf,
+    pub out: ChannelOut,
 }
 
 /// What a channel's process is reported to: the channel's write half and its connection.
-struct ChannelOut {
-    id: ChannelId,
-    write: Arc<ChannelWriteHalf<Msg>>,
-    handle: Handle,
+pub struct ChannelOut {
+    pub id: ChannelId,
+    pub write: Arc<ChannelWriteHalf<Msg>>,
+    pub handle: Handle,
+}
+
+/// A process just started on a terminal of its own.
+pub struct PtyChild {
+    pub child: Child,
+    pub pgid: Pid,
+    pub master: Arc<pty::Master>,
+    /// The terminal's name (/dev/pts/N).
+    pub tty: String,
 }
 
 /// The tasks that move one process's data.
@@ -217,8 +238,8 @@ fn start_piped(io: ChannelIo, launch: &Launch) -> Result<()> {
     Ok(())
 }
 
-/// A shell or command on a terminal of its own.
-fn start_pty(io: ChannelIo, launch: &mut Launch, req: &PtyRequest) -> Result<()> {
+/// Start a shell or command on a terminal of its own.
+fn spawn_pty(launch: &mut Launch, req: &PtyRequest) -> Result<PtyChild> {
     let pair = pty::open_pair().map_err(Error::Pty)?;
     let ws = pty::WinSize {
         cols: req.cols,
@@ -249,33 +270,46 @@ fn start_pty(io: ChannelIo, launch: &mut Launch, req: &PtyRequest) -> Result<()>
     // session's processes closed the terminal.
     drop(cmd);
     let pgid = pgid_of(&child)?;
-    tracing::debug!(conn = launch.ctx.id, channel = %io.out.id, pid = pgid.as_raw(), tty = %pair.name, "spawned with pty");
+    tracing::debug!(conn = launch.ctx.id, pid = pgid.as_raw(), tty = %pair.name, "spawned with pty");
     let master = Arc::new(pty::Master::new(pair.master).map_err(Error::Pty)?);
+    Ok(PtyChild {
+        child,
+        pgid,
+        master,
+        tty: pair.name,
+    })
+}
+
+/// A command on a terminal, ended with its connection.
+fn start_pty(io: ChannelIo, launch: &Launch, p: PtyChild) {
     let exit = Arc::new(PtyExit::default());
-    let out = tokio::spawn(pump_pty(master.clone(), io.out.write.clone(), exit.clone()));
+    let out = tokio::spawn(pump_pty(
+        p.master.clone(),
+        io.out.write.clone(),
+        exit.clone(),
+    ));
     let workers = Workers {
-        input: tokio::spawn(input_loop(io.read, Input::Pty(master), pgid)),
+        input: tokio::spawn(input_loop(io.read, Input::Pty(p.master), p.pgid)),
         outputs: vec![out],
         pty_exit: Some(exit),
     };
-    Supervised::spawn(io.out, launch, child, pgid, workers);
-    Ok(())
+    Supervised::spawn(io.out, launch, p.child, p.pgid, workers);
 }
 
 /// Where client input goes.
-enum Input {
+pub enum Input {
     Pipe(Option<ChildStdin>),
     Pty(Arc<pty::Master>),
 }
 
 /// How the input side ended.
 #[derive(Debug)]
-enum InputEnd {
+pub enum InputEnd {
     /// The client closed the channel or the connection went away.
     Hangup,
 }
 
-async fn input_loop(mut read: ChannelReadHalf, mut input: Input, pgid: Pid) -> InputEnd {
+pub async fn input_loop(mut read: ChannelReadHalf, mut input: Input, pgid: Pid) -> InputEnd {
     while let Some(msg) = read.wait().await {
         match msg {
             ChannelMsg::Data { data } => match &mut input {
@@ -318,7 +352,7 @@ async fn input_loop(mut read: ChannelReadHalf, mut input: Input, pgid: Pid) -> I
                 }
             }
             ChannelMsg::Signal { signal } => {
-                if let Some(sig) = to_signal(&signal) {
+                if let Some(sig) = end::to_signal(&signal) {
                     // With a terminal the target is its foreground job (what
                     // Ctrl-C would hit); without, the session's group.
                     let target = match &input {
@@ -365,9 +399,25 @@ async fn send(w: &ChannelWriteHalf<Msg>, ext: Option<u32>, chunk: Bytes) -> io::
 /// Tells the PTY pump that the shell exited, so it drains what the terminal
 /// still holds and stops instead of waiting for a background job to close it.
 #[derive(Default)]
-struct PtyExit {
+pub struct PtyExit {
     exited: AtomicBool,
     notify: Notify,
+}
+
+impl PtyExit {
+    /// The shell exited: the pump drains what is buffered and stops.
+    pub fn mark(&self) {
+        self.exited.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    pub fn exited(&self) -> bool {
+        self.exited.load(Ordering::SeqCst)
+    }
+
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
 }
 
 async fn pump_pty(
@@ -454,8 +504,7 @@ async fn supervise(mut s: Supervised) {
                     }
                 }
                 if let Some(p) = &s.pty_exit {
-                    p.exited.store(true, Ordering::SeqCst);
-                    p.notify.notify_one();
+                    p.mark();
                 }
             }
             () = first_output => {
@@ -474,7 +523,7 @@ async fn supervise(mut s: Supervised) {
     if finished {
         s.input.abort();
         if let Some(st) = status {
-            report_exit(&s, st).await;
+            end::report_exit(&s.write, &s.handle, s.id, st).await;
         }
         let _ = s.write.eof().await;
         let _ = s.write.close().await;
@@ -486,108 +535,6 @@ async fn supervise(mut s: Supervised) {
         o.abort();
     }
     s.input.abort();
-    hangup(&mut s.child, s.pgid, status.is_some()).await;
+    end::hangup(&mut s.child, s.pgid, status.is_some()).await;
     tracing::info!(conn = s.conn, channel = %s.id, "session hung up");
-}
-
-/// exit-status, or exit-signal when the child died of a signal.
-async fn report_exit(s: &Supervised, st: ExitStatus) {
-    if let Some(code) = st.code() {
-        let _ = s
-            .write
-            .exit_status(u32::try_from(code).unwrap_or(255))
-            .await;
-        return;
-    }
-    let sig = st.signal().and_then(|n| Signal::try_from(n).ok());
-    let name = sig.map(from_signal).unwrap_or(Sig::KILL);
-    // Same ordered queue as the channel data, so it precedes EOF.
-    let _ = s
-        .handle
-        .exit_signal_request(s.id, name, st.core_dumped(), String::new(), String::new())
-        .await;
-}
-
-async fn hangup(child: &mut Child, pgid: Pid, reaped: bool) {
-    let _ = killpg(pgid, Signal::SIGHUP);
-    let _ = killpg(pgid, Signal::SIGCONT);
-    if !reaped
-        && tokio::time::timeout(HANGUP_GRACE, child.wait())
-            .await
-            .is_ok()
-    {
-        return;
-    }
-    if reaped {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Whatever is left of the group ignored SIGHUP.
-    if killpg(pgid, Signal::SIGKILL).is_ok() {
-        tracing::debug!(pgid = pgid.as_raw(), "session group killed");
-    }
-    if !reaped {
-        let _ = child.wait().await;
-    }
-}
-
-fn to_signal(sig: &Sig) -> Option<Signal> {
-    Some(match sig {
-        Sig::ABRT => Signal::SIGABRT,
-        Sig::ALRM => Signal::SIGALRM,
-        Sig::FPE => Signal::SIGFPE,
-        Sig::HUP => Signal::SIGHUP,
-        Sig::ILL => Signal::SIGILL,
-        Sig::INT => Signal::SIGINT,
-        Sig::KILL => Signal::SIGKILL,
-        Sig::PIPE => Signal::SIGPIPE,
-        Sig::QUIT => Signal::SIGQUIT,
-        Sig::SEGV => Signal::SIGSEGV,
-        Sig::TERM => Signal::SIGTERM,
-        Sig::USR1 => Signal::SIGUSR1,
-        Sig::Custom(name) => match name.as_str() {
-            "USR2" => Signal::SIGUSR2,
-            "WINCH" => Signal::SIGWINCH,
-            "CONT" => Signal::SIGCONT,
-            "STOP" => Signal::SIGSTOP,
-            "TSTP" => Signal::SIGTSTP,
-            _ => return None,
-        },
-    })
-}
-
-fn from_signal(sig: Signal) -> Sig {
-    match sig {
-        Signal::SIGABRT => Sig::ABRT,
-        Signal::SIGALRM => Sig::ALRM,
-        Signal::SIGFPE => Sig::FPE,
-        Signal::SIGHUP => Sig::HUP,
-        Signal::SIGILL => Sig::ILL,
-        Signal::SIGINT => Sig::INT,
-        Signal::SIGKILL => Sig::KILL,
-        Signal::SIGPIPE => Sig::PIPE,
-        Signal::SIGQUIT => Sig::QUIT,
-        Signal::SIGSEGV => Sig::SEGV,
-        Signal::SIGTERM => Sig::TERM,
-        Signal::SIGUSR1 => Sig::USR1,
-        other => Sig::Custom(other.as_str().trim_start_matches("SIG").to_owned()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signal_names_round_trip() {
-        for s in [
-            Signal::SIGINT,
-            Signal::SIGTERM,
-            Signal::SIGKILL,
-            Signal::SIGUSR2,
-            Signal::SIGWINCH,
-        ] {
-            assert_eq!(to_signal(&from_signal(s)), Some(s));
-        }
-        assert_eq!(to_signal(&Sig::Custom("NOPE".into())), None);
-    }
 }

@@ -6,9 +6,11 @@
 //!   terminal); unrelated to the notebook session the pod is;
 //! - `sftp`: the `sftp` subsystem;
 //! - `forward`: `-L`/`-D` (direct-tcpip), streamlocal, and `-R` listeners;
-//! - `agent`: agent forwarding (`-A`).
+//! - `agent`: agent forwarding (`-A`);
+//! - `detach`: terminal login shells that survive a dropped connection, and `attach`.
 
 pub mod agent;
+pub mod detach;
 pub mod exec;
 pub mod forward;
 pub mod sftp;

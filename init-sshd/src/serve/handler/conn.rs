@@ -16,6 +16,7 @@ use super::Result;
 use super::authkeys::KeyStore;
 use super::policy::{self, ConnInfo, EnvInputs};
 use crate::serve::channel::agent::AgentForward;
+use crate::serve::channel::detach::{Keep, Registry, attach};
 use crate::serve::channel::exec::{Launch, Program, PtyRequest};
 use crate::serve::channel::forward::RemoteForwards;
 use crate::serve::connctx::ConnCtx;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub user: User,
     /// Where agent sockets go (DIR/agent, else /tmp).
     pub runtime_dir: PathBuf,
+    /// Terminal shells kept after their client vanished (`attach`).
+    pub shells: Arc<Registry>,
 }
 
 /// A session channel between open and its exec/shell/subsystem request.
@@ -157,6 +160,17 @@ impl Conn {
             .as_ref()
             .map(|a| a.socket_path().display().to_string());
         let pty = pending.pty.take();
+        let keep = Keep {
+            registry: self.shared.shells.clone(),
+            owner: perms.fingerprint.clone(),
+        };
+        if let (None, Program::Command(c)) = (&perms.command, &program)
+            && let Some(which) = attach::parse(c)
+        {
+            tracing::info!(conn = self.id, channel = %id, kind = "attach", "channel");
+            attach::start(channel, which, pty, keep, self.ctx(session));
+            return true;
+        }
         let env_inputs = EnvInputs {
             term: pty.as_ref().map(|p| p.term.as_str()),
             tty: None,
@@ -178,6 +192,7 @@ impl Conn {
             env,
             user: self.shared.user.clone(),
             ctx: self.ctx(session),
+            keep: Some(keep),
         };
         match crate::serve::channel::exec::start(channel, launch) {
             Ok(()) => true,

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use session_ssh_contract::names::file;
 use session_ssh_contract::wildcard;
 
@@ -40,6 +40,17 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// DIR/key-sources.json: the key sources `install` read, so that `serve` can read them
+/// again while the session runs ([`merged`]).
+pub const KEY_SOURCES: &str = "key-sources.json";
+
+/// The key sources of one session, as `install` got them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sources {
+    pub keys: Vec<String>,
+    pub keys_dirs: Vec<PathBuf>,
 }
 
 /// What `install` was asked to do.
@@ -149,6 +160,13 @@ pub fn run(opts: &Options) -> Report {
     if let Err(e) = write_authorized_keys(dir, &kept) {
         tracing::error!(error = %e, "authorized_keys not written");
         report.errors.push(format!("authorized_keys: {e}"));
+    }
+    let sources = Sources {
+        keys: opts.keys.clone(),
+        keys_dirs: opts.keys_dirs.clone(),
+    };
+    if let Err(e) = write_json(&dir.join(KEY_SOURCES), &sources) {
+        tracing::error!(error = %e, "key sources not written; keys are not re-read while serving");
     }
 
     let private = opts
@@ -302,25 +320,41 @@ pub fn dedupe(entries: Vec<Entry>) -> (Vec<Entry>, Vec<Duplicate>) {
     (kept, dups)
 }
 
-fn write_authorized_keys(dir: &Path, entries: &[Entry]) -> Result<()> {
+fn render(entries: &[Entry]) -> String {
     let mut out = String::from(
-        "# Written by `init-sshd install` at pod start from the sources named below;\n\
-         # edits here last until the pod restarts (serve re-reads this file on change).\n",
+        "# Written by `init-sshd install` at pod start from the sources named below, and\n\
+         # again by `serve` when a source changes; edits here last until then.\n",
     );
     for e in entries {
         // Sources are paths, but keep the comment on one line whatever they contain.
         let source = e.source().replace(['\n', '\r'], "?");
         out.push_str(&format!("# {source}:{}\n{}\n", e.line(), e.text()));
     }
+    out
+}
+
+fn write_authorized_keys(dir: &Path, entries: &[Entry]) -> Result<()> {
+    let out = render(entries);
     hostkey::write_atomic(&dir.join(file::AUTHORIZED_KEYS), out.as_bytes(), 0o644)?;
     Ok(())
 }
 
-fn write_report(dir: &Path, report: &Report) -> Result<()> {
-    let mut json = serde_json::to_vec_pretty(report)?;
+/// The merged authorized_keys text of `sources` as they are now (install's merge, run
+/// again by `serve`); quiet: only what changed is worth a log line there.
+pub fn merged(sources: &Sources) -> String {
+    let (entries, _refused, _missing) = gather(&sources.keys, &sources.keys_dirs);
+    render(&dedupe(entries).0)
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(value)?;
     json.push(b'\n');
-    hostkey::write_atomic(&dir.join(file::INSTALL_REPORT), &json, 0o644)?;
+    hostkey::write_atomic(path, &json, 0o644)?;
     Ok(())
+}
+
+fn write_report(dir: &Path, report: &Report) -> Result<()> {
+    write_json(&dir.join(file::INSTALL_REPORT), report)
 }
 
 /// Expand `*` and `?` in any path component (no `**`, no brackets). A pattern without

@@ -14,6 +14,7 @@ pub mod container;
 pub mod net;
 pub mod procs;
 pub mod run;
+pub mod secretdir;
 pub mod term;
 
 use std::fs;
@@ -157,6 +158,7 @@ pub struct Builder {
     profile: String,
     launch: Launch,
     rootfs: bool,
+    keys_dir: bool,
     home_files: Vec<(String, String)>,
 }
 
@@ -204,6 +206,7 @@ impl Builder {
             profile: RESETTING_PROFILE.into(),
             launch: Launch::Start,
             rootfs: false,
+            keys_dir: false,
             home_files: Vec::new(),
         }
     }
@@ -255,6 +258,13 @@ impl Builder {
     /// Launch `serve` in the foreground instead of `start`.
     pub fn serve_foreground(mut self) -> Self {
         self.launch = Launch::Serve;
+        self
+    }
+
+    /// Also pass `install --keys-dir ROOT/keys-secret`, a directory laid out like a mounted
+    /// Secret (see [`secretdir`]), empty at start.
+    pub fn keys_dir(mut self) -> Self {
+        self.keys_dir = true;
         self
     }
 
@@ -335,6 +345,11 @@ impl Builder {
             .unwrap_or_else(|| format!("{}\n", self.client.public));
         fs::write(&keys_src, authorized).expect("write authorized_keys source");
 
+        let keys_dir = (self.keys_dir && !self.rootfs).then(|| {
+            let d = root.join("keys-secret");
+            secretdir::update(&d, &[]);
+            d.display().to_string()
+        });
         let ct = Container::spawn(
             &fs_spec,
             uid,
@@ -347,7 +362,7 @@ impl Builder {
         let install = run::run(
             &mut ct.exec(
                 &self.image_env,
-                &[&bin_in, "install", "--dir", &dir_in, "--keys", &keys_in],
+                &install_argv(&bin_in, &dir_in, &keys_in, keys_dir.as_deref()),
             ),
             b"",
             T,
@@ -419,6 +434,19 @@ impl Builder {
         sshd.write_known_hosts();
         sshd
     }
+}
+
+fn install_argv<'a>(
+    bin: &'a str,
+    dir: &'a str,
+    keys: &'a str,
+    keys_dir: Option<&'a str>,
+) -> Vec<&'a str> {
+    let mut v = vec![bin, "install", "--dir", dir, "--keys", keys];
+    if let Some(d) = keys_dir {
+        v.extend(["--keys-dir", d]);
+    }
+    v
 }
 
 /// A running init-sshd in its container; dropping it kills every process of it.

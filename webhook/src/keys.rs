@@ -26,6 +26,9 @@ pub struct KeyPlan {
     /// Init container mounts: the session's volumes that hold `files` (read-only, same
     /// paths) and the added volumes.
     pub mounts: Vec<Value>,
+    /// Session container mounts of the added volumes (read-only, same paths), so the server
+    /// re-reads what the kubelet updates (issue 14: keys added while the session runs).
+    pub session_mounts: Vec<Value>,
 }
 
 /// Plan every configured source for this pod; unusable sources are reported in `warnings`.
@@ -61,9 +64,11 @@ pub fn plan(pod: &Pod, session: &Container, cfg: &Config, warnings: &mut Vec<Str
                 "fieldRef": { "fieldPath": format!("metadata.annotations['{key}']") },
             }]},
         }));
-        plan.mounts.push(json!({
+        let mount = json!({
             "name": names::ANNOTATION_KEYS_VOLUME, "mountPath": dir, "readOnly": true,
-        }));
+        });
+        plan.mounts.push(mount.clone());
+        plan.session_mounts.push(mount);
         plan.dirs.push(dir);
     }
 
@@ -84,8 +89,9 @@ impl KeyPlan {
             "name": volume,
             "secret": { "secretName": secret, "optional": true },
         }));
-        self.mounts
-            .push(json!({ "name": volume, "mountPath": dir, "readOnly": true }));
+        let mount = json!({ "name": volume, "mountPath": dir, "readOnly": true });
+        self.mounts.push(mount.clone());
+        self.session_mounts.push(mount);
         self.dirs.push(dir);
     }
 }

@@ -4,6 +4,7 @@
 pub mod channel;
 pub mod connctx;
 pub mod handler;
+pub mod keysync;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -84,6 +85,10 @@ pub struct ServeOpts {
     /// SSH inside TLS (issue 6): --tls-listen, --tls-handshake-secs.
     #[command(flatten)]
     pub tls: crate::serve::tls::TlsOpts,
+    /// Seconds between re-reads of the key sources (the Secret, the annotation, the repo
+    /// files, ~/.ssh/authorized_keys); a removed key is refused after at most this (0: never).
+    #[arg(long, env = "INIT_SSHD_KEYS_REFRESH_SECS", default_value_t = 20)]
+    pub keys_refresh_secs: u64,
     /// Shells kept after a dropped connection: --detached-keep-secs, -max, -buffer-bytes.
     #[command(flatten)]
     pub detach: crate::serve::channel::detach::DetachOpts,
@@ -112,6 +117,11 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
             source,
         })?;
     let local = listener.local_addr().unwrap_or(opts.listen);
+    keysync::spawn(
+        &opts.dir,
+        &server.shared.user.home,
+        Duration::from_secs(opts.keys_refresh_secs),
+    );
     tracing::info!(listen = %local, host_key = %server.host_fp, max_connections = opts.max_connections, "serving");
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     {

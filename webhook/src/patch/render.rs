@@ -80,6 +80,7 @@ fn session_container(ops: &mut Vec<PatchOperation>, cfg: &Config, plan: &Plan<'_
     let c = plan.index.to_string();
     let base = ["spec", "containers", c.as_str()];
     let mut mounts = vec![json!({ "name": VOLUME, "mountPath": cfg.mount_path })];
+    mounts.extend(plan.keys.session_mounts.iter().cloned());
     if plan.host_cert {
         mounts.push(json!({
             "name": names::HOST_CERT_VOLUME,

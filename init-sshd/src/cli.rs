@@ -28,8 +28,9 @@ A static SSH server for session pods, in three steps:
   init-sshd serve --dir DIR [--listen ADDR:PORT]
       The SSH server in the foreground (default 0.0.0.0:2222).
 
-Files in DIR: bin/init-sshd, authorized_keys, ssh_host_ed25519_key(.pub), install-report.json
-(install); env (NUL-separated), env.sh, serve.pid, init-sshd.log (+ .1, size-capped) (start/serve).
+Files in DIR: bin/init-sshd, authorized_keys, ssh_host_ed25519_key(.pub), install-report.json,
+key-sources.json (install); env (NUL-separated), env.sh, serve.pid, connect.txt, init-sshd.log
+(+ .1, size-capped) (start/serve). `init-sshd info` prints connect.txt.
 Host key privacy: install writes it 0600 when it runs as --session-uid, else readable for the
 hand-off; start (the session user) then re-owns it as a 0600 file.
 
@@ -72,6 +73,16 @@ pub enum Command {
     /// The SSH server (foreground).
     #[command(name = argv::SERVE)]
     Serve(serve::ServeOpts),
+    /// Print how to connect to this session (the file `start` wrote).
+    Info(InfoCmdArgs),
+}
+
+/// `info` flags.
+#[derive(Debug, Args)]
+pub struct InfoCmdArgs {
+    /// Shared directory written by `install` and `start`.
+    #[arg(long = flag::DIR, env = "INIT_SSHD_DIR", default_value = "/opt/session-ssh")]
+    pub dir: PathBuf,
 }
 
 /// `install` flags.
@@ -116,6 +127,9 @@ pub struct StartArgs {
     /// program, so the snapshot holds the variables it exports.
     #[arg(long, env = "INIT_SSHD_ENV_WAIT_MS", default_value_t = 2000)]
     pub env_wait_ms: u64,
+    /// The information file: --info-host, --info-port, --info-user, --info-file.
+    #[command(flatten)]
+    pub info: crate::info::InfoArgs,
     /// The original postStart exec hook, run after `--`; its status becomes ours.
     #[arg(last = true, value_name = "ORIGINAL_HOOK_ARGV")]
     pub hook: Vec<OsString>,
@@ -196,6 +210,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::tlscert::install_logged(&opts.dir, &a.tls, a.session_uid);
             Ok(0)
         }
+        Command::Info(a) => Ok(crate::info::print(&a.dir)),
         Command::Start(a) => Ok(start::run(&start::Options {
             dir: a.dir,
             listen: a.listen,
@@ -205,6 +220,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             log_max_bytes: cli.log_max_bytes,
             hook: a.hook,
             proc_root: PathBuf::from("/proc"),
+            info: a.info,
         })),
         Command::Serve(opts) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -248,6 +264,12 @@ mod tests {
         let start = argv::Start {
             dir: "/opt/session-ssh".into(),
             listen: argv::listen_all(2022),
+            info: argv::Info {
+                host: Some("alice.ssh.example.org".into()),
+                port: Some(443),
+                user: Some("alice".into()),
+                file: Some("off".into()),
+            },
             original_hook: vec!["sh".into(), "-c".into(), "echo --dir".into()],
         };
         let argv = start.argv();
@@ -257,6 +279,10 @@ mod tests {
         };
         assert_eq!(s.dir, PathBuf::from("/opt/session-ssh"));
         assert_eq!(s.listen, "0.0.0.0:2022".parse().unwrap());
+        assert_eq!(s.info.info_host.as_deref(), Some("alice.ssh.example.org"));
+        assert_eq!(s.info.info_port, Some(443));
+        assert_eq!(s.info.info_user.as_deref(), Some("alice"));
+        assert_eq!(s.info.info_file, "off");
         let hook: Vec<OsString> = start.original_hook.iter().map(OsString::from).collect();
         assert_eq!(s.hook, hook);
         // Without --listen the default is the contract's default port.

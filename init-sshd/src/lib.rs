@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod hostkey;
+pub mod info;
 pub mod install;
 pub mod logfile;
 pub mod serve;

@@ -90,6 +90,9 @@ pub struct Config {
     /// Optional `sizeLimit` of the `session-ssh` emptyDir (a Kubernetes quantity, e.g. `256Mi`).
     /// Default null (no limit): exceeding a limit evicts the whole session pod.
     pub volume_size_limit: Option<String>,
+    /// The connection information file `init-sshd start` writes in the user's home (a plain
+    /// file name), or `off` for none. Default null: `ssh-connect.txt`.
+    pub info_file: Option<String>,
     /// Container ports added to the session container.
     pub ports: Ports,
     /// Where authorized keys come from.

@@ -792,3 +792,42 @@ fn host_ca_adds_the_certificate_file_to_the_session_container_only() {
             .any(|v| v.name == names::HOST_CERT_VOLUME)
     );
 }
+
+fn post_start(p: &Pod) -> Vec<String> {
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    let l = c.lifecycle.as_ref().unwrap().post_start.as_ref().unwrap();
+    l.exec.as_ref().unwrap().command.clone().unwrap()
+}
+
+#[test]
+fn sni_host_reaches_the_information_file_and_key_volumes_the_session_container() {
+    let mut original = jupyterhub("alice");
+    original.metadata.namespace = Some("jhub".into());
+    let mut c = cfg(Platform::Jupyterhub);
+    c.ingress.mode = crate::config::IngressMode::Traefik;
+    c.ingress.host_template = Some("{label:hub.jupyter.org/username}.ssh.example.org".into());
+    let p = apply(&original, &mutate(&original, &c));
+    let argv = post_start(&p);
+    let at = argv.iter().position(|a| a == "--info-host").unwrap();
+    assert_eq!(argv[at + 1], "alice.ssh.example.org");
+    assert_eq!(argv[at + 2..at + 4], ["--info-port", "443"]);
+    // The user's key Secret is re-read by the server: mounted read-only in the session too.
+    let mounts = p.spec.as_ref().unwrap().containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.mount_path == "/session-ssh-keys/user" && m.read_only == Some(true))
+    );
+
+    // Without an SNI route, admission does not know the address: no --info-host; the
+    // admin's `infoFile: off` reaches start.
+    c.ingress.mode = crate::config::IngressMode::Nodeport;
+    c.info_file = Some("off".into());
+    let p = apply(&original, &mutate(&original, &c));
+    let argv = post_start(&p);
+    assert!(!argv.iter().any(|a| a == "--info-host"));
+    assert!(argv.ends_with(&["--info-file".to_owned(), "off".to_owned()]));
+}

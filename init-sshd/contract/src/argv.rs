@@ -34,6 +34,14 @@ pub mod flag {
     pub const LOG_FILE: &str = "log-file";
     /// The cap of that log (start passes it).
     pub const LOG_MAX_BYTES: &str = "log-max-bytes";
+    /// The host name users connect to, when admission knows it (start: the information file).
+    pub const INFO_HOST: &str = "info-host";
+    /// The port users connect to (start: the information file).
+    pub const INFO_PORT: &str = "info-port";
+    /// The SSH user name users connect as, e.g. through the gateway (start).
+    pub const INFO_USER: &str = "info-user";
+    /// The information file's name in the home, or `off` (start).
+    pub const INFO_FILE: &str = "info-file";
 }
 
 /// `--NAME` of a flag name.
@@ -86,8 +94,20 @@ pub struct Start {
     pub dir: String,
     /// Plain SSH listen address when not the default `0.0.0.0:2222`.
     pub listen: Option<String>,
+    /// What users connect to, for the information file (`init-sshd info`).
+    pub info: Info,
     /// The container's own exec hook, run after the server is up.
     pub original_hook: Vec<String>,
+}
+
+/// What `start` writes into the information file that the session cannot know itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Info {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    /// The file's name in the home; `off` writes none (None: init-sshd's default).
+    pub file: Option<String>,
 }
 
 impl Start {
@@ -97,6 +117,18 @@ impl Start {
         push(&mut v, flag::DIR, &self.dir);
         if let Some(l) = &self.listen {
             push(&mut v, flag::LISTEN, l);
+        }
+        let info = &self.info;
+        let port = info.port.map(|p| p.to_string());
+        for (f, val) in [
+            (flag::INFO_HOST, &info.host),
+            (flag::INFO_PORT, &port),
+            (flag::INFO_USER, &info.user),
+            (flag::INFO_FILE, &info.file),
+        ] {
+            if let Some(val) = val {
+                push(&mut v, f, val);
+            }
         }
         if !self.original_hook.is_empty() {
             v.push(HOOK_SEPARATOR.to_owned());
@@ -154,6 +186,7 @@ mod tests {
         let s = Start {
             dir: "/opt/session-ssh".into(),
             listen: listen_all(2022),
+            info: Info::default(),
             original_hook: vec!["sh".into(), "-c".into(), "echo hi".into()],
         };
         assert_eq!(

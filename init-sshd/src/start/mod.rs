@@ -61,6 +61,8 @@ pub struct Options {
     pub hook: Vec<OsString>,
     /// Root of the proc filesystem (tests use a fake one).
     pub proc_root: PathBuf,
+    /// The information file (`init-sshd info`).
+    pub info: crate::info::InfoArgs,
 }
 
 /// Run all steps; returns the process exit status (the hook's, or 0).
@@ -108,6 +110,8 @@ fn ssh_steps(opts: &Options) {
             }
         }
     }
+
+    crate::info::write_logged(dir, &opts.info, opts.listen.port(), &who.home, &who.name);
 
     // Two hooks racing (a restart while the first still runs) must not start two servers.
     let _lock = lock(dir);

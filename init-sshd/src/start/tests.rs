@@ -141,6 +141,7 @@ fn launch_detaches_with_snapshot_env() {
         log_max_bytes: 1 << 20,
         hook: Vec::new(),
         proc_root: PathBuf::from("/proc"),
+        info: crate::info::InfoArgs::default(),
     };
     let pid = launch(&opts, &snap).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);

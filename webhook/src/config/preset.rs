@@ -20,6 +20,7 @@ impl Config {
             init_container: init_container(),
             mount_path: names::DEFAULT_DIR.to_owned(),
             volume_size_limit: None,
+            info_file: None,
             ports: Ports {
                 ssh: names::DEFAULT_SSH_PORT,
                 ssh_tls: Some(names::DEFAULT_SSH_TLS_PORT),

@@ -46,6 +46,11 @@ fn init_container_and_ports(cfg: &Config) -> Check {
             "must be an absolute path other than `/`, without `..`".into(),
         );
     }
+    if let Some(f) = &cfg.info_file
+        && (f.is_empty() || f.contains('/') || f == "." || f == "..")
+    {
+        return err("infoFile", "must be a file name (no `/`) or `off`".into());
+    }
     if cfg.ports.ssh == 0 {
         return err("ports.ssh", "must be 1-65535".into());
     }

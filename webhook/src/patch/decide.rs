@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, VolumeMount};
+use session_ssh_contract::argv;
 use session_ssh_contract::names::{INJECT, NAME_PREFIX, SESSION_ID};
 use session_ssh_contract::pod::{is_injected, mounts_secret};
 
@@ -31,6 +32,9 @@ pub struct Plan<'a> {
     pub host_cert: bool,
     /// The session id label to set (None: leave it out).
     pub session_id: Option<String>,
+    /// What `start` puts in the information file that the session cannot know itself
+    /// (boxed: rarely set, and it would double the size of every `Decision`).
+    pub info: Box<argv::Info>,
 }
 
 /// The outcome of [`decide`].
@@ -117,6 +121,11 @@ pub fn decide<'a>(
     let keys = keys::plan(pod, session, cfg, warnings);
     let host_key = hostkey::secret_ref(pod, &cfg.host_keys);
     let host_cert = host_key.is_some() && cfg.host_keys.ca.secret_name.is_some();
+    let session_id = session_id(pod, id);
+    let info = Box::new(argv::Info {
+        file: cfg.info_file.clone(),
+        ..info(pod, cfg, session_id.as_deref())
+    });
     Decision::Inject(Plan {
         spec,
         index,
@@ -124,8 +133,41 @@ pub fn decide<'a>(
         keys,
         host_key,
         host_cert,
-        session_id: session_id(pod, id),
+        session_id,
+        info,
     })
+}
+
+/// Host and port for the information file, when admission knows them: the SNI modes' host
+/// from `ingress.hostTemplate`, port 443. Other modes learn their address only after the
+/// Service exists (the controller publishes it on the pod); a pod without a name yet
+/// (`generateName`) cannot render `{pod}`.
+fn info(pod: &Pod, cfg: &Config, session_id: Option<&str>) -> argv::Info {
+    let m = &pod.metadata;
+    let (Some(t), Some(name), Some(ns)) = (
+        cfg.ingress.host_template.as_ref(),
+        m.name.as_deref().filter(|n| !n.is_empty()),
+        m.namespace.as_deref().filter(|n| !n.is_empty()),
+    ) else {
+        return argv::Info::default();
+    };
+    if !cfg.ingress.mode.is_sni() {
+        return argv::Info::default();
+    }
+    let existing = m.labels.as_ref().and_then(|l| l.get(SESSION_ID)).cloned();
+    let Some(sid) = session_id.map(str::to_owned).or(existing) else {
+        return argv::Info::default();
+    };
+    let empty = BTreeMap::new();
+    let labels = m.labels.as_ref().unwrap_or(&empty);
+    match crate::hostname::render_host(t, name, ns, &sid, labels) {
+        Ok(host) => argv::Info {
+            host: Some(host),
+            port: Some(443),
+            ..Default::default()
+        },
+        Err(_) => argv::Info::default(),
+    }
 }
 
 /// The per-pod `session-ssh.io/inject` annotation (else label): Some(true/false), or None

@@ -105,7 +105,8 @@ fn session_container(ops: &mut Vec<PatchOperation>, cfg: &Config, plan: &Plan<'_
         session.ports.is_some(),
         ports,
     );
-    let hook = json!({ "exec": { "command": post_start_command(session, cfg) } });
+    let hook =
+        json!({ "exec": { "command": post_start_command(session, cfg, plan.info.as_ref()) } });
     if session.lifecycle.is_some() {
         ops.push(add(
             &[&base[..], &["lifecycle", "postStart"]].concat(),
@@ -214,7 +215,7 @@ fn resources(cfg: &Config) -> Value {
 }
 
 /// `init-sshd start`, chaining an existing exec hook after `--`.
-fn post_start_command(session: &Container, cfg: &Config) -> Vec<String> {
+fn post_start_command(session: &Container, cfg: &Config, info: &argv::Info) -> Vec<String> {
     let original_hook = session
         .lifecycle
         .as_ref()
@@ -227,6 +228,7 @@ fn post_start_command(session: &Container, cfg: &Config) -> Vec<String> {
     argv::Start {
         dir: cfg.mount_path.clone(),
         listen: argv::listen_all(cfg.ports.ssh),
+        info: info.clone(),
         original_hook,
     }
     .argv()

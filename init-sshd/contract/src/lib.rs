@@ -10,11 +10,14 @@
 //!   Secret");
 //! - `keys` (feature `keys`): authorized_keys lines, their options and user certificates,
 //!   and the decision what a key may do (init-sshd now, the gateway next);
+//! - `algorithms` (feature `ssh`): the SSH algorithms every endpoint of ours offers;
 //! - `tcp` (feature `net`): the socket wrapper both SSH servers accept connections with.
 //!
 //! No dependency beyond the optional ones per feature: init-sshd links it into a static
 //! binary that must stay small.
 
+#[cfg(feature = "ssh")]
+pub mod algorithms;
 pub mod argv;
 pub mod civil;
 #[cfg(feature = "keys")]

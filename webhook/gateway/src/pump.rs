@@ -6,7 +6,7 @@
 //! only its own channel.
 
 use russh::server;
-use russh::{Channel, ChannelMsg, client};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, client};
 
 /// Bytes moved, for the channel's log line.
 #[derive(Debug, Default, Clone, Copy)]
@@ -23,88 +23,92 @@ pub async fn relay(
     exit: Option<server::Handle>,
 ) -> Moved {
     let user_id = user.id();
-    let (mut user_rx, user_tx) = user.split();
-    let (mut sess_rx, sess_tx) = session.split();
-    let up = async {
-        let mut n = 0u64;
-        while let Some(msg) = user_rx.wait().await {
-            let sent = match msg {
-                ChannelMsg::Data { data } => {
-                    n += data.len() as u64;
-                    sess_tx.data_bytes(data).await
-                }
-                ChannelMsg::ExtendedData { data, ext } => {
-                    n += data.len() as u64;
-                    sess_tx.extended_data_bytes(ext, data).await
-                }
-                ChannelMsg::Eof => sess_tx.eof().await,
-                ChannelMsg::Close => break,
-                ChannelMsg::WindowChange {
-                    col_width,
-                    row_height,
-                    pix_width,
-                    pix_height,
-                } => {
-                    sess_tx
-                        .window_change(col_width, row_height, pix_width, pix_height)
-                        .await
-                }
-                ChannelMsg::Signal { signal } => sess_tx.signal(signal).await,
-                // Requests before the shell started were answered by the handler.
-                _ => Ok(()),
-            };
-            if sent.is_err() {
-                break;
-            }
-        }
-        let _ = sess_tx.close().await;
-        n
-    };
-    let down = async {
-        let mut n = 0u64;
-        while let Some(msg) = sess_rx.wait().await {
-            let sent = match msg {
-                ChannelMsg::Data { data } => {
-                    n += data.len() as u64;
-                    user_tx.data_bytes(data).await
-                }
-                ChannelMsg::ExtendedData { data, ext } => {
-                    n += data.len() as u64;
-                    user_tx.extended_data_bytes(ext, data).await
-                }
-                ChannelMsg::Eof => user_tx.eof().await,
-                ChannelMsg::Close => break,
-                ChannelMsg::ExitStatus { exit_status } => user_tx.exit_status(exit_status).await,
-                ChannelMsg::ExitSignal {
-                    signal_name,
-                    core_dumped,
-                    error_message,
-                    lang_tag,
-                } => match &exit {
-                    Some(h) => h
-                        .exit_signal_request(
-                            user_id,
-                            signal_name,
-                            core_dumped,
-                            error_message,
-                            lang_tag,
-                        )
-                        .await
-                        .map_err(|_| russh::Error::SendError),
-                    None => Ok(()),
-                },
-                _ => Ok(()),
-            };
-            if sent.is_err() {
-                break;
-            }
-        }
-        let _ = user_tx.close().await;
-        n
-    };
-    let (to_session, to_user) = tokio::join!(up, down);
+    let (user_rx, user_tx) = user.split();
+    let (sess_rx, sess_tx) = session.split();
+    let (to_session, to_user) = tokio::join!(
+        to_session(user_rx, sess_tx),
+        to_user(sess_rx, user_tx, exit.map(|h| (h, user_id)))
+    );
     Moved {
         to_session,
         to_user,
     }
+}
+
+/// The user's data and requests to the session; returns the data bytes.
+async fn to_session(mut rx: ChannelReadHalf, tx: ChannelWriteHalf<client::Msg>) -> u64 {
+    let mut n = 0u64;
+    while let Some(msg) = rx.wait().await {
+        let sent = match msg {
+            ChannelMsg::Data { data } => {
+                n += data.len() as u64;
+                tx.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                n += data.len() as u64;
+                tx.extended_data_bytes(ext, data).await
+            }
+            ChannelMsg::Eof => tx.eof().await,
+            ChannelMsg::Close => break,
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                tx.window_change(col_width, row_height, pix_width, pix_height)
+                    .await
+            }
+            ChannelMsg::Signal { signal } => tx.signal(signal).await,
+            // Requests before the shell started were answered by the handler.
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = tx.close().await;
+    n
+}
+
+/// The session's data, exit status and signal to the user; returns the data bytes.
+async fn to_user(
+    mut rx: ChannelReadHalf,
+    tx: ChannelWriteHalf<server::Msg>,
+    exit: Option<(server::Handle, ChannelId)>,
+) -> u64 {
+    let mut n = 0u64;
+    while let Some(msg) = rx.wait().await {
+        let sent = match msg {
+            ChannelMsg::Data { data } => {
+                n += data.len() as u64;
+                tx.data_bytes(data).await
+            }
+            ChannelMsg::ExtendedData { data, ext } => {
+                n += data.len() as u64;
+                tx.extended_data_bytes(ext, data).await
+            }
+            ChannelMsg::Eof => tx.eof().await,
+            ChannelMsg::Close => break,
+            ChannelMsg::ExitStatus { exit_status } => tx.exit_status(exit_status).await,
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                error_message,
+                lang_tag,
+            } => match &exit {
+                Some((h, id)) => h
+                    .exit_signal_request(*id, signal_name, core_dumped, error_message, lang_tag)
+                    .await
+                    .map_err(|_| russh::Error::SendError),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = tx.close().await;
+    n
 }

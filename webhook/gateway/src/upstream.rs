@@ -6,11 +6,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use russh::Channel;
+use russh::client::ChannelOpenHandle;
 use russh::client::{self, Msg, Session};
 use russh::keys::ssh_key::private::Ed25519Keypair;
 use russh::keys::{Certificate, HashAlg, PrivateKey, PublicKey, PublicKeyOrCertificate};
-use russh::Channel;
-use russh::client::ChannelOpenHandle;
 use session_ssh_contract::keys::passport::{self, Holder, Vouched};
 use session_ssh_contract::tcp::QuickAck;
 use tokio::net::TcpStream;

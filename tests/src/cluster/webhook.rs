@@ -89,6 +89,9 @@ pub struct WebhookCluster {
     pub port: u16,
     pub metrics_port: u16,
     args: Vec<String>,
+    /// The webhook's config file, and what the manifests put in it.
+    config_path: PathBuf,
+    config_base: String,
     kubeconfig: PathBuf,
     webhook: Option<Proc>,
     /// Replicas beyond the first (see [`WebhookCluster::start_with_replicas`]).
@@ -173,7 +176,7 @@ impl WebhookCluster {
         // Its config: what the manifests' ConfigMap holds.
         let config = config_of(&client, &rendered).await?;
         let config_path = work.path().join("config.yaml");
-        std::fs::write(&config_path, config)?;
+        std::fs::write(&config_path, &config)?;
 
         let args = webhook_args(&rendered, tls, &config_path, &tls_dir, port, metrics_port)?;
         if tls == Tls::SelfManaged {
@@ -198,6 +201,8 @@ impl WebhookCluster {
             port,
             metrics_port,
             args,
+            config_path,
+            config_base: config,
             kubeconfig,
             webhook: None,
             replicas: Vec::new(),
@@ -238,6 +243,16 @@ impl WebhookCluster {
         };
         create_namespace(&client, name, &labels).await?;
         Ok(())
+    }
+
+    /// The manifests' config plus `extra` (top-level keys the manifests do not set), then
+    /// a restart of the webhook so it reads it.
+    pub async fn set_config_extra(&mut self, extra: &str) -> Result<()> {
+        std::fs::write(
+            &self.config_path,
+            format!("{}\n{extra}\n", self.config_base.trim_end()),
+        )?;
+        self.start_webhook().await
     }
 
     /// Starts (or restarts) the local webhook and waits for its /readyz.

@@ -1,0 +1,366 @@
+//! End-to-end: the SSH gateway in front of injected sessions, against the real
+//! kube-apiserver and the real OpenSSH client. The webhook injects the pods (with the
+//! gateway's user CA), the pod sandbox runs them, the gateway finds them by hub user name
+//! from its pod watch and logs in to each with a per-connection certificate; each session's
+//! own authorized_keys decides.
+
+// Test support code: a panic with its message is the failure report.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use session_ssh_contract::names;
+use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster, is_injected};
+use session_ssh_tests::cluster::{self, wait_for};
+use session_ssh_tests::gateway::{Gateway, GatewayKeys, keygen, ssh, ssh_opts};
+use session_ssh_tests::injected::InjectedSession;
+use session_ssh_tests::{free_port, repo_root};
+
+fn init_sshd_bin() -> PathBuf {
+    std::env::var_os("INIT_SSHD_BIN")
+        .map(|p| repo_root().join(p))
+        .unwrap_or_else(|| repo_root().join("target/debug/init-sshd"))
+}
+
+/// A hub user's server, injected by the webhook and running in the pod sandbox.
+struct Session {
+    _run: InjectedSession,
+    key: PathBuf,
+    log: PathBuf,
+}
+
+/// Creates `user`'s Secret (their key, with `options`) and server pod, runs it and marks it
+/// Ready at 127.0.0.1 (what a kubelet would report).
+async fn start_session(
+    wc: &mut WebhookCluster,
+    ns: &str,
+    work: &Path,
+    user: &str,
+    options: &str,
+    ca: &str,
+) -> Session {
+    let client = wc.client().await.unwrap();
+    // KubeSpawner's label value is a slug of the hub name; the annotation keeps the name.
+    let slug = user.replace(['@', '.'], "-");
+    let dir = work.join(&slug);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("id_ed25519");
+    keygen(&key, &format!("{user}@laptop")).unwrap();
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let line = format!(
+        "{options}{}{public}",
+        if options.is_empty() { "" } else { " " }
+    );
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("ssh-keys-{slug}")),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "authorized_keys".to_owned(),
+            ByteString(line.into_bytes()),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    // Each session's server gets its own port (the sandbox shares the host's network).
+    let port = free_port(0);
+    wc.set_config_extra(&format!(
+        "gateway:\n  userCaPublicKey: \"{ca}\"\nports:\n  ssh: {port}\n  sshTls: null\n"
+    ))
+    .await
+    .unwrap();
+    let name = format!("jupyter-{slug}");
+    let mut original = cluster::hub_pod(&name, user, "").unwrap();
+    original
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("hub.jupyter.org/username".into(), slug.clone());
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    pods.create(&PostParams::default(), &original)
+        .await
+        .unwrap();
+    let stored = pods.get(&name).await.unwrap();
+    assert!(
+        is_injected(&stored),
+        "not injected: {:?}",
+        stored.metadata.annotations
+    );
+    let secrets = cluster::mounted_secrets(&client, ns, &stored)
+        .await
+        .unwrap();
+    let run_dir = dir.join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let run = InjectedSession::launch(&original, stored, &init_sshd_bin(), &run_dir, secrets, port)
+        .unwrap();
+    assert_eq!(run.port, port, "the session's port was taken");
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }});
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    // The controller publishes the session's host key, which the gateway pins.
+    wait_for("published host key", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        let name = name.clone();
+        async move {
+            let p = pods.get(&name).await?;
+            Ok(p.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(names::HOST_PUBLIC_KEY)
+                .then_some(()))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nwebhook log:\n{}", wc.webhook_log()));
+    let log = run.dir.join("init-sshd.log");
+    Session {
+        _run: run,
+        key,
+        log,
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn hub_users_reach_their_own_sessions_through_the_gateway() {
+    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    // The JupyterHub example binds host-key rights in its hub namespace: sessions there
+    // get stable host keys, which the controller publishes for the gateway to pin.
+    let ns = wc.session_namespaces[0].clone();
+    let probe = cluster::hub_pod("jupyter-probe", "probe", "").unwrap();
+    wc.prepare_for(&ns, &probe).await.unwrap();
+    wc.wait_active(&ns, &probe).await.unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let keys = GatewayKeys::generate(work.path()).unwrap();
+    let ca = keys.user_ca_public.clone();
+    let alice = start_session(
+        &mut wc,
+        &ns,
+        work.path(),
+        "alice.smith@example.org",
+        "",
+        &ca,
+    )
+    .await;
+    let bob = start_session(&mut wc, &ns, work.path(), "bob", "", &ca).await;
+
+    let gw = Gateway::start(
+        &keys,
+        wc.cp.kubeconfig(),
+        "jupyterhub",
+        &[&ns],
+        work.path(),
+        &[],
+    )
+    .unwrap();
+    let known = work.path().join("known_hosts");
+    Gateway::known_hosts(&keys, gw.port, &known).unwrap();
+    let a = ssh_opts(&alice.key, &known, gw.port);
+    let b = ssh_opts(&bob.key, &known, gw.port);
+    let diag = |what: &str, out: &std::process::Output| {
+        format!(
+            "{what}: status {:?}\nstdout: {}\nstderr: {}\ngateway log:\n{}\nalice's server:\n{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr),
+            gw.log_text(),
+            std::fs::read_to_string(&alice.log).unwrap_or_default()
+        )
+    };
+
+    // The index fills from the watch; the first login may race it.
+    let mut out = ssh(&a, "alice.smith@example.org", "id -un; exit 3").unwrap();
+    for _ in 0..50 {
+        if out.status.code() == Some(3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        out = ssh(&a, "alice.smith@example.org", "id -un; exit 3").unwrap();
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        diag("exec with exit 3", &out)
+    );
+    assert_eq!(text(&out.stdout).trim(), "jovyan", "{}", diag("user", &out));
+    // Upper case is the same hub user.
+    let out = ssh(&a, "Alice.Smith@Example.org", "true").unwrap();
+    assert!(out.status.success(), "{}", diag("upper case name", &out));
+
+    // Each key only reaches its own session; unknown names get the same refusal.
+    for (opts, user, what) in [
+        (
+            &b,
+            "alice.smith@example.org",
+            "bob's key at alice's session",
+        ),
+        (&a, "bob", "alice's key at bob's session"),
+        (&a, "nobody", "unknown name"),
+    ] {
+        let out = ssh(opts, user, "true").unwrap();
+        assert_eq!(out.status.code(), Some(255), "{}", diag(what, &out));
+        assert!(
+            text(&out.stderr).contains("Permission denied"),
+            "{}",
+            diag(what, &out)
+        );
+    }
+    let out = ssh(&b, "bob", "echo bob-here").unwrap();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "bob-here",
+        "{}",
+        diag("bob", &out)
+    );
+
+    // The session logged the gateway login with the real client address.
+    let log = std::fs::read_to_string(&alice.log).unwrap();
+    assert!(
+        log.contains("through the gateway"),
+        "alice's server log:\n{log}"
+    );
+
+    // A PTY, and an exit signal.
+    let out = ssh(
+        &[a.clone(), vec!["-tt".into()]].concat(),
+        "alice.smith@example.org",
+        "tty",
+    )
+    .unwrap();
+    assert!(
+        text(&out.stdout).contains("/dev/pts/"),
+        "{}",
+        diag("pty", &out)
+    );
+    // OpenSSH exits 255 on an exit-signal; its debug log names the request.
+    let verbose = [vec!["-v".to_owned()], a.clone()].concat();
+    let out = ssh(&verbose, "alice.smith@example.org", "kill -TERM $$").unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "{}",
+        diag("exit signal", &out)
+    );
+    assert!(
+        text(&out.stderr).contains("rtype exit-signal"),
+        "{}",
+        diag("exit signal", &out)
+    );
+
+    // SFTP both ways, sha256 equal.
+    let data = work.path().join("payload");
+    let st = Command::new("head")
+        .args(["-c", "67108864", "/dev/urandom"])
+        .stdout(std::fs::File::create(&data).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let back = work.path().join("back");
+    let batch = format!(
+        "put {} /tmp/gw-payload\nget /tmp/gw-payload {}\n",
+        data.display(),
+        back.display()
+    );
+    let mut sftp_opts: Vec<String> = a.iter().filter(|o| *o != "-p").cloned().collect();
+    let pos = sftp_opts
+        .iter()
+        .position(|o| *o == gw.port.to_string())
+        .unwrap();
+    sftp_opts.remove(pos);
+    let out = Command::new("sftp")
+        .args(&sftp_opts)
+        .args(["-P", &gw.port.to_string(), "-b", "-"])
+        .arg("alice.smith@example.org@127.0.0.1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(batch.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}", diag("sftp", &out));
+    let sum = |p: &Path| {
+        text(&Command::new("sha256sum").arg(p).output().unwrap().stdout)[..64].to_owned()
+    };
+    assert_eq!(sum(&data), sum(&back));
+
+    // -L: a port inside the session's network, reached from the laptop.
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = target.local_addr().unwrap().port();
+    let lport = free_port(0);
+    let mut fwd = Command::new("ssh")
+        .args(&a)
+        .args([
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            &format!("{lport}:127.0.0.1:{tport}"),
+        ])
+        .arg("alice.smith@example.org@127.0.0.1")
+        .spawn()
+        .unwrap();
+    let served = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = target.accept().unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(b"pong").unwrap();
+        buf
+    });
+    let mut conn = None;
+    for _ in 0..100 {
+        if let Ok(c) = std::net::TcpStream::connect(("127.0.0.1", lport)) {
+            conn = Some(c);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut c = conn.expect("the -L port never opened");
+    {
+        use std::io::{Read, Write};
+        c.write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"pong");
+    }
+    assert_eq!(&served.join().unwrap(), b"ping");
+    let _ = fwd.kill();
+    let _ = fwd.wait();
+
+    // One JSON line per login, with the session it reached.
+    let glog = gw.log_text();
+    assert!(
+        glog.lines().any(|l| l.contains("\"outcome\":\"accepted\"")
+            && l.contains("alice.smith@example.org")
+            && l.contains(&ns)),
+        "gateway log:\n{glog}"
+    );
+}

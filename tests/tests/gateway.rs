@@ -137,6 +137,189 @@ async fn start_session(
     }
 }
 
+/// A self-signed certificate for the gateway's TLS side (openssl).
+fn tls_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=ssh.example.org",
+            "-addext",
+            "subjectAltName=DNS:ssh.example.org",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    (cert, key)
+}
+
+/// Runs `cmd` and returns its output, failing the test with `what` when it fails.
+fn run(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// -R, -A with ssh-add -l inside, scp (SFTP and legacy), rsync, through the gateway.
+fn more_channels(a: &[String], gw: &Gateway, work: &Path, key: &Path) {
+    let user = "alice.smith@example.org";
+    let dest = format!("{user}@127.0.0.1");
+    // -R: a port opened in the session comes back to a listener on the laptop.
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = target.local_addr().unwrap().port();
+    let served = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = target.accept().unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(b"pong").unwrap();
+        buf
+    });
+    let rport = free_port(0);
+    let out = run(
+        Command::new("ssh")
+            .args(a)
+            .args([
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-R",
+                &format!("127.0.0.1:{rport}:127.0.0.1:{tport}"),
+            ])
+            .arg(&dest)
+            .arg(format!(
+                "exec 3<>/dev/tcp/127.0.0.1/{rport}; printf ping >&3; head -c4 <&3"
+            )),
+        "-R",
+    );
+    assert_eq!(text(&out.stdout), "pong");
+    assert_eq!(&served.join().unwrap(), b"ping");
+
+    // -A: the laptop's agent answers inside the session.
+    let agent = work.join("agent.sock");
+    // In the foreground, in a group of its own: nothing of it outlives the test.
+    let mut agent_proc = session_ssh_tests::reaper::spawn(
+        Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&agent)
+            .stdout(std::process::Stdio::null()),
+    )
+    .unwrap();
+    for _ in 0..100 {
+        if agent.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run(
+        Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &agent),
+        "ssh-add",
+    );
+    let fp = text(
+        &run(
+            Command::new("ssh-keygen").arg("-lf").arg(key),
+            "fingerprint",
+        )
+        .stdout,
+    );
+    // The agent options go first: OpenSSH keeps the first value of an option.
+    let out = run(
+        Command::new("ssh")
+            .arg("-o")
+            .arg(format!("IdentityAgent={}", agent.display()))
+            .arg("-A")
+            .args(a)
+            .env("SSH_AUTH_SOCK", &agent)
+            .arg(&dest)
+            .arg("ssh-add -l"),
+        "-A",
+    );
+    let fp = fp.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(
+        text(&out.stdout).contains(&fp),
+        "ssh-add -l: {}",
+        text(&out.stdout)
+    );
+    agent_proc.kill_group();
+    let _ = agent_proc.wait();
+
+    // scp (SFTP and the legacy protocol) and rsync both ways, contents equal.
+    let file = work.join("small");
+    std::fs::write(&file, b"through the gateway\n".repeat(5000)).unwrap();
+    let mut scp_opts: Vec<String> = Vec::new();
+    let mut it = a.iter();
+    while let Some(o) = it.next() {
+        if o == "-p" {
+            scp_opts.extend(["-P".to_owned(), it.next().unwrap().clone()]);
+        } else {
+            scp_opts.push(o.clone());
+        }
+    }
+    for (flag, name) in [(None, "scp"), (Some("-O"), "scp -O")] {
+        let mut cmd = Command::new("scp");
+        cmd.args(&scp_opts)
+            .args(flag)
+            .arg(&file)
+            .arg(format!("{dest}:/tmp/gw-scp"));
+        run(&mut cmd, name);
+        let back = work.join("scp-back");
+        let mut cmd = Command::new("scp");
+        cmd.args(&scp_opts)
+            .args(flag)
+            .arg(format!("{dest}:/tmp/gw-scp"))
+            .arg(&back);
+        run(&mut cmd, name);
+        assert_eq!(
+            std::fs::read(&back).unwrap(),
+            std::fs::read(&file).unwrap(),
+            "{name}"
+        );
+    }
+    let rsh = std::iter::once("ssh".to_owned())
+        .chain(a.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    run(
+        Command::new("rsync")
+            .args(["-a", "-e", &rsh])
+            .arg(&file)
+            .arg(format!("{dest}:/tmp/gw-rsync")),
+        "rsync up",
+    );
+    let back = work.join("rsync-back");
+    run(
+        Command::new("rsync")
+            .args(["-a", "-e", &rsh])
+            .arg(format!("{dest}:/tmp/gw-rsync"))
+            .arg(&back),
+        "rsync down",
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&file).unwrap());
+    let _ = gw;
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -167,13 +350,17 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
     .await;
     let bob = start_session(&mut wc, &ns, work.path(), "bob", "", &ca).await;
 
+    let (cert, key) = tls_cert(work.path());
     let gw = Gateway::start(
         &keys,
         wc.cp.kubeconfig(),
         "jupyterhub",
         &[&ns],
         work.path(),
-        &[],
+        &[
+            ("GATEWAY_TLS_CERT", cert.to_str().unwrap()),
+            ("GATEWAY_TLS_KEY", key.to_str().unwrap()),
+        ],
     )
     .unwrap();
     let known = work.path().join("known_hosts");
@@ -354,6 +541,25 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
     assert_eq!(&served.join().unwrap(), b"ping");
     let _ = fwd.kill();
     let _ = fwd.wait();
+
+    more_channels(&a, &gw, work.path(), &alice.key);
+
+    // SSH inside TLS on the same port, with the README's ProxyCommand.
+    let mut tls = a.clone();
+    tls.extend([
+        "-o".to_owned(),
+        format!(
+            "ProxyCommand=openssl s_client -quiet -no_ign_eof -nocommands -verify_quiet -connect 127.0.0.1:{} -servername ssh.example.org",
+            gw.port
+        ),
+    ]);
+    let out = ssh(&tls, "alice.smith@example.org", "echo over-tls").unwrap();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "over-tls",
+        "{}",
+        diag("TLS", &out)
+    );
 
     // One JSON line per login, with the session it reached.
     let glog = gw.log_text();

@@ -22,6 +22,13 @@ pub struct Cli {
     /// `gateway.userCaPublicKey`.
     #[arg(long, env = "GATEWAY_USER_CA")]
     pub user_ca: PathBuf,
+    /// Certificate (PEM chain) for SSH inside TLS on the same port; without it only plain
+    /// SSH is served.
+    #[arg(long, env = "GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// How a login name maps to a session (the webhook's platform preset).
     #[arg(long, env = "GATEWAY_PRESET", value_enum, default_value_t = Preset::Generic)]
     pub preset: Preset,

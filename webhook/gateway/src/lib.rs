@@ -5,7 +5,8 @@
 //! - `upstream`: the leg to a session (host key pinned, passport login, channels it opens);
 //! - `server`: the user's leg (a russh `Handler` that asks the session for every decision);
 //! - `pump`: one channel relayed both ways with end-to-end flow control;
-//! - `listen`, `limits`: accepting clients within caps; `cli`: the flags.
+//! - `listen`, `limits`, `tls`: accepting clients within caps, plain SSH or SSH inside TLS
+//!   on one port; `cli`: the flags.
 
 pub mod cli;
 pub mod index;
@@ -14,6 +15,7 @@ pub mod listen;
 pub mod pump;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 use std::borrow::Cow;
@@ -45,6 +47,8 @@ pub enum Error {
     },
     #[error("Kubernetes client: {0}")]
     Kube(#[from] kube::Error),
+    #[error("TLS certificate: {0}")]
+    Tls(#[from] crate::tls::Error),
 }
 
 /// Result alias of this crate.
@@ -96,6 +100,10 @@ fn client_config(cli: &Cli) -> russh::client::Config {
 /// Load the keys, start watching pods, serve until stopped.
 pub async fn run(cli: Cli) -> Result<()> {
     let host_key = load_key(&cli.host_key)?;
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k)?),
+        _ => None,
+    };
     let ca = load_key(&cli.user_ca)?;
     let client = kube::Client::try_default().await?;
     let index = Index::new(cli.preset);
@@ -120,13 +128,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             source,
         })?;
     let local = listener.local_addr().unwrap_or(cli.listen);
-    tracing::info!(listen = %local, preset = ?cli.preset, namespaces = ?cli.namespaces, "gateway serving");
+    tracing::info!(listen = %local, preset = ?cli.preset, namespaces = ?cli.namespaces, tls = cli.tls_cert.is_some(), "gateway serving");
     let l = Arc::new(Listener {
         shared,
         config: Arc::new(server_config(&cli, host_key)),
         grace: Duration::from_secs(cli.login_grace_secs.max(1)),
         connections: Arc::new(Semaphore::new(cli.max_connections.max(1))),
         startups: Arc::new(Semaphore::new(cli.max_startups.max(1))),
+        tls,
     });
     l.run(listener).await;
     Ok(())

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use russh::Disconnect;
 use session_ssh_contract::tcp::QuickAck;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::server::{Conn, Shared};
 
@@ -20,6 +22,8 @@ pub struct Listener {
     pub grace: Duration,
     pub connections: Arc<Semaphore>,
     pub startups: Arc<Semaphore>,
+    /// SSH inside TLS, when a certificate is configured.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Listener {
@@ -44,28 +48,61 @@ impl Listener {
                 continue;
             };
             let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
-            tokio::spawn(self.clone().serve(sock, peer, id, slot));
+            tokio::spawn(self.clone().unwrap(sock, peer, id, slot));
         }
     }
 
-    async fn serve(
+    /// Plain SSH, or SSH inside TLS: the first byte decides.
+    async fn unwrap(
         self: Arc<Self>,
         sock: TcpStream,
         peer: SocketAddr,
         id: u64,
-        _slot: OwnedSemaphorePermit,
+        slot: OwnedSemaphorePermit,
     ) {
         let Ok(startup) = self.startups.clone().try_acquire_owned() else {
             tracing::warn!(event = "refused", conn = id, client = %peer, reason = "too many connections logging in");
             return;
         };
+        match (crate::tls::sniff(&sock).await, &self.tls) {
+            (crate::tls::Wire::Ssh, _) => {
+                self.clone()
+                    .serve(QuickAck::new(sock), peer, id, (slot, startup))
+                    .await
+            }
+            (crate::tls::Wire::Tls, Some(acceptor)) => {
+                let accepted =
+                    tokio::time::timeout(self.grace, acceptor.accept(QuickAck::new(sock))).await;
+                match accepted {
+                    Ok(Ok(stream)) => self.clone().serve(stream, peer, id, (slot, startup)).await,
+                    Ok(Err(e)) => {
+                        tracing::info!(conn = id, client = %peer, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => tracing::info!(conn = id, client = %peer, "TLS handshake timed out"),
+                }
+            }
+            (crate::tls::Wire::Tls, None) => {
+                tracing::info!(conn = id, client = %peer, "TLS from a client, but no certificate configured; closed");
+            }
+        }
+    }
+
+    async fn serve<S>(
+        self: Arc<Self>,
+        sock: S,
+        peer: SocketAddr,
+        id: u64,
+        (_slot, startup): (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, mut logged_in) = watch::channel(false);
         let handler = Conn::new(self.shared.clone(), id, peer, tx);
         let deadline = tokio::time::Instant::now() + self.grace;
         // The grace time also bounds the version exchange, which russh does not.
         let session = match tokio::time::timeout_at(
             deadline,
-            russh::server::run_stream(self.config.clone(), QuickAck::new(sock), handler),
+            russh::server::run_stream(self.config.clone(), sock, handler),
         )
         .await
         {

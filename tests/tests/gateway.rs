@@ -82,17 +82,8 @@ async fn start_session(
     .await
     .unwrap();
     let name = format!("jupyter-{slug}");
-    let mut original = cluster::hub_pod(&name, user, "").unwrap();
-    original
-        .metadata
-        .labels
-        .get_or_insert_with(Default::default)
-        .insert("hub.jupyter.org/username".into(), slug.clone());
+    let (original, stored) = create_pod(&client, ns, &name, user).await;
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    pods.create(&PostParams::default(), &original)
-        .await
-        .unwrap();
-    let stored = pods.get(&name).await.unwrap();
     assert!(
         is_injected(&stored),
         "not injected: {:?}",
@@ -106,29 +97,10 @@ async fn start_session(
     let run = InjectedSession::launch(&original, stored, &init_sshd_bin(), &run_dir, secrets, port)
         .unwrap();
     assert_eq!(run.port, port, "the session's port was taken");
-    let status = json!({"status": {
-        "phase": "Running",
-        "podIP": "127.0.0.1",
-        "conditions": [{"type": "Ready", "status": "True"}],
-    }});
-    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+    mark_ready(&pods, &name).await;
+    wait_published(&pods, &name)
         .await
-        .unwrap();
-    // The controller publishes the session's host key, which the gateway pins.
-    wait_for("published host key", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        let name = name.clone();
-        async move {
-            let p = pods.get(&name).await?;
-            Ok(p.metadata
-                .annotations
-                .unwrap_or_default()
-                .contains_key(names::HOST_PUBLIC_KEY)
-                .then_some(()))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\nwebhook log:\n{}", wc.webhook_log()));
+        .unwrap_or_else(|e| panic!("{e}\nwebhook log:\n{}", wc.webhook_log()));
     let log = run.dir.join("init-sshd.log");
     Session {
         _run: run,
@@ -318,6 +290,58 @@ fn more_channels(a: &[String], gw: &Gateway, work: &Path, key: &Path) {
     );
     assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&file).unwrap());
     let _ = gw;
+}
+
+/// A hub server pod for `user` named `name`, created through the webhook.
+async fn create_pod(client: &kube::Client, ns: &str, name: &str, user: &str) -> (Pod, Pod) {
+    // KubeSpawner's label value is a slug of the hub name; the annotation keeps the name.
+    let slug = user.replace(['@', '.'], "-");
+    let mut original = cluster::hub_pod(name, user, "").unwrap();
+    original
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("hub.jupyter.org/username".into(), slug);
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    pods.create(&PostParams::default(), &original)
+        .await
+        .unwrap();
+    let stored = pods.get(name).await.unwrap();
+    assert!(
+        is_injected(&stored),
+        "not injected: {:?}",
+        stored.metadata.annotations
+    );
+    (original, stored)
+}
+
+/// What a kubelet reports for a running, ready pod on this host.
+async fn mark_ready(pods: &Api<Pod>, name: &str) {
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+/// The controller publishes the session's host key, which the gateway pins.
+async fn wait_published(pods: &Api<Pod>, name: &str) -> anyhow::Result<()> {
+    wait_for("published host key", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        let name = name.to_owned();
+        async move {
+            let p = pods.get(&name).await?;
+            Ok(p.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(names::HOST_PUBLIC_KEY)
+                .then_some(()))
+        }
+    })
+    .await
 }
 
 fn text(b: &[u8]) -> String {
@@ -569,4 +593,249 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
             && l.contains(&ns)),
         "gateway log:\n{glog}"
     );
+}
+
+/// A login with keyboard-interactive allowed (so the hint shows), no terminal, no agent.
+fn refused_with_hint(opts: &[String], user: &str) -> std::process::Output {
+    let mut o: Vec<String> = vec![
+        "-o".into(),
+        "BatchMode=no".into(),
+        "-o".into(),
+        "PreferredAuthentications=publickey,keyboard-interactive".into(),
+        "-o".into(),
+        "NumberOfPasswordPrompts=1".into(),
+    ];
+    o.extend(opts.iter().cloned());
+    Command::new("ssh")
+        .args(&o)
+        .arg(format!("{user}@127.0.0.1"))
+        .arg("true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Reads what the gateway sends after `send`, until it closes (bounded).
+fn raw_exchange(port: u16, send: &[u8], within: Duration) -> (Vec<u8>, bool) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
+    s.write_all(send).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn key_options_refusals_bad_input_and_two_replicas() {
+    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let ns = wc.session_namespaces[0].clone();
+    let probe = cluster::hub_pod("jupyter-probe", "probe", "").unwrap();
+    wc.prepare_for(&ns, &probe).await.unwrap();
+    wc.wait_active(&ns, &probe).await.unwrap();
+    let client = wc.client().await.unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+
+    let work = tempfile::tempdir().unwrap();
+    let keys = GatewayKeys::generate(work.path()).unwrap();
+    let ca = keys.user_ca_public.clone();
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let aport = allowed.local_addr().unwrap().port();
+    let carol = start_session(
+        &mut wc,
+        &ns,
+        work.path(),
+        "carol",
+        "from=\"192.0.2.0/24\"",
+        &ca,
+    )
+    .await;
+    let dave = start_session(
+        &mut wc,
+        &ns,
+        work.path(),
+        "dave",
+        &format!("restrict,port-forwarding,permitopen=\"127.0.0.1:{aport}\""),
+        &ca,
+    )
+    .await;
+    // erin's server never becomes ready; frank's is "ready" but nothing listens.
+    create_pod(&client, &ns, "jupyter-erin", "erin").await;
+    create_pod(&client, &ns, "jupyter-frank", "frank").await;
+    mark_ready(&pods, "jupyter-frank").await;
+    wait_published(&pods, "jupyter-frank").await.unwrap();
+
+    // Two replicas with the same keys behind one address, a short login grace time.
+    let env = [("GATEWAY_LOGIN_GRACE_SECS", "3")];
+    let g1 = Gateway::start(
+        &keys,
+        wc.cp.kubeconfig(),
+        "jupyterhub",
+        &[&ns],
+        work.path(),
+        &env,
+    )
+    .unwrap();
+    let mut g2 = Gateway::start(
+        &keys,
+        wc.cp.kubeconfig(),
+        "jupyterhub",
+        &[&ns],
+        work.path(),
+        &env,
+    )
+    .unwrap();
+    let lb = session_ssh_tests::sni::SniRouter::balancer(&[g1.port, g2.port]);
+    let known = work.path().join("known_hosts");
+    Gateway::known_hosts(&keys, lb.port, &known).unwrap();
+    let d = ssh_opts(&dave.key, &known, lb.port);
+    let c = ssh_opts(&carol.key, &known, lb.port);
+    let logs = || format!("g1:\n{}\ng2:\n{}", g1.log_text(), g2.log_text());
+
+    // restrict: commands run, no PTY; permitopen: only that port.
+    let mut out = ssh(&d, "dave", "echo restricted-ok").unwrap();
+    for _ in 0..50 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        out = ssh(&d, "dave", "echo restricted-ok").unwrap();
+    }
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "restricted-ok",
+        "{}\n{}",
+        text(&out.stderr),
+        logs()
+    );
+    let out = ssh(&[d.clone(), vec!["-tt".into()]].concat(), "dave", "tty").unwrap();
+    assert!(
+        text(&out.stderr).contains("PTY allocation request failed"),
+        "restrict must refuse the PTY: {:?}\nstdout: {}\nstderr: {}\n{}\ndave's server:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr),
+        logs(),
+        std::fs::read_to_string(&dave.log).unwrap_or_default()
+    );
+    let inside = format!("exec 3<>/dev/tcp/127.0.0.1/{aport} && echo opened; true");
+    // The session's own policy on -L, seen through the gateway: a -W to the allowed port
+    // works, any other port is refused.
+    let allowed_thread = std::thread::spawn(move || {
+        let (s, _) = allowed.accept().unwrap();
+        drop(s);
+    });
+    let ok = Command::new("ssh")
+        .args(&d)
+        .args(["-W", &format!("127.0.0.1:{aport}")])
+        .arg("dave@127.0.0.1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "-W to the permitted port: {}",
+        text(&ok.stderr)
+    );
+    allowed_thread.join().unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let oport = other.local_addr().unwrap().port();
+    let no = Command::new("ssh")
+        .args(&d)
+        .args(["-W", &format!("127.0.0.1:{oport}")])
+        .arg("dave@127.0.0.1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!no.status.success(), "-W to another port must be refused");
+    assert!(
+        text(&no.stderr).contains("open failed"),
+        "{}",
+        text(&no.stderr)
+    );
+    let _ = inside;
+
+    // from=: carol's own key, from an address her line does not allow.
+    let out = ssh(&c, "carol", "true").unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    let srv = std::fs::read_to_string(&carol.log).unwrap();
+    assert!(srv.contains("from="), "carol's server log:\n{srv}");
+
+    // Ambiguous: a second server claims dave's name.
+    create_pod(&client, &ns, "jupyter-dave-copy", "dave").await;
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The same refusal and hint for an unknown name, a refused key, a server not ready,
+    // a server that is down and an ambiguous name; each slower than the rejection time.
+    let hint = "Log in as your hub user name";
+    let mut stderrs = Vec::new();
+    for (opts, user, what) in [
+        (&d, "zed", "unknown name"),
+        (&c, "carol", "refused key"),
+        (&d, "erin", "not ready"),
+        (&d, "frank", "server down"),
+        (&d, "dave", "ambiguous"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = refused_with_hint(opts, user);
+        let took = started.elapsed();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(255), "{what}: {err}");
+        assert!(
+            err.contains(hint) && err.contains("Permission denied"),
+            "{what}: {err}\n{}",
+            logs()
+        );
+        assert!(
+            took >= Duration::from_millis(500),
+            "{what}: refused in {took:?}"
+        );
+        stderrs.push(err.replace(user, "USER"));
+    }
+    assert!(
+        stderrs.windows(2).all(|w| w[0] == w[1]),
+        "refusals differ: {stderrs:#?}"
+    );
+    assert!(logs().contains("\"event\":\"ambiguous\""), "{}", logs());
+    pods.delete("jupyter-dave-copy", &Default::default())
+        .await
+        .unwrap();
+
+    // Garbage instead of a banner: no hint, closed; a client that stops mid-handshake is
+    // closed by the grace time.
+    let (got, closed) = raw_exchange(
+        g1.port,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(closed, "garbage left the connection open");
+    assert!(
+        !text(&got).contains(hint),
+        "garbage got the hint: {}",
+        text(&got)
+    );
+    let (_, closed) = raw_exchange(g1.port, b"SSH-2.0-stalls\r\n", Duration::from_secs(15));
+    assert!(closed, "a stalled handshake outlived the grace time");
+
+    // Kill one replica: new logins through the same address keep working.
+    g2.kill();
+    for i in 0..6 {
+        let out = ssh(&d, "dave", "echo still-here").unwrap();
+        assert_eq!(
+            text(&out.stdout).trim(),
+            "still-here",
+            "login {i} after the kill: {}\n{}",
+            text(&out.stderr),
+            lb.error_log()
+        );
+    }
 }

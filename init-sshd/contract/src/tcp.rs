@@ -98,6 +98,98 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for QuickAck<S> {
     }
 }
 
+/// A stream that can be cut from outside: after [`Cut::cut`], every read and write fails,
+/// which ends whatever task owns it (russh runs a connection in a task of its own, so
+/// dropping its handle does not close the socket).
+#[derive(Debug)]
+pub struct Cuttable<S> {
+    inner: S,
+    cut: std::sync::Arc<CutState>,
+}
+
+#[derive(Debug, Default)]
+struct CutState {
+    done: std::sync::atomic::AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+/// The outside end of a [`Cuttable`].
+#[derive(Debug, Clone)]
+pub struct Cut(std::sync::Arc<CutState>);
+
+impl Cut {
+    /// Fails the stream's pending and future reads and writes.
+    pub fn cut(&self) {
+        self.0.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let waker = self.0.waker.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+impl<S> Cuttable<S> {
+    /// The stream and the handle that cuts it.
+    pub fn new(inner: S) -> (Cuttable<S>, Cut) {
+        let cut = std::sync::Arc::new(CutState::default());
+        (
+            Cuttable {
+                inner,
+                cut: cut.clone(),
+            },
+            Cut(cut),
+        )
+    }
+
+    /// Ready(Err) once cut; else remembers who to wake when it is.
+    fn check(&self, cx: &Context<'_>) -> Option<io::Error> {
+        if let Ok(mut w) = self.cut.waker.lock() {
+            *w = Some(cx.waker().clone());
+        }
+        self.cut
+            .done
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| io::Error::new(io::ErrorKind::ConnectionAborted, "connection cut"))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Cuttable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Cuttable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +214,23 @@ mod tests {
         s.write_all(b"pong").await.unwrap();
         assert_eq!(&got, b"ping");
         assert_eq!(&client.await.unwrap(), b"pong");
+    }
+
+    #[tokio::test]
+    async fn a_cut_ends_a_read_that_waits() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (sock, _) = listener.accept().await.unwrap();
+        let (mut s, cut) = Cuttable::new(sock);
+        let reader = tokio::spawn(async move {
+            let mut b = [0u8; 1];
+            s.read(&mut b).await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        cut.cut();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
+        let err = got.unwrap().unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
     }
 }

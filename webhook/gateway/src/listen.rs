@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use russh::Disconnect;
-use session_ssh_contract::tcp::QuickAck;
+use session_ssh_contract::tcp::{Cuttable, QuickAck};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -96,6 +96,7 @@ impl Listener {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let (sock, cut) = Cuttable::new(sock);
         let (tx, mut logged_in) = watch::channel(false);
         let handler = Conn::new(self.shared.clone(), id, peer, tx);
         let deadline = tokio::time::Instant::now() + self.grace;
@@ -132,6 +133,11 @@ impl Listener {
                     let _ = handle
                         .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
                         .await;
+                    // A peer stalled inside the key exchange never sees that message,
+                    // and russh's task keeps the socket: cut it.
+                    if tokio::time::timeout(Duration::from_secs(2), &mut session).await.is_err() {
+                        cut.cut();
+                    }
                 }
                 session.await
             }

@@ -344,6 +344,18 @@ async fn wait_published(pods: &Api<Pod>, name: &str) -> anyhow::Result<()> {
     .await
 }
 
+/// A kubeconfig with a token of the manifests' gateway ServiceAccount: the gateway runs
+/// with exactly the rights manifests/gateway grants it.
+async fn gateway_kubeconfig(wc: &WebhookCluster, dir: &Path) -> PathBuf {
+    let client = wc.client().await.unwrap();
+    let token = cluster::service_account_token(&client, "session-ssh", "session-ssh-gateway", 3600)
+        .await
+        .unwrap();
+    let path = dir.join("gateway.kubeconfig");
+    wc.cp.write_token_kubeconfig(&path, &token).unwrap();
+    path
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -377,7 +389,7 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
     let (cert, key) = tls_cert(work.path());
     let gw = Gateway::start(
         &keys,
-        wc.cp.kubeconfig(),
+        &gateway_kubeconfig(&wc, work.path()).await,
         "jupyterhub",
         &[&ns],
         work.path(),
@@ -676,24 +688,10 @@ async fn key_options_refusals_bad_input_and_two_replicas() {
 
     // Two replicas with the same keys behind one address, a short login grace time.
     let env = [("GATEWAY_LOGIN_GRACE_SECS", "3")];
-    let g1 = Gateway::start(
-        &keys,
-        wc.cp.kubeconfig(),
-        "jupyterhub",
-        &[&ns],
-        work.path(),
-        &env,
-    )
-    .unwrap();
-    let mut g2 = Gateway::start(
-        &keys,
-        wc.cp.kubeconfig(),
-        "jupyterhub",
-        &[&ns],
-        work.path(),
-        &env,
-    )
-    .unwrap();
+    let kubeconfig = gateway_kubeconfig(&wc, work.path()).await;
+    let g1 = Gateway::start(&keys, &kubeconfig, "jupyterhub", &[&ns], work.path(), &env).unwrap();
+    let mut g2 =
+        Gateway::start(&keys, &kubeconfig, "jupyterhub", &[&ns], work.path(), &env).unwrap();
     let lb = session_ssh_tests::sni::SniRouter::balancer(&[g1.port, g2.port]);
     let known = work.path().join("known_hosts");
     Gateway::known_hosts(&keys, lb.port, &known).unwrap();

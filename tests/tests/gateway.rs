@@ -347,6 +347,9 @@ async fn wait_published(pods: &Api<Pod>, name: &str) -> anyhow::Result<()> {
 /// A kubeconfig with a token of the manifests' gateway ServiceAccount: the gateway runs
 /// with exactly the rights manifests/gateway grants it.
 async fn gateway_kubeconfig(wc: &WebhookCluster, dir: &Path) -> PathBuf {
+    let files =
+        ["serviceaccount.yaml", "rbac.yaml"].map(|f| repo_root().join("manifests/gateway").join(f));
+    wc.apply_files(&files).await.unwrap();
     let client = wc.client().await.unwrap();
     let token = cluster::service_account_token(&client, "session-ssh", "session-ssh-gateway", 3600)
         .await

@@ -245,6 +245,22 @@ impl WebhookCluster {
         Ok(())
     }
 
+    /// Applies plain manifest files (no kustomize) as the admin would, e.g. the gateway's
+    /// ServiceAccount and RBAC from manifests/gateway.
+    pub async fn apply_files(&self, paths: &[PathBuf]) -> Result<()> {
+        let mut objects = Vec::new();
+        for p in paths {
+            let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let v: Value = serde::Deserialize::deserialize(doc)?;
+                if !v.is_null() {
+                    objects.push(v);
+                }
+            }
+        }
+        apply_all(&self.client().await?, &objects).await
+    }
+
     /// The manifests' config plus `extra` (top-level keys the manifests do not set), then
     /// a restart of the webhook so it reads it.
     pub async fn set_config_extra(&mut self, extra: &str) -> Result<()> {

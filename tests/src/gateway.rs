@@ -6,8 +6,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeMap;
 
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use session_ssh_contract::names;
+
+use crate::cluster::webhook::{WebhookCluster, is_injected};
+use crate::cluster::{self, wait_for};
+use crate::injected::InjectedSession;
 use crate::reaper::{self, Proc};
 use crate::{free_port, repo_root};
 
@@ -183,4 +194,185 @@ pub fn ssh(opts: &[String], user: &str, cmd: &str) -> Result<Output> {
         .arg(format!("{user}@127.0.0.1"))
         .arg(cmd)
         .output()?)
+}
+
+/// The init-sshd binary the sessions run: INIT_SSHD_BIN, else the debug build.
+pub fn init_sshd_bin() -> PathBuf {
+    std::env::var_os("INIT_SSHD_BIN")
+        .map(|p| repo_root().join(p))
+        .unwrap_or_else(|| repo_root().join("target/debug/init-sshd"))
+}
+
+/// A hub user's server, injected by the webhook and running in the pod sandbox.
+pub struct Session {
+    pub run: InjectedSession,
+    /// The user's private key (its line is in their Secret).
+    pub key: PathBuf,
+    /// The session's init-sshd log.
+    pub log: PathBuf,
+    pub name: String,
+}
+
+/// Creates `user`'s Secret (their key, with `options`) and server pod, runs it and marks it
+/// Ready at 127.0.0.1 (what a kubelet would report).
+pub async fn start_session(
+    wc: &mut WebhookCluster,
+    ns: &str,
+    work: &Path,
+    user: &str,
+    options: &str,
+    ca: &str,
+) -> Result<Session> {
+    let client = wc.client().await?;
+    // KubeSpawner's label value is a slug of the hub name; the annotation keeps the name.
+    let slug = user.replace(['@', '.'], "-");
+    let dir = work.join(&slug);
+    std::fs::create_dir_all(&dir)?;
+    let key = dir.join("id_ed25519");
+    keygen(&key, &format!("{user}@laptop"))?;
+    let public = std::fs::read_to_string(key.with_extension("pub"))?;
+    let line = format!(
+        "{options}{}{public}",
+        if options.is_empty() { "" } else { " " }
+    );
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("ssh-keys-{slug}")),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "authorized_keys".to_owned(),
+            ByteString(line.into_bytes()),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    // Each session's server gets its own port (the sandbox shares the host's network).
+    let port = free_port(0);
+    wc.set_config_extra(&format!(
+        "gateway:\n  userCaPublicKey: \"{ca}\"\nports:\n  ssh: {port}\n  sshTls: null\n"
+    ))
+    .await?;
+    let name = format!("jupyter-{slug}");
+    let (original, stored) = create_pod(&client, ns, &name, user).await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let secrets = cluster::mounted_secrets(&client, ns, &stored).await?;
+    let run_dir = dir.join("run");
+    std::fs::create_dir(&run_dir)?;
+    let run =
+        InjectedSession::launch(&original, stored, &init_sshd_bin(), &run_dir, secrets, port)?;
+    if run.port != port {
+        bail!("the session's port {port} was taken");
+    }
+    mark_ready(&pods, &name).await?;
+    wait_published(&pods, &name)
+        .await
+        .with_context(|| format!("webhook log:\n{}", wc.webhook_log()))?;
+    let log = run.dir.join("init-sshd.log");
+    Ok(Session {
+        run,
+        key,
+        log,
+        name,
+    })
+}
+
+/// A self-signed certificate for the gateway's TLS side (openssl).
+pub fn tls_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=ssh.example.org",
+            "-addext",
+            "subjectAltName=DNS:ssh.example.org",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("openssl req failed");
+    }
+    Ok((cert, key))
+}
+
+/// A hub server pod for `user` named `name`, created through the webhook.
+pub async fn create_pod(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    user: &str,
+) -> Result<(Pod, Pod)> {
+    // KubeSpawner's label value is a slug of the hub name; the annotation keeps the name.
+    let slug = user.replace(['@', '.'], "-");
+    let mut original = cluster::hub_pod(name, user, "")?;
+    original
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("hub.jupyter.org/username".into(), slug);
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    pods.create(&PostParams::default(), &original).await?;
+    let stored = pods.get(name).await?;
+    if !is_injected(&stored) {
+        bail!("not injected: {:?}", stored.metadata.annotations);
+    }
+    Ok((original, stored))
+}
+
+/// What a kubelet reports for a running, ready pod on this host.
+pub async fn mark_ready(pods: &Api<Pod>, name: &str) -> Result<()> {
+    let status = json!({"status": {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+/// The controller publishes the session's host key, which the gateway pins.
+pub async fn wait_published(pods: &Api<Pod>, name: &str) -> anyhow::Result<()> {
+    wait_for("published host key", Duration::from_secs(60), || {
+        let pods = pods.clone();
+        let name = name.to_owned();
+        async move {
+            let p = pods.get(&name).await?;
+            Ok(p.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(names::HOST_PUBLIC_KEY)
+                .then_some(()))
+        }
+    })
+    .await
+}
+
+/// A kubeconfig with a token of the manifests' gateway ServiceAccount: the gateway runs
+/// with exactly the rights manifests/gateway grants it.
+pub async fn gateway_kubeconfig(wc: &WebhookCluster, dir: &Path) -> Result<PathBuf> {
+    let files =
+        ["serviceaccount.yaml", "rbac.yaml"].map(|f| repo_root().join("manifests/gateway").join(f));
+    wc.apply_files(&files).await?;
+    let client = wc.client().await?;
+    let token =
+        cluster::service_account_token(&client, "session-ssh", "session-ssh-gateway", 3600).await?;
+    let path = dir.join("gateway.kubeconfig");
+    wc.cp.write_token_kubeconfig(&path, &token)?;
+    Ok(path)
 }

@@ -7,137 +7,19 @@
 // Test support code: a panic with its message is the failure report.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
-use session_ssh_contract::names;
-use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster, is_injected};
-use session_ssh_tests::cluster::{self, wait_for};
-use session_ssh_tests::gateway::{Gateway, GatewayKeys, keygen, ssh, ssh_opts};
-use session_ssh_tests::injected::InjectedSession;
-use session_ssh_tests::{free_port, repo_root};
-
-fn init_sshd_bin() -> PathBuf {
-    std::env::var_os("INIT_SSHD_BIN")
-        .map(|p| repo_root().join(p))
-        .unwrap_or_else(|| repo_root().join("target/debug/init-sshd"))
-}
-
-/// A hub user's server, injected by the webhook and running in the pod sandbox.
-struct Session {
-    _run: InjectedSession,
-    key: PathBuf,
-    log: PathBuf,
-}
-
-/// Creates `user`'s Secret (their key, with `options`) and server pod, runs it and marks it
-/// Ready at 127.0.0.1 (what a kubelet would report).
-async fn start_session(
-    wc: &mut WebhookCluster,
-    ns: &str,
-    work: &Path,
-    user: &str,
-    options: &str,
-    ca: &str,
-) -> Session {
-    let client = wc.client().await.unwrap();
-    // KubeSpawner's label value is a slug of the hub name; the annotation keeps the name.
-    let slug = user.replace(['@', '.'], "-");
-    let dir = work.join(&slug);
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("id_ed25519");
-    keygen(&key, &format!("{user}@laptop")).unwrap();
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-    let line = format!(
-        "{options}{}{public}",
-        if options.is_empty() { "" } else { " " }
-    );
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(format!("ssh-keys-{slug}")),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "authorized_keys".to_owned(),
-            ByteString(line.into_bytes()),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    // Each session's server gets its own port (the sandbox shares the host's network).
-    let port = free_port(0);
-    wc.set_config_extra(&format!(
-        "gateway:\n  userCaPublicKey: \"{ca}\"\nports:\n  ssh: {port}\n  sshTls: null\n"
-    ))
-    .await
-    .unwrap();
-    let name = format!("jupyter-{slug}");
-    let (original, stored) = create_pod(&client, ns, &name, user).await;
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    assert!(
-        is_injected(&stored),
-        "not injected: {:?}",
-        stored.metadata.annotations
-    );
-    let secrets = cluster::mounted_secrets(&client, ns, &stored)
-        .await
-        .unwrap();
-    let run_dir = dir.join("run");
-    std::fs::create_dir(&run_dir).unwrap();
-    let run = InjectedSession::launch(&original, stored, &init_sshd_bin(), &run_dir, secrets, port)
-        .unwrap();
-    assert_eq!(run.port, port, "the session's port was taken");
-    mark_ready(&pods, &name).await;
-    wait_published(&pods, &name)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\nwebhook log:\n{}", wc.webhook_log()));
-    let log = run.dir.join("init-sshd.log");
-    Session {
-        _run: run,
-        key,
-        log,
-    }
-}
-
-/// A self-signed certificate for the gateway's TLS side (openssl).
-fn tls_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=ssh.example.org",
-            "-addext",
-            "subjectAltName=DNS:ssh.example.org",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    (cert, key)
-}
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster};
+use session_ssh_tests::cluster;
+use session_ssh_tests::gateway::{
+    Gateway, GatewayKeys, create_pod, gateway_kubeconfig, mark_ready, ssh, ssh_opts, start_session,
+    tls_cert, wait_published,
+};
+use session_ssh_tests::free_port;
 
 /// Runs `cmd` and returns its output, failing the test with `what` when it fails.
 fn run(cmd: &mut Command, what: &str) -> std::process::Output {
@@ -292,73 +174,6 @@ fn more_channels(a: &[String], gw: &Gateway, work: &Path, key: &Path) {
     let _ = gw;
 }
 
-/// A hub server pod for `user` named `name`, created through the webhook.
-async fn create_pod(client: &kube::Client, ns: &str, name: &str, user: &str) -> (Pod, Pod) {
-    // KubeSpawner's label value is a slug of the hub name; the annotation keeps the name.
-    let slug = user.replace(['@', '.'], "-");
-    let mut original = cluster::hub_pod(name, user, "").unwrap();
-    original
-        .metadata
-        .labels
-        .get_or_insert_with(Default::default)
-        .insert("hub.jupyter.org/username".into(), slug);
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    pods.create(&PostParams::default(), &original)
-        .await
-        .unwrap();
-    let stored = pods.get(name).await.unwrap();
-    assert!(
-        is_injected(&stored),
-        "not injected: {:?}",
-        stored.metadata.annotations
-    );
-    (original, stored)
-}
-
-/// What a kubelet reports for a running, ready pod on this host.
-async fn mark_ready(pods: &Api<Pod>, name: &str) {
-    let status = json!({"status": {
-        "phase": "Running",
-        "podIP": "127.0.0.1",
-        "conditions": [{"type": "Ready", "status": "True"}],
-    }});
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-}
-
-/// The controller publishes the session's host key, which the gateway pins.
-async fn wait_published(pods: &Api<Pod>, name: &str) -> anyhow::Result<()> {
-    wait_for("published host key", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        let name = name.to_owned();
-        async move {
-            let p = pods.get(&name).await?;
-            Ok(p.metadata
-                .annotations
-                .unwrap_or_default()
-                .contains_key(names::HOST_PUBLIC_KEY)
-                .then_some(()))
-        }
-    })
-    .await
-}
-
-/// A kubeconfig with a token of the manifests' gateway ServiceAccount: the gateway runs
-/// with exactly the rights manifests/gateway grants it.
-async fn gateway_kubeconfig(wc: &WebhookCluster, dir: &Path) -> PathBuf {
-    let files =
-        ["serviceaccount.yaml", "rbac.yaml"].map(|f| repo_root().join("manifests/gateway").join(f));
-    wc.apply_files(&files).await.unwrap();
-    let client = wc.client().await.unwrap();
-    let token = cluster::service_account_token(&client, "session-ssh", "session-ssh-gateway", 3600)
-        .await
-        .unwrap();
-    let path = dir.join("gateway.kubeconfig");
-    wc.cp.write_token_kubeconfig(&path, &token).unwrap();
-    path
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -386,13 +201,16 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
         "",
         &ca,
     )
-    .await;
-    let bob = start_session(&mut wc, &ns, work.path(), "bob", "", &ca).await;
+    .await
+    .unwrap();
+    let bob = start_session(&mut wc, &ns, work.path(), "bob", "", &ca)
+        .await
+        .unwrap();
 
-    let (cert, key) = tls_cert(work.path());
+    let (cert, key) = tls_cert(work.path()).unwrap();
     let gw = Gateway::start(
         &keys,
-        &gateway_kubeconfig(&wc, work.path()).await,
+        &gateway_kubeconfig(&wc, work.path()).await.unwrap(),
         "jupyterhub",
         &[&ns],
         work.path(),
@@ -673,7 +491,8 @@ async fn key_options_refusals_bad_input_and_two_replicas() {
         "from=\"192.0.2.0/24\"",
         &ca,
     )
-    .await;
+    .await
+    .unwrap();
     let dave = start_session(
         &mut wc,
         &ns,
@@ -682,16 +501,21 @@ async fn key_options_refusals_bad_input_and_two_replicas() {
         &format!("restrict,port-forwarding,permitopen=\"127.0.0.1:{aport}\""),
         &ca,
     )
-    .await;
+    .await
+    .unwrap();
     // erin's server never becomes ready; frank's is "ready" but nothing listens.
-    create_pod(&client, &ns, "jupyter-erin", "erin").await;
-    create_pod(&client, &ns, "jupyter-frank", "frank").await;
-    mark_ready(&pods, "jupyter-frank").await;
+    create_pod(&client, &ns, "jupyter-erin", "erin")
+        .await
+        .unwrap();
+    create_pod(&client, &ns, "jupyter-frank", "frank")
+        .await
+        .unwrap();
+    mark_ready(&pods, "jupyter-frank").await.unwrap();
     wait_published(&pods, "jupyter-frank").await.unwrap();
 
     // Two replicas with the same keys behind one address, a short login grace time.
     let env = [("GATEWAY_LOGIN_GRACE_SECS", "3")];
-    let kubeconfig = gateway_kubeconfig(&wc, work.path()).await;
+    let kubeconfig = gateway_kubeconfig(&wc, work.path()).await.unwrap();
     let g1 = Gateway::start(&keys, &kubeconfig, "jupyterhub", &[&ns], work.path(), &env).unwrap();
     let mut g2 =
         Gateway::start(&keys, &kubeconfig, "jupyterhub", &[&ns], work.path(), &env).unwrap();
@@ -772,7 +596,9 @@ async fn key_options_refusals_bad_input_and_two_replicas() {
     assert!(srv.contains("from="), "carol's server log:\n{srv}");
 
     // Ambiguous: a second server claims dave's name.
-    create_pod(&client, &ns, "jupyter-dave-copy", "dave").await;
+    create_pod(&client, &ns, "jupyter-dave-copy", "dave")
+        .await
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
 
     // The same refusal and hint for an unknown name, a refused key, a server not ready,

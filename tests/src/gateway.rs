@@ -132,6 +132,11 @@ impl Gateway {
         Ok(gw)
     }
 
+    /// The gateway process id (for its RSS).
+    pub fn pid(&self) -> u32 {
+        self.proc.id()
+    }
+
     /// Everything it logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -223,6 +228,20 @@ pub async fn start_session(
     options: &str,
     ca: &str,
 ) -> Result<Session> {
+    start_session_env(wc, ns, work, user, options, ca, &[]).await
+}
+
+/// [`start_session`] with extra variables in the session container (the server reads its
+/// `INIT_SSHD_*` settings from there).
+pub async fn start_session_env(
+    wc: &mut WebhookCluster,
+    ns: &str,
+    work: &Path,
+    user: &str,
+    options: &str,
+    ca: &str,
+    env: &[(&str, &str)],
+) -> Result<Session> {
     let client = wc.client().await?;
     // KubeSpawner's label value is a slug of the hub name; the annotation keeps the name.
     let slug = user.replace(['@', '.'], "-");
@@ -256,7 +275,7 @@ pub async fn start_session(
     ))
     .await?;
     let name = format!("jupyter-{slug}");
-    let (original, stored) = create_pod(&client, ns, &name, user).await?;
+    let (original, stored) = create_pod_env(&client, ns, &name, user, env).await?;
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let secrets = cluster::mounted_secrets(&client, ns, &stored).await?;
     let run_dir = dir.join("run");
@@ -317,6 +336,17 @@ pub async fn create_pod(
     name: &str,
     user: &str,
 ) -> Result<(Pod, Pod)> {
+    create_pod_env(client, ns, name, user, &[]).await
+}
+
+/// [`create_pod`] with extra variables in the session container.
+pub async fn create_pod_env(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    user: &str,
+    env: &[(&str, &str)],
+) -> Result<(Pod, Pod)> {
     // KubeSpawner's label value is a slug of the hub name; the annotation keeps the name.
     let slug = user.replace(['@', '.'], "-");
     let mut original = cluster::hub_pod(name, user, "")?;
@@ -325,6 +355,20 @@ pub async fn create_pod(
         .labels
         .get_or_insert_with(Default::default)
         .insert("hub.jupyter.org/username".into(), slug);
+    if let Some(c) = original
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.first_mut())
+    {
+        let vars = c.env.get_or_insert_with(Vec::new);
+        for (k, v) in env {
+            vars.push(k8s_openapi::api::core::v1::EnvVar {
+                name: (*k).to_owned(),
+                value: Some((*v).to_owned()),
+                ..Default::default()
+            });
+        }
+    }
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     pods.create(&PostParams::default(), &original).await?;
     let stored = pods.get(name).await?;

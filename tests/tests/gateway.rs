@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster};
 use session_ssh_tests::cluster;
+use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster};
+use session_ssh_tests::free_port;
 use session_ssh_tests::gateway::{
     Gateway, GatewayKeys, create_pod, gateway_kubeconfig, mark_ready, ssh, ssh_opts, start_session,
     tls_cert, wait_published,
 };
-use session_ssh_tests::free_port;
 
 /// Runs `cmd` and returns its output, failing the test with `what` when it fails.
 fn run(cmd: &mut Command, what: &str) -> std::process::Output {

@@ -17,8 +17,8 @@ use session_ssh_tests::cluster;
 use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster};
 use session_ssh_tests::free_port;
 use session_ssh_tests::gateway::{
-    Gateway, GatewayKeys, create_pod, gateway_kubeconfig, mark_ready, ssh, ssh_opts, start_session,
-    tls_cert, wait_published,
+    Gateway, GatewayKeys, Session, create_pod, gateway_kubeconfig, keygen, mark_ready, ssh,
+    ssh_opts, start_session, tls_cert, wait_published,
 };
 
 /// Runs `cmd` and returns its output, failing the test with `what` when it fails.
@@ -174,6 +174,108 @@ fn more_channels(a: &[String], gw: &Gateway, work: &Path, key: &Path) {
     let _ = gw;
 }
 
+/// Certificates made with `ssh-keygen -s` in the passport format, presented straight to the
+/// sessions: the CA's passport for session A works at A and is refused by B; an expired one
+/// and one from another CA are refused.
+async fn passports_are_bound(
+    a: &Session,
+    b: &Session,
+    keys: &GatewayKeys,
+    work: &Path,
+    wc: &WebhookCluster,
+) {
+    let pods = Api::<Pod>::namespaced(wc.client().await.unwrap(), &wc.session_namespaces[0]);
+    let principal = |name: &str| {
+        let pods = pods.clone();
+        let name = name.to_owned();
+        async move {
+            pods.get(&name).await.unwrap().metadata.labels.unwrap()["session-ssh.io/session-id"]
+                .clone()
+        }
+    };
+    let (pa, pb) = (principal(&a.name).await, principal(&b.name).await);
+    assert_ne!(pa, pb);
+    let fp = text(
+        &Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(a.key.with_extension("pub"))
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let fp = fp.split_whitespace().nth(1).unwrap().to_owned();
+    let other_ca = work.join("other_ca");
+    keygen(&other_ca, "not the gateway").unwrap();
+    let mint = |name: &str, ca: &Path, principal: &str, validity: &str| {
+        let key = work.join(name);
+        keygen(&key, name).unwrap();
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(ca)
+            .args(["-I", name, "-n", principal, "-V", validity])
+            .args(["-O", "clear", "-O", "permit-pty"])
+            .arg("-O")
+            .arg(format!("critical:user-key@session-ssh.io={fp}"))
+            .args(["-O", "critical:client-address@session-ssh.io=127.0.0.1"])
+            .arg(key.with_extension("pub"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "ssh-keygen -s");
+        key
+    };
+    let direct = |s: &Session, key: &Path| {
+        let opts: Vec<String> = s
+            .run
+            .ssh_opts()
+            .into_iter()
+            .map(|o| {
+                if o == s.run.key.display().to_string() {
+                    key.display().to_string()
+                } else {
+                    o
+                }
+            })
+            .collect();
+        Command::new("ssh")
+            .args(&opts)
+            .arg("jovyan@127.0.0.1")
+            .arg("echo in")
+            .output()
+            .unwrap()
+    };
+    let good = mint("for-a", &keys.user_ca, &pa, "-1m:+3m");
+    let out = direct(a, &good);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "in",
+        "a passport for A at A: {}",
+        text(&out.stderr)
+    );
+    let out = direct(b, &good);
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "a passport for A must not open B"
+    );
+    let expired = mint("expired", &keys.user_ca, &pa, "20200101:20200102");
+    assert_eq!(
+        direct(a, &expired).status.code(),
+        Some(255),
+        "an expired passport"
+    );
+    let forged = mint("forged", &other_ca, &pa, "-1m:+3m");
+    assert_eq!(
+        direct(a, &forged).status.code(),
+        Some(255),
+        "a passport from another CA"
+    );
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(
+        log.contains("principals"),
+        "B's log names the principal mismatch:\n{log}"
+    );
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -315,10 +417,10 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
         diag("exit signal", &out)
     );
 
-    // SFTP both ways, sha256 equal.
+    // SFTP of 256 MiB both ways, sha256 equal.
     let data = work.path().join("payload");
     let st = Command::new("head")
-        .args(["-c", "67108864", "/dev/urandom"])
+        .args(["-c", "268435456", "/dev/urandom"])
         .stdout(std::fs::File::create(&data).unwrap())
         .status()
         .unwrap();
@@ -400,6 +502,45 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
     let _ = fwd.wait();
 
     more_channels(&a, &gw, work.path(), &alice.key);
+
+    // The VS Code pattern: no TTY, a script on bash's stdin.
+    let mut vs = Command::new("ssh")
+        .args(&a)
+        .args(["-T", "alice.smith@example.org@127.0.0.1", "bash"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = vs.stdin.take().unwrap();
+        stdin.write_all(b"echo vscode-$((6*7)); exit 0\n").unwrap();
+    }
+    let out = vs.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout).trim(), "vscode-42", "VS Code pattern");
+
+    // A key added to the session while it runs (the file init-sshd re-reads) works through
+    // the gateway at once.
+    let ak = alice.run.dir.join("authorized_keys");
+    let mut lines = std::fs::read_to_string(&ak).unwrap();
+    lines.push_str(&std::fs::read_to_string(bob.key.with_extension("pub")).unwrap());
+    std::fs::write(&ak, lines).unwrap();
+    let mut out = ssh(&b, "alice.smith@example.org", "echo added-key").unwrap();
+    for _ in 0..20 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        out = ssh(&b, "alice.smith@example.org", "echo added-key").unwrap();
+    }
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "added-key",
+        "{}",
+        diag("added key", &out)
+    );
+
+    passports_are_bound(&alice, &bob, &keys, work.path(), &wc).await;
 
     // SSH inside TLS on the same port, with the README's ProxyCommand.
     let mut tls = a.clone();

@@ -807,3 +807,140 @@ async fn key_options_refusals_bad_input_and_two_replicas() {
         );
     }
 }
+
+/// `ssh-keygen -l -E sha256` of a public key file: `SHA256:...`.
+fn fingerprint(pubfile: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(pubfile)
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn asyncssh_plink_and_psftp_through_the_gateway() {
+    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let ns = wc.session_namespaces[0].clone();
+    let probe = cluster::hub_pod("jupyter-probe", "probe", "").unwrap();
+    wc.wait_active(&ns, &probe).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let keys = GatewayKeys::generate(work.path()).unwrap();
+    let alice = start_session(&mut wc, &ns, work.path(), "alice", "", &keys.user_ca_public)
+        .await
+        .unwrap();
+    // PuTTY with an RSA key: add it to the session's keys, as a user would.
+    let rsa = work.path().join("id_rsa");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "3072", "-N", "", "-f"])
+        .arg(&rsa)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ak = alice.run.dir.join("authorized_keys");
+    let mut lines = std::fs::read_to_string(&ak).unwrap();
+    lines.push_str(&std::fs::read_to_string(rsa.with_extension("pub")).unwrap());
+    std::fs::write(&ak, lines).unwrap();
+    let ppk = work.path().join("id_rsa.ppk");
+    let st = Command::new("puttygen")
+        .arg(&rsa)
+        .args(["-O", "private", "-o"])
+        .arg(&ppk)
+        .status()
+        .unwrap();
+    assert!(st.success(), "puttygen (apt-get install putty-tools)");
+
+    let kubeconfig = gateway_kubeconfig(&wc, work.path()).await.unwrap();
+    let gw = Gateway::start(&keys, &kubeconfig, "jupyterhub", &[&ns], work.path(), &[]).unwrap();
+    let known = work.path().join("known_hosts");
+    Gateway::known_hosts(&keys, gw.port, &known).unwrap();
+    let a = ssh_opts(&alice.key, &known, gw.port);
+    for _ in 0..50 {
+        if ssh(&a, "alice", "true").unwrap().status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // asyncssh (PyPI): commands, PTY, SFTP and forwarding, as the direct interop test.
+    let http = session_ssh_tests::sshd::net::http_server("asyncssh via gateway\n");
+    let out = Command::new(session_ssh_tests::sshd::python())
+        .arg(session_ssh_tests::repo_root().join("tests/python/interop.py"))
+        .args(["--port", &gw.port.to_string(), "--user", "alice"])
+        .arg("--key")
+        .arg(&alice.key)
+        .arg("--known-hosts")
+        .arg(&known)
+        .args(["--forward-port", &http.port.to_string()])
+        .args(["--forward-expect", "asyncssh via gateway\n"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "asyncssh: {}\n{}\ngateway:\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        gw.log_text()
+    );
+
+    // plink and psftp, the gateway's host key pinned by fingerprint.
+    let hostkey = fingerprint(&keys.host_key.with_extension("pub"));
+    let putty = |prog: &str| {
+        let mut c = Command::new(prog);
+        c.args([
+            "-batch",
+            "-P",
+            &gw.port.to_string(),
+            "-hostkey",
+            &hostkey,
+            "-i",
+        ])
+        .arg(&ppk);
+        c
+    };
+    let out = putty("plink")
+        .args(["-ssh", "alice@127.0.0.1", "echo plink-$((40+2))"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "plink-42",
+        "plink: {}\n{}",
+        text(&out.stderr),
+        gw.log_text()
+    );
+    let file = work.path().join("psftp-up");
+    std::fs::write(&file, b"psftp through the gateway\n".repeat(1000)).unwrap();
+    let back = work.path().join("psftp-back");
+    let script = work.path().join("psftp.batch");
+    std::fs::write(
+        &script,
+        format!(
+            "put {} /tmp/psftp-file\nget /tmp/psftp-file {}\n",
+            file.display(),
+            back.display()
+        ),
+    )
+    .unwrap();
+    let out = putty("psftp")
+        .arg("-b")
+        .arg(&script)
+        .arg("alice@127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psftp: {}", text(&out.stderr));
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&file).unwrap());
+    // The session saw the RSA key's own fingerprint (the key decided, not the gateway).
+    let log = std::fs::read_to_string(&alice.log).unwrap();
+    let rsa_fp = fingerprint(&rsa.with_extension("pub"));
+    assert!(
+        log.contains(&rsa_fp),
+        "alice's server log lacks {rsa_fp}:\n{log}"
+    );
+}

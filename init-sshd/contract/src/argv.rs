@@ -42,6 +42,10 @@ pub mod flag {
     pub const INFO_USER: &str = "info-user";
     /// The information file's name in the home, or `off` (start).
     pub const INFO_FILE: &str = "info-file";
+    /// The SSH gateway's user CA public key (start, serve).
+    pub const GATEWAY_CA: &str = "gateway-ca";
+    /// The principal gateway certificates must name: the session id (start, serve).
+    pub const GATEWAY_PRINCIPAL: &str = "gateway-principal";
 }
 
 /// `--NAME` of a flag name.
@@ -96,6 +100,8 @@ pub struct Start {
     pub listen: Option<String>,
     /// What users connect to, for the information file (`init-sshd info`).
     pub info: Info,
+    /// The gateway's user CA line and this session's principal, when a gateway is set up.
+    pub gateway: Option<(String, String)>,
     /// The container's own exec hook, run after the server is up.
     pub original_hook: Vec<String>,
 }
@@ -117,6 +123,10 @@ impl Start {
         push(&mut v, flag::DIR, &self.dir);
         if let Some(l) = &self.listen {
             push(&mut v, flag::LISTEN, l);
+        }
+        if let Some((ca, principal)) = &self.gateway {
+            push(&mut v, flag::GATEWAY_CA, ca);
+            push(&mut v, flag::GATEWAY_PRINCIPAL, principal);
         }
         let info = &self.info;
         let port = info.port.map(|p| p.to_string());
@@ -187,6 +197,7 @@ mod tests {
             dir: "/opt/session-ssh".into(),
             listen: listen_all(2022),
             info: Info::default(),
+            gateway: Some(("ssh-ed25519 AAAA gw".into(), "0123abcd".into())),
             original_hook: vec!["sh".into(), "-c".into(), "echo hi".into()],
         };
         assert_eq!(
@@ -198,6 +209,10 @@ mod tests {
                 "/opt/session-ssh",
                 "--listen",
                 "0.0.0.0:2022",
+                "--gateway-ca",
+                "ssh-ed25519 AAAA gw",
+                "--gateway-principal",
+                "0123abcd",
                 "--",
                 "sh",
                 "-c",

@@ -16,6 +16,7 @@ use std::time::Duration;
 use russh::Disconnect;
 use session_ssh_contract::argv::flag;
 use session_ssh_contract::names::file;
+use session_ssh_contract::tcp::QuickAck;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -92,6 +93,9 @@ pub struct ServeOpts {
     /// Shells kept after a dropped connection: --detached-keep-secs, -max, -buffer-bytes.
     #[command(flatten)]
     pub detach: crate::serve::channel::detach::DetachOpts,
+    /// Logins through the SSH gateway: --gateway-ca, --gateway-principal.
+    #[command(flatten)]
+    pub gateway: crate::serve::handler::passport::GatewayOpts,
 }
 
 impl ServeOpts {
@@ -141,12 +145,11 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
     }
     loop {
         let (sock, peer, permit) = accept(&listener, &slots, false).await;
-        // run_stream does not set TCP_NODELAY itself (only run_on_socket does).
-        let _ = sock.set_nodelay(true);
         let info = sock.local_addr().ok().map(|local| ConnInfo { peer, local });
         let conn = server.accepted(peer, info, permit);
         tracing::info!(conn = conn.id, %peer, "connection");
-        tokio::spawn(server.clone().run_connection(sock, conn));
+        // No Nagle, no delayed ACK (run_stream sets neither): see contract::tcp.
+        tokio::spawn(server.clone().run_connection(QuickAck::new(sock), conn));
     }
 }
 
@@ -226,6 +229,7 @@ impl Server {
                 shells: Arc::new(crate::serve::channel::detach::Registry::new(
                     opts.detach.settings(),
                 )),
+                gateway: opts.gateway.trust(),
             }),
             gate: LoginGate {
                 grace: Duration::from_secs(opts.login_grace_secs.max(1)),

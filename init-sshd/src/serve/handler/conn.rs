@@ -31,6 +31,8 @@ pub struct Shared {
     pub runtime_dir: PathBuf,
     /// Terminal shells kept after their client vanished (`attach`).
     pub shells: Arc<Registry>,
+    /// The SSH gateway this session accepts logins from, if any.
+    pub gateway: Option<super::passport::Trust>,
 }
 
 /// A session channel between open and its exec/shell/subsystem request.

@@ -794,6 +794,25 @@ async fn key_options_refusals_bad_input_and_two_replicas() {
     let (_, closed) = raw_exchange(g1.port, b"SSH-2.0-stalls\r\n", Duration::from_secs(15));
     assert!(closed, "a stalled handshake outlived the grace time");
 
+    // Metrics: logins by outcome, the admin's ambiguity counter, the index; ready.
+    let (status, _) = g1.http_get("/readyz").unwrap();
+    assert!(status.contains("200"), "{status}");
+    let metric = |body: &str, name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    let (m1, m2) = (
+        g1.http_get("/metrics").unwrap().1,
+        g2.http_get("/metrics").unwrap().1,
+    );
+    let sum = |name: &str| metric(&m1, name) + metric(&m2, name);
+    assert!(sum("session_ssh_gateway_logins_total{outcome=\"accepted\"}") >= 3);
+    assert!(sum("session_ssh_gateway_logins_total{outcome=\"refused\"}") >= 5);
+    assert!(sum("session_ssh_gateway_ambiguous_names_total") >= 1);
+    assert!(sum("session_ssh_gateway_upstream_connect_seconds_count") >= 3);
+    assert!(metric(&m1, "session_ssh_gateway_index_pods") >= 4, "{m1}");
+
     // Kill one replica: new logins through the same address keep working.
     g2.kill();
     for i in 0..6 {

@@ -48,6 +48,9 @@ impl Listener {
                 continue;
             };
             let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
+            crate::metrics::get()
+                .connections_total
+                .fetch_add(1, Ordering::Relaxed);
             tokio::spawn(self.clone().unwrap(sock, peer, id, slot));
         }
     }
@@ -97,6 +100,11 @@ impl Listener {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (sock, cut) = Cuttable::new(sock);
+        let m = crate::metrics::get();
+        m.connections_open.fetch_add(1, Ordering::Relaxed);
+        let _open = OnDrop(|| {
+            m.connections_open.fetch_sub(1, Ordering::Relaxed);
+        });
         let (tx, mut logged_in) = watch::channel(false);
         let handler = Conn::new(self.shared.clone(), id, peer, tx);
         let deadline = tokio::time::Instant::now() + self.grace;
@@ -146,5 +154,14 @@ impl Listener {
             Ok(()) => tracing::info!(event = "closed", conn = id, client = %peer),
             Err(e) => tracing::info!(event = "closed", conn = id, client = %peer, error = %e),
         }
+    }
+}
+
+/// Runs a closure when dropped (the open-connections gauge on every way out).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }

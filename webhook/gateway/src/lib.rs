@@ -111,7 +111,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     let index = Index::new(cli.preset);
     tokio::spawn(index.clone().run(client, cli.namespaces.clone()));
     if let Some(addr) = cli.metrics_listen.0 {
-        tokio::spawn(crate::metrics::serve(addr, index.clone()));
+        let index = index.clone();
+        tokio::spawn(crate::metrics::serve(addr, move || index.len()));
     }
     let shared = Arc::new(Shared {
         index,

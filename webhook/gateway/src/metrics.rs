@@ -10,8 +10,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::index::Index;
-
 /// Upper bounds (seconds) of the upstream connect histogram.
 const BUCKETS: [f64; 8] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
@@ -53,7 +51,7 @@ impl Metrics {
     }
 
     /// The Prometheus text format.
-    pub fn render(&self, index: &Index) -> String {
+    pub fn render(&self, index_pods: usize) -> String {
         let mut o = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -113,7 +111,7 @@ impl Metrics {
             "session_ssh_gateway_index_pods",
             "gauge",
             "Session pods in the index.",
-            &[(String::new(), index.len() as u64)],
+            &[(String::new(), index_pods as u64)],
         );
         let name = "session_ssh_gateway_upstream_connect_seconds";
         let _ = writeln!(
@@ -136,7 +134,10 @@ impl Metrics {
 }
 
 /// Serve /metrics, /healthz and /readyz on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, index: Index) {
+pub async fn serve<F>(addr: SocketAddr, index_pods: F)
+where
+    F: Fn() -> usize + Clone + Send + Sync + 'static,
+{
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -150,7 +151,7 @@ pub async fn serve(addr: SocketAddr, index: Index) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let index = index.clone();
+        let index_pods = index_pods.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
@@ -160,7 +161,7 @@ pub async fn serve(addr: SocketAddr, index: Index) {
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
-                "/metrics" => ("200 OK", get().render(&index)),
+                "/metrics" => ("200 OK", get().render(index_pods())),
                 "/healthz" => ("200 OK", "ok\n".to_owned()),
                 "/readyz" if get().synced.load(Relaxed) => ("200 OK", "ok\n".to_owned()),
                 "/readyz" => (

@@ -821,6 +821,45 @@ async fn key_options_refusals_bad_input_and_two_replicas() {
     assert!(sum("session_ssh_gateway_upstream_connect_seconds_count") >= 3);
     assert!(metric(&m1, "session_ssh_gateway_index_pods") >= 4, "{m1}");
 
+    // The per-source failure limit: a third gateway allowing 3 failed logins a minute closes
+    // the 4th connection from this address before SSH starts.
+    let g3 = Gateway::start(
+        &keys,
+        &kubeconfig,
+        "jupyterhub",
+        &[&ns],
+        work.path(),
+        &[("GATEWAY_MAX_FAILURES_PER_MINUTE", "3")],
+    )
+    .unwrap();
+    let d3 = ssh_opts(&dave.key, &known, g3.port);
+    let known3 = work.path().join("known_hosts_g3");
+    Gateway::known_hosts(&keys, g3.port, &known3).unwrap();
+    let d3: Vec<String> = d3
+        .into_iter()
+        .map(|o| o.replace(known.to_str().unwrap(), known3.to_str().unwrap()))
+        .collect();
+    for _ in 0..3 {
+        let out = ssh(&d3, "nobody", "true").unwrap();
+        assert!(
+            text(&out.stderr).contains("Permission denied"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = ssh(&d3, "dave", "echo should-not-run").unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        !text(&out.stderr).contains("Permission denied") && text(&out.stdout).is_empty(),
+        "the limited source got as far as authentication: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        g3.log_text().contains("too many failed logins"),
+        "{}",
+        g3.log_text()
+    );
+
     // Kill one replica: new logins through the same address keep working.
     g2.kill();
     for i in 0..6 {

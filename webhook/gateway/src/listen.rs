@@ -142,12 +142,18 @@ impl Listener {
                         .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
                         .await;
                     // A peer stalled inside the key exchange never sees that message,
-                    // and russh's task keeps the socket: cut it.
-                    if tokio::time::timeout(Duration::from_secs(2), &mut session).await.is_err() {
-                        cut.cut();
+                    // and russh's task keeps the socket: cut it. (The session future is
+                    // awaited to completion exactly once.)
+                    match tokio::time::timeout(Duration::from_secs(2), &mut session).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            cut.cut();
+                            session.await
+                        }
                     }
+                } else {
+                    session.await
                 }
-                session.await
             }
         };
         match result {

@@ -82,6 +82,8 @@ impl GatewayKeys {
 #[derive(Debug)]
 pub struct Gateway {
     pub port: u16,
+    /// Its /metrics, /healthz and /readyz.
+    pub metrics_port: u16,
     pub log: PathBuf,
     proc: Proc,
 }
@@ -98,6 +100,7 @@ impl Gateway {
     ) -> Result<Gateway> {
         let bin = gateway_bin()?;
         let port = free_port(0);
+        let metrics_port = free_port(0);
         let log = work.join(format!("gateway-{port}.log"));
         let f = std::fs::File::create(&log)?;
         let mut cmd = Command::new(&bin);
@@ -115,13 +118,22 @@ impl Gateway {
             cmd.arg("--namespace").arg(ns);
         }
         cmd.env("KUBECONFIG", kubeconfig)
+            .env(
+                "GATEWAY_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            )
             .env("RUST_LOG", "info")
             .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f);
         let proc = reaper::spawn(&mut cmd).with_context(|| format!("spawn {}", bin.display()))?;
-        let gw = Gateway { port, log, proc };
+        let gw = Gateway {
+            port,
+            metrics_port,
+            log,
+            proc,
+        };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if started.elapsed() > Duration::from_secs(30) {
@@ -130,6 +142,21 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(gw)
+    }
+
+    /// `GET path` on the metrics port: (status line, body).
+    pub fn http_get(&self, path: &str) -> Result<(String, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        Ok((
+            head.lines().next().unwrap_or_default().to_owned(),
+            body.to_owned(),
+        ))
     }
 
     /// The gateway process id (for its RSS).

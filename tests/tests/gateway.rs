@@ -35,7 +35,7 @@ fn run(cmd: &mut Command, what: &str) -> std::process::Output {
 }
 
 /// -R, -A with ssh-add -l inside, scp (SFTP and legacy), rsync, through the gateway.
-fn more_channels(a: &[String], gw: &Gateway, work: &Path, key: &Path) {
+fn more_channels(a: &[String], work: &Path, key: &Path) {
     let user = "alice.smith@example.org";
     let dest = format!("{user}@127.0.0.1");
     // -R: a port opened in the session comes back to a listener on the laptop.
@@ -171,7 +171,6 @@ fn more_channels(a: &[String], gw: &Gateway, work: &Path, key: &Path) {
         "rsync down",
     );
     assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&file).unwrap());
-    let _ = gw;
 }
 
 /// Certificates made with `ssh-keygen -s` in the passport format, presented straight to the
@@ -310,29 +309,38 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
         .unwrap();
 
     let (cert, key) = tls_cert(work.path()).unwrap();
-    let gw = Gateway::start(
-        &keys,
-        &gateway_kubeconfig(&wc, work.path()).await.unwrap(),
-        "jupyterhub",
-        &[&ns],
-        work.path(),
-        &[
-            ("GATEWAY_TLS_CERT", cert.to_str().unwrap()),
-            ("GATEWAY_TLS_KEY", key.to_str().unwrap()),
-        ],
-    )
-    .unwrap();
+    // Two replicas with the same keys behind one address, as a Service would put them.
+    let kubeconfig = gateway_kubeconfig(&wc, work.path()).await.unwrap();
+    let tls_env = [
+        ("GATEWAY_TLS_CERT", cert.to_str().unwrap()),
+        ("GATEWAY_TLS_KEY", key.to_str().unwrap()),
+    ];
+    let start = || {
+        Gateway::start(
+            &keys,
+            &kubeconfig,
+            "jupyterhub",
+            &[&ns],
+            work.path(),
+            &tls_env,
+        )
+        .unwrap()
+    };
+    let (g1, g2) = (start(), start());
+    let lb = session_ssh_tests::sni::SniRouter::balancer(&[g1.port, g2.port]);
+    let port = lb.port;
+    let gw_log = || format!("{}\n{}", g1.log_text(), g2.log_text());
     let known = work.path().join("known_hosts");
-    Gateway::known_hosts(&keys, gw.port, &known).unwrap();
-    let a = ssh_opts(&alice.key, &known, gw.port);
-    let b = ssh_opts(&bob.key, &known, gw.port);
+    Gateway::known_hosts(&keys, port, &known).unwrap();
+    let a = ssh_opts(&alice.key, &known, port);
+    let b = ssh_opts(&bob.key, &known, port);
     let diag = |what: &str, out: &std::process::Output| {
         format!(
             "{what}: status {:?}\nstdout: {}\nstderr: {}\ngateway log:\n{}\nalice's server:\n{}",
             out.status.code(),
             text(&out.stdout),
             text(&out.stderr),
-            gw.log_text(),
+            gw_log(),
             std::fs::read_to_string(&alice.log).unwrap_or_default()
         )
     };
@@ -434,12 +442,12 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
     let mut sftp_opts: Vec<String> = a.iter().filter(|o| *o != "-p").cloned().collect();
     let pos = sftp_opts
         .iter()
-        .position(|o| *o == gw.port.to_string())
+        .position(|o| *o == port.to_string())
         .unwrap();
     sftp_opts.remove(pos);
     let out = Command::new("sftp")
         .args(&sftp_opts)
-        .args(["-P", &gw.port.to_string(), "-b", "-"])
+        .args(["-P", &port.to_string(), "-b", "-"])
         .arg("alice.smith@example.org@127.0.0.1")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -501,7 +509,7 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
     let _ = fwd.kill();
     let _ = fwd.wait();
 
-    more_channels(&a, &gw, work.path(), &alice.key);
+    more_channels(&a, work.path(), &alice.key);
 
     // The VS Code pattern: no TTY, a script on bash's stdin.
     let mut vs = Command::new("ssh")
@@ -548,7 +556,7 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
         "-o".to_owned(),
         format!(
             "ProxyCommand=openssl s_client -quiet -no_ign_eof -nocommands -verify_quiet -connect 127.0.0.1:{} -servername ssh.example.org",
-            gw.port
+            port
         ),
     ]);
     let out = ssh(&tls, "alice.smith@example.org", "echo over-tls").unwrap();
@@ -560,7 +568,7 @@ async fn hub_users_reach_their_own_sessions_through_the_gateway() {
     );
 
     // One JSON line per login, with the session it reached.
-    let glog = gw.log_text();
+    let glog = gw_log();
     assert!(
         glog.lines().any(|l| l.contains("\"outcome\":\"accepted\"")
             && l.contains("alice.smith@example.org")
@@ -793,6 +801,64 @@ async fn key_options_refusals_bad_input_and_two_replicas() {
     );
     let (_, closed) = raw_exchange(g1.port, b"SSH-2.0-stalls\r\n", Duration::from_secs(15));
     assert!(closed, "a stalled handshake outlived the grace time");
+
+    // Metrics: logins by outcome, the admin's ambiguity counter, the index; ready.
+    let (status, _) = g1.http_get("/readyz").unwrap();
+    assert!(status.contains("200"), "{status}");
+    let metric = |body: &str, name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    let (m1, m2) = (
+        g1.http_get("/metrics").unwrap().1,
+        g2.http_get("/metrics").unwrap().1,
+    );
+    let sum = |name: &str| metric(&m1, name) + metric(&m2, name);
+    assert!(sum("session_ssh_gateway_logins_total{outcome=\"accepted\"}") >= 3);
+    assert!(sum("session_ssh_gateway_logins_total{outcome=\"refused\"}") >= 5);
+    assert!(sum("session_ssh_gateway_ambiguous_names_total") >= 1);
+    assert!(sum("session_ssh_gateway_upstream_connect_seconds_count") >= 3);
+    assert!(metric(&m1, "session_ssh_gateway_index_pods") >= 4, "{m1}");
+
+    // The per-source failure limit: a third gateway allowing 3 failed logins a minute closes
+    // the 4th connection from this address before SSH starts.
+    let g3 = Gateway::start(
+        &keys,
+        &kubeconfig,
+        "jupyterhub",
+        &[&ns],
+        work.path(),
+        &[("GATEWAY_MAX_FAILURES_PER_MINUTE", "3")],
+    )
+    .unwrap();
+    let d3 = ssh_opts(&dave.key, &known, g3.port);
+    let known3 = work.path().join("known_hosts_g3");
+    Gateway::known_hosts(&keys, g3.port, &known3).unwrap();
+    let d3: Vec<String> = d3
+        .into_iter()
+        .map(|o| o.replace(known.to_str().unwrap(), known3.to_str().unwrap()))
+        .collect();
+    for _ in 0..3 {
+        let out = ssh(&d3, "nobody", "true").unwrap();
+        assert!(
+            text(&out.stderr).contains("Permission denied"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = ssh(&d3, "dave", "echo should-not-run").unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        !text(&out.stderr).contains("Permission denied") && text(&out.stdout).is_empty(),
+        "the limited source got as far as authentication: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        g3.log_text().contains("too many failed logins"),
+        "{}",
+        g3.log_text()
+    );
 
     // Kill one replica: new logins through the same address keep working.
     g2.kill();

@@ -80,6 +80,29 @@ fn silent_peers_are_dropped_after_the_grace_time_and_never_lock_the_user_out() {
 }
 
 #[test]
+fn a_peer_stalled_inside_the_key_exchange_is_cut_at_the_grace_time() {
+    use std::io::Write;
+    let s = Builder::new()
+        .image_env("INIT_SSHD_LOGIN_GRACE_SECS", "3")
+        .start();
+    // A version line, then nothing: russh's connection task would keep this socket open
+    // past the grace time unless the server cuts it.
+    let mut st = silent(&s);
+    st.write_all(b"SSH-2.0-stalls\r\n").expect("write");
+    let held = until_closed(st);
+    assert!(
+        held < Duration::from_secs(10),
+        "a peer stalled in the key exchange was held {held:?} (grace 3 s)\n{}",
+        s.logs()
+    );
+    assert!(
+        s.logs().contains("login grace time exceeded"),
+        "{}",
+        s.logs()
+    );
+}
+
+#[test]
 fn an_authenticated_session_outlives_the_grace_time_and_frees_its_startup_slot() {
     let s = Builder::new()
         .image_env("INIT_SSHD_LOGIN_GRACE_SECS", "5")

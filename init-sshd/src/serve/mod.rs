@@ -16,7 +16,7 @@ use std::time::Duration;
 use russh::Disconnect;
 use session_ssh_contract::argv::flag;
 use session_ssh_contract::names::file;
-use session_ssh_contract::tcp::QuickAck;
+use session_ssh_contract::tcp::{Cuttable, QuickAck};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -265,6 +265,9 @@ impl Server {
             return;
         };
         let grace = self.gate.grace;
+        // russh keeps the socket in a task of its own: a peer stalled inside the key
+        // exchange would outlive the grace time unless the stream can be cut.
+        let (sock, cut) = Cuttable::new(sock);
         let (authed_tx, mut authed) = watch::channel(false);
         let handler = Conn::new(self.shared.clone(), id, conn.info, authed_tx);
         // The grace time covers the version exchange too: russh waits for the client's
@@ -299,8 +302,19 @@ impl Server {
                     let _ = handle
                         .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
                         .await;
+                    // A peer stalled inside the key exchange never sees that message,
+                    // and russh's task keeps the socket: cut it. (The session future is
+                    // awaited to completion exactly once.)
+                    match tokio::time::timeout(Duration::from_secs(2), &mut session).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            cut.cut();
+                            session.await
+                        }
+                    }
+                } else {
+                    session.await
                 }
-                session.await
             }
         };
         match result {

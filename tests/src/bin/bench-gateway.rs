@@ -224,6 +224,28 @@ async fn main() {
         lg - ld
     );
 
+    // Refusals: an unknown name and a key the session refuses must look alike (time too).
+    let other = work.path().join("other_key");
+    gateway::keygen(&other, "not alice's").unwrap();
+    let refused = |user: &str, key: &Path| {
+        let mut opts = gateway::ssh_opts(key, &known, gw.port);
+        opts.push(format!("{user}@127.0.0.1"));
+        median(
+            (0..nlat.min(15))
+                .map(|_| {
+                    let t = Instant::now();
+                    let _ = Command::new("ssh").args(&opts).arg("true").output();
+                    t.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect(),
+        )
+    };
+    let (unknown, badkey) = (refused("nobody", &session.key), refused("alice", &other));
+    println!(
+        "{:<44} {:>9.1} ms {:>9.1} ms  (unknown name / refused key, medians)",
+        "refusal time through the gateway", unknown, badkey
+    );
+
     let bytes = mib * 1024 * 1024;
     let up = |o: &[String]| {
         mib as f64

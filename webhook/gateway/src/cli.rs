@@ -61,9 +61,28 @@ pub struct Cli {
     /// Keepalive interval towards clients and sessions, in seconds.
     #[arg(long, env = "GATEWAY_KEEPALIVE_SECS", default_value_t = 30)]
     pub keepalive_secs: u64,
+    /// Prometheus /metrics and /healthz, /readyz; `off` disables.
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: Listen,
     /// Log format: one JSON object per line for log collectors, or plain text.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+}
+
+/// An address to listen on, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Listen, String> {
+        if v == "off" {
+            return Ok(Listen(None));
+        }
+        v.parse()
+            .map(|a| Listen(Some(a)))
+            .map_err(|e| format!("{v:?}: {e}"))
+    }
 }
 
 /// `--log-format`.
@@ -71,4 +90,44 @@ pub struct Cli {
 pub enum LogFormat {
     Json,
     Plain,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let base = [
+            "session-ssh-gateway",
+            "--host-key",
+            "/k",
+            "--user-ca",
+            "/ca",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra))
+    }
+
+    #[test]
+    fn defaults_and_flags_parse() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            c.metrics_listen,
+            Listen(Some("0.0.0.0:9090".parse().unwrap()))
+        );
+        assert_eq!(c.preset, Preset::Generic);
+        let c = parse(&[
+            "--metrics-listen",
+            "off",
+            "--preset",
+            "jupyterhub",
+            "--namespace",
+            "a,b",
+        ])
+        .unwrap();
+        assert_eq!(c.metrics_listen, Listen(None));
+        assert_eq!(c.namespaces, ["a", "b"]);
+        assert!(parse(&["--metrics-listen", "nope"]).is_err());
+        // A certificate needs its key.
+        assert!(parse(&["--tls-cert", "/c"]).is_err());
+    }
 }

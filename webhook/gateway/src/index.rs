@@ -136,7 +136,12 @@ impl Index {
             [t] if t.host_key.is_none() => Route::NotReady((*t).clone(), "no published host key"),
             [t] => Route::Session((*t).clone()),
             [] => Route::Unknown,
-            many => Route::Ambiguous(many.iter().map(|t| t.display()).collect()),
+            many => {
+                crate::metrics::get()
+                    .ambiguous_names
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Route::Ambiguous(many.iter().map(|t| t.display()).collect())
+            }
         }
     }
 
@@ -179,6 +184,9 @@ impl Index {
                 for pod in &fresh {
                     inner.upsert(watch, pod, self.preset);
                 }
+                crate::metrics::get()
+                    .synced
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }

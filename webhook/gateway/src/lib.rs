@@ -5,6 +5,7 @@
 //! - `upstream`: the leg to a session (host key pinned, passport login, channels it opens);
 //! - `server`: the user's leg (a russh `Handler` that asks the session for every decision);
 //! - `pump`: one channel relayed both ways with end-to-end flow control;
+//! - `metrics`: Prometheus counters and the health endpoints;
 //! - `listen`, `limits`, `tls`: accepting clients within caps, plain SSH or SSH inside TLS
 //!   on one port; `cli`: the flags.
 
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod index;
 pub mod limits;
 pub mod listen;
+pub mod metrics;
 pub mod pump;
 pub mod route;
 pub mod server;
@@ -108,6 +110,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     let client = kube::Client::try_default().await?;
     let index = Index::new(cli.preset);
     tokio::spawn(index.clone().run(client, cli.namespaces.clone()));
+    if let Some(addr) = cli.metrics_listen.0 {
+        let index = index.clone();
+        tokio::spawn(crate::metrics::serve(addr, move || index.len()));
+    }
     let shared = Arc::new(Shared {
         index,
         minter: Minter {

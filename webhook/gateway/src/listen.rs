@@ -48,6 +48,9 @@ impl Listener {
                 continue;
             };
             let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
+            crate::metrics::get()
+                .connections_total
+                .fetch_add(1, Ordering::Relaxed);
             tokio::spawn(self.clone().unwrap(sock, peer, id, slot));
         }
     }
@@ -97,6 +100,11 @@ impl Listener {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (sock, cut) = Cuttable::new(sock);
+        let m = crate::metrics::get();
+        m.connections_open.fetch_add(1, Ordering::Relaxed);
+        let _open = OnDrop(|| {
+            m.connections_open.fetch_sub(1, Ordering::Relaxed);
+        });
         let (tx, mut logged_in) = watch::channel(false);
         let handler = Conn::new(self.shared.clone(), id, peer, tx);
         let deadline = tokio::time::Instant::now() + self.grace;
@@ -134,17 +142,32 @@ impl Listener {
                         .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
                         .await;
                     // A peer stalled inside the key exchange never sees that message,
-                    // and russh's task keeps the socket: cut it.
-                    if tokio::time::timeout(Duration::from_secs(2), &mut session).await.is_err() {
-                        cut.cut();
+                    // and russh's task keeps the socket: cut it. (The session future is
+                    // awaited to completion exactly once.)
+                    match tokio::time::timeout(Duration::from_secs(2), &mut session).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            cut.cut();
+                            session.await
+                        }
                     }
+                } else {
+                    session.await
                 }
-                session.await
             }
         };
         match result {
             Ok(()) => tracing::info!(event = "closed", conn = id, client = %peer),
             Err(e) => tracing::info!(event = "closed", conn = id, client = %peer, error = %e),
         }
+    }
+}
+
+/// Runs a closure when dropped (the open-connections gauge on every way out).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }

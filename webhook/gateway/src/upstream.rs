@@ -187,9 +187,11 @@ impl Minter {
                 client::connect_stream(self.config.clone(), QuickAck::new(sock), handler).await?;
             Ok::<_, Error>(handle)
         };
+        let started = std::time::Instant::now();
         let handle = tokio::time::timeout(self.timeout, work)
             .await
             .map_err(|_| Error::Timeout)??;
+        crate::metrics::get().upstream_connect(started.elapsed());
         Ok(Pending {
             handle,
             key: Arc::new(ephemeral_key()?),

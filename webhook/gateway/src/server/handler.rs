@@ -46,6 +46,9 @@ impl Handler for Conn {
         }
         match &self.up {
             Some((_, accepted, target)) if *accepted == fp => {
+                crate::metrics::get()
+                    .logins_accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     event = "login",
                     outcome = "accepted",

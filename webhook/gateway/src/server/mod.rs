@@ -81,6 +81,9 @@ impl Conn {
     /// The one refusal every failure gets (russh pads it to the rejection time).
     fn refuse(&self, user: &str, fp: &str, why: &str) -> Auth {
         self.shared.failures.record(self.peer.ip());
+        crate::metrics::get()
+            .logins_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             event = "login",
             outcome = "refused",
@@ -203,6 +206,11 @@ impl Conn {
         );
         tokio::spawn(async move {
             let moved = pump::relay(user, sess, exit).await;
+            let m = crate::metrics::get();
+            m.bytes_to_session
+                .fetch_add(moved.to_session, std::sync::atomic::Ordering::Relaxed);
+            m.bytes_to_user
+                .fetch_add(moved.to_user, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 event = "channel",
                 conn,

@@ -21,7 +21,11 @@
 #     it becomes Ready, the controller made its Service and published known-hosts;
 #  6. ssh through `kubectl port-forward` to port 2222 with the Secret's key and the
 #     published host key (StrictHostKeyChecking yes): id -u = 1000, SESSION_IMAGE_VAR
-#     = from-image, PATH is the image's.
+#     = from-image, PATH is the image's; through the Service ClusterIP: PTY shell, the VS
+#     Code pattern, scp/sftp of 256 MiB; through the SNI router on 443 (the overlay's
+#     TLSRoute per session, served by Debian nginx ssl_preread on the node IP) with the
+#     published ssh-config block and a known_hosts file of only the published line
+#     (and refused with another key in it); rsync of 256 MiB both ways over that route.
 # With --hub, step 4 is a real JupyterHub on this machine instead (PyPI jupyterhub +
 # jupyterhub-kubespawner, npm configurable-http-proxy, in .work/hub/): DummyAuthenticator,
 # KubeSpawner configured as zero-to-jupyterhub does (namespace jhub, uid 1000, fsGid 100,
@@ -52,13 +56,18 @@ HUB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KUBECONFIG_FILE=$ROOT/.work/cluster/admin.kubeconfig
 TMP=$(mktemp -d /tmp/node-e2e.XXXXXX)
 PF_PID=""
+ROUTER_PID=""
+ROUTER_DIR=$TMP/router
 T0=$SECONDS
 
-log() { printf '==> %s\n' "$*" >&2; }
+# fd 3 and 4: the script's own stdout and stderr, also from inside a redirected command
+# (a fail in a wait_for predicate, whose output goes to /dev/null, must still be seen).
+exec 3>&1 4>&2
+log() { printf '==> %s\n' "$*" >&4; }
 ok() { printf 'ok   [%3ds] %s\n' $((SECONDS - T0)) "$*"; }
 fail() {
-    printf 'FAIL [%3ds] %s\n' $((SECONDS - T0)) "$*"
-    diagnostics
+    printf 'FAIL [%3ds] %s\n' $((SECONDS - T0)) "$*" >&3
+    diagnostics 2>&4
     exit 1
 }
 kubectl() { "$ROOT/tests/controlplane/bin/controlplane" kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
@@ -84,17 +93,21 @@ cleanup() {
     local rc=$?
     # shellcheck disable=SC2086 # a list of pids
     [ -z "$PF_PID" ] || kill $PF_PID 2>/dev/null || true
+    if [ -n "$ROUTER_PID" ]; then
+        kill "$ROUTER_PID" 2>/dev/null || true
+        wait "$ROUTER_PID" 2>/dev/null || true
+    fi
     if [ -n "$HUB_PID" ]; then
         kill "$HUB_PID" 2>/dev/null || true
         wait "$HUB_PID" 2>/dev/null || true
-        [ $rc = 0 ] || tail -n 30 "$HUB_DIR/run/hub.log" >&2 || true
+        [ $rc = 0 ] || tail -n 30 "$HUB_DIR/run/hub.log" >&4 || true
     fi
     rm -rf "$TMP"
     if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
         log "KEEP_CLUSTER=1: cluster left up (scripts/cluster.sh down)"
     else
         local t=$SECONDS
-        scripts/cluster.sh down >&2 || rc=1
+        scripts/cluster.sh down >&4 2>&4 || rc=1
         log "cluster.sh down: $((SECONDS - t)) s"
     fi
     log "node-e2e: $([ $rc = 0 ] && echo PASS || echo FAIL) in $((SECONDS - T0)) s"
@@ -112,13 +125,61 @@ wait_for() {
     done
 }
 
-command -v ssh >/dev/null && command -v ssh-keygen >/dev/null ||
-    DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-client >/dev/null
+need_pkgs=()
+command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
+command -v rsync >/dev/null || need_pkgs+=(rsync)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+[ -x /usr/sbin/nginx ] && [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need_pkgs+=(nginx-light libnginx-mod-stream)
+[ ${#need_pkgs[@]} = 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_pkgs[@]}" >/dev/null
+
+# --- the Gateway's port 443: Debian nginx, ssl_preread passthrough -------------------------
+# The overlay puts every session on a Gateway API TLSRoute (hostname <pod>.ssh.node.test,
+# backend the session Service's port 443 = ssh-tls). No Gateway controller runs here, so
+# this plays one: it reads the TLSRoutes the webhook's controller made and routes each
+# hostname, by the TLS SNI, unterminated, to its backend Service's ClusterIP (kube-proxy
+# then to the pod's 2443). Listens on the node IP only; re-read on every call.
+router_sync() {
+    local routes ns host svc port cip n=0
+    mkdir -p "$ROUTER_DIR"
+    routes=$(kubectl get tlsroutes.gateway.networking.k8s.io -A -o jsonpath='{range .items[*]}{.metadata.namespace} {.spec.hostnames[0]} {.spec.rules[0].backendRefs[0].name} {.spec.rules[0].backendRefs[0].port}{"\n"}{end}')
+    {
+        echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
+        echo "daemon off; pid $ROUTER_DIR/nginx.pid; error_log $ROUTER_DIR/error.log info;"
+        echo "events {}"
+        echo "stream {"
+        echo "  map \$ssl_preread_server_name \$backend {"
+        while read -r ns host svc port; do
+            [ -n "$port" ] || continue
+            cip=$(kubectl -n "$ns" get svc "$svc" -o jsonpath='{.spec.clusterIP}' 2>/dev/null) || continue
+            echo "    $host $cip:$port;"
+            n=$((n + 1))
+        done <<<"$routes"
+        echo "    default 127.0.0.1:9;"
+        echo "  }"
+        echo "  server { listen $NODE_IP:443; ssl_preread on; proxy_pass \$backend; proxy_connect_timeout 5s; }"
+        echo "}"
+    } >"$ROUTER_DIR/nginx.conf"
+    /usr/sbin/nginx -t -q -e "$ROUTER_DIR/error.log" -p "$ROUTER_DIR" -c "$ROUTER_DIR/nginx.conf" ||
+        fail "nginx -t: $(tail -n 5 "$ROUTER_DIR/error.log")"
+    if [ -n "$ROUTER_PID" ] && kill -0 "$ROUTER_PID" 2>/dev/null; then
+        kill -HUP "$ROUTER_PID"
+        sleep 1 # the new workers take over
+    else
+        /usr/sbin/nginx -e "$ROUTER_DIR/error.log" -p "$ROUTER_DIR" -c "$ROUTER_DIR/nginx.conf" &
+        ROUTER_PID=$!
+        router_listens() { ss -Hltn "sport = :443" | grep -qF "$NODE_IP:443"; }
+        wait_for "nginx listening on $NODE_IP:443" router_listens
+    fi
+    ROUTES=$n
+}
 
 # --- a real JupyterHub (--hub) ------------------------------------------------------------
 hub_deps() {
-    if ! [ -x "$HUB_DIR/venv/bin/jupyterhub" ] || ! "$HUB_DIR/venv/bin/python" -c 'import kubespawner' 2>/dev/null; then
+    # (--version also proves the script's #! interpreter exists: a venv copied from another
+    # clone keeps that clone's absolute path)
+    if ! "$HUB_DIR/venv/bin/jupyterhub" --version >/dev/null 2>&1 || ! "$HUB_DIR/venv/bin/python" -c 'import kubespawner' 2>/dev/null; then
         log "installing jupyterhub==6.1.1 jupyterhub-kubespawner==7.1.0 into $HUB_DIR/venv (PyPI)"
+        rm -rf "$HUB_DIR/venv"
         python3 -m venv "$HUB_DIR/venv"
         "$HUB_DIR/venv/bin/pip" install --quiet jupyterhub==6.1.1 jupyterhub-kubespawner==7.1.0 >&2 ||
             fail "pip install jupyterhub jupyterhub-kubespawner"
@@ -212,6 +273,12 @@ ok "images built and imported ($((SECONDS - t)) s)"
 # 2. install as an admin
 kubectl create namespace "$NS" >/dev/null
 kubectl label namespace "$NS" session-ssh.io/enabled=true >/dev/null
+# The Gateway API's TLSRoute CRD (an unchanged copy of gateway-api v1.6.0's, see
+# tests/data/crds/README.md), as a cluster with a Gateway implementation has it.
+kubectl apply -f tests/data/crds/gateway.networking.k8s.io_tlsroutes.yaml >/dev/null ||
+    fail "kubectl apply the TLSRoute CRD"
+kubectl wait --for=condition=Established crd/tlsroutes.gateway.networking.k8s.io --timeout="${TIMEOUT}s" >/dev/null ||
+    fail "TLSRoute CRD not established"
 kubectl apply -k manifests/overlays/local-node >"$TMP/apply.log" 2>&1 || {
     cat "$TMP/apply.log" >&2
     fail "kubectl apply -k manifests/overlays/local-node"
@@ -230,7 +297,7 @@ ssh-keygen -q -t ed25519 -N '' -C alice@node-e2e -f "$TMP/id_alice"
 kubectl -n "$NS" create secret generic ssh-keys-alice --from-file=authorized_keys="$TMP/id_alice.pub" >/dev/null
 ok "Secret $NS/ssh-keys-alice holds $(ssh-keygen -lf "$TMP/id_alice.pub" | awk '{print $2}')"
 
-if [ "$MODE" = pod ]; then
+if [ "$MODE" != hub ]; then
 kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
 apiVersion: v1
 kind: Pod
@@ -321,21 +388,22 @@ EOF
 # Admission through the Service (kube-proxy) may lag the Deployment's availability by
 # a moment: a server-side dry run shows what the stored pod will be (the webhook
 # makes no host-key Secret on a dry run).
+sed "s/^  name: $POD\$/  name: dry-run/" "$TMP/pod.yaml" >"$TMP/dry.yaml"
 dry_run_mutated() {
-    kubectl -n "$NS" create --dry-run=server -f "$TMP/pod.yaml" -o jsonpath='{.spec.initContainers[*].name}' |
+    kubectl -n "$NS" create --dry-run=server -f "$TMP/dry.yaml" -o jsonpath='{.spec.initContainers[*].name}' |
         grep -qw session-ssh-install
 }
 t=$SECONDS
 wait_for "a dry-run of the session pod comes back mutated" dry_run_mutated
 ok "admission: dry-run create of $POD is mutated ($((SECONDS - t)) s after the rollout)"
 
-if [ "$MODE" = pod ]; then
+if [ "$MODE" != hub ]; then
     kubectl -n "$NS" create -f "$TMP/pod.yaml" >/dev/null
 else
     start_hub
     spawn_via_hub
 fi
-if [ "$MODE" = pod ]; then
+if [ "$MODE" != hub ]; then
     kubectl -n "$NS" wait --for=condition=Ready pod/hub-api-stub --timeout="${TIMEOUT}s" >/dev/null ||
         fail "hub-api-stub not Ready"
 fi
@@ -429,6 +497,57 @@ check_session() {
         [ "$got" = "$want" ] || fail "sftp: sha256 back $got, want $want"
         rm -f "$TMP/blob" "$TMP/blob.back"
         ok "scp up + sftp down of $size MiB via ClusterIP, sha256 equal ($((SECONDS - t0)) s)"
+    fi
+
+    # Through the SNI router on 443 (the Gateway's port, nginx above), with nothing but
+    # what the pod publishes: its ssh-config block (the router answers on the node IP,
+    # not on the .test name: -connect there, the name stays the SNI) and a known_hosts
+    # file holding only the annotation's line, verbatim; StrictHostKeyChecking yes.
+    local route rhost alias
+    route=$(kubectl -n "$NS" get tlsroute "$pod" -o jsonpath='{.spec.hostnames[0]} -> {.spec.rules[0].backendRefs[0].name}:{.spec.rules[0].backendRefs[0].port} owner={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}') ||
+        fail "controller made no TLSRoute $NS/$pod"
+    router_sync
+    rhost=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/ssh-host}')
+    kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/ssh-config}' |
+        sed "s/-connect %h:443/-connect $NODE_IP:443/" >"$TMP/sni_config.$pod"
+    [ "$rhost" = "${route%% *}" ] || fail "ssh-host annotation '$rhost' is not the TLSRoute's hostname (${route%% *})"
+    printf '%s\n' "$known" >"$TMP/sni_known.$pod"
+    alias=$(awk '$1 == "Host" {print $2; exit}' "$TMP/sni_config.$pod")
+    grep -q "ProxyCommand openssl s_client" "$TMP/sni_config.$pod" && [ -n "$alias" ] ||
+        fail "ssh-config annotation of $pod has no SNI block: $(cat "$TMP/sni_config.$pod")"
+    # (ssh keeps the first value of an option: the known_hosts file is given once, last)
+    local SSHS0=(ssh -F "$TMP/sni_config.$pod" -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+        -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=10)
+    SSHS=("${SSHS0[@]}" -o UserKnownHostsFile="$TMP/sni_known.$pod")
+    out=$(timeout 60 "${SSHS[@]}" "$alias" 'echo "uid=$(id -u) var=$SESSION_IMAGE_VAR"' 2>"$TMP/ssh.err") ||
+        fail "ssh through the SNI router on $NODE_IP:443 as $alias: $(tail -n 5 "$TMP/ssh.err")"
+    [ "$out" = "uid=1000 var=from-image" ] || fail "ssh via SNI: '$out'"
+    ok "ssh via the SNI router on 443 (TLSRoute $route, $ROUTES routes; known_hosts = only '$(cut -c1-45 <<<"$known")...'): $out"
+    # ... and the same with another key in that line is refused (the check can fail).
+    ssh-keygen -q -t ed25519 -N '' -f "$TMP/other_host_key.$pod"
+    awk '{print $1, $(NF-1)}' <<<"$known" | tr '\n' ' ' >"$TMP/sni_wrong.$pod"
+    awk '{print $2}' "$TMP/other_host_key.$pod.pub" >>"$TMP/sni_wrong.$pod"
+    if timeout 60 "${SSHS0[@]}" -o UserKnownHostsFile="$TMP/sni_wrong.$pod" "$alias" true 2>"$TMP/ssh.err"; then
+        fail "ssh via SNI accepted a known_hosts line with another host key"
+    fi
+    grep -q "Host key verification failed" "$TMP/ssh.err" || fail "ssh via SNI with a wrong key: $(tail -n 3 "$TMP/ssh.err")"
+    ok "ssh via SNI with another key in that known_hosts line: refused (Host key verification failed)"
+    # rsync over that route (the image's own rsync at the far end), up and down.
+    if [ "$size" -gt 0 ]; then
+        head -c "$((size * 1024 * 1024))" /dev/urandom >"$TMP/blob"
+        local want got t0=$SECONDS
+        want=$(sha256sum <"$TMP/blob" | cut -d' ' -f1)
+        local RSH="ssh -F $TMP/sni_config.$pod -i $TMP/id_alice -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$TMP/sni_known.$pod -o GlobalKnownHostsFile=/dev/null"
+        timeout 300 rsync -e "$RSH" "$TMP/blob" "$alias:rsync-blob" 2>"$TMP/rsync.err" ||
+            fail "rsync up via SNI: $(tail -n 5 "$TMP/rsync.err")"
+        got=$(timeout 120 "${SSHS[@]}" "$alias" 'sha256sum rsync-blob' | cut -d' ' -f1)
+        [ "$got" = "$want" ] || fail "rsync up: sha256 in the pod $got, want $want"
+        timeout 300 rsync -e "$RSH" --remove-source-files "$alias:rsync-blob" "$TMP/blob.back" 2>"$TMP/rsync.err" ||
+            fail "rsync down via SNI: $(tail -n 5 "$TMP/rsync.err")"
+        got=$(sha256sum <"$TMP/blob.back" | cut -d' ' -f1)
+        [ "$got" = "$want" ] || fail "rsync down: sha256 back $got, want $want"
+        rm -f "$TMP/blob" "$TMP/blob.back"
+        ok "rsync up + down of $size MiB via the SNI router, sha256 equal ($((SECONDS - t0)) s; remote $(timeout 30 "${SSHS[@]}" "$alias" 'rsync --version | head -n 1' | awk '{print $1, $3}'))"
     fi
 
     # The session itself keeps working with SSH injected: jupyterhub-singleuser answers

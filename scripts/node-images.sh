@@ -3,13 +3,13 @@
 # no daemon, no registry) and imported into the containerd of scripts/cluster.sh:
 #
 #   scripts/node-images.sh           # build what changed, import into the cluster if it is up
-#   scripts/node-images.sh build     # build only (no cluster needed)
+#   scripts/node-images.sh build [NAME...]  # build only (no cluster needed), all or the named images
 #   scripts/node-images.sh import    # import the built archives (cluster must be up)
 #
 #   localhost/session-ssh/webhook:dev          webhook/Containerfile, target prebuilt
 #   localhost/session-ssh/init-sshd:dev        init-sshd/Containerfile, target prebuilt
 #   localhost/session-ssh/jupyter-session:dev  Debian bookworm (mmdebstrap) + python3 venv
-#       with jupyterhub + jupyterlab from PyPI; no sshd, no sftp-server, no passwd entry
+#       with jupyterhub + jupyterlab from PyPI, rsync; no sshd, no sftp-server, no passwd entry
 #       for UID 1000; USER 1000:100, HOME /home/jovyan, its own PATH and
 #       SESSION_IMAGE_VAR=from-image; ENTRYPOINT tini -g --, CMD jupyterhub-singleuser
 #       (the docker-stacks layout: KubeSpawner's args replace CMD, keep the entrypoint)
@@ -117,7 +117,7 @@ build_jupyter() { # ARCHIVE
     # No openssh-server/-sftp-server, no user for UID 1000: the image stays a
     # "any image" test for session-ssh.
     mmdebstrap --quiet --variant=apt --format=directory \
-        --include=python3,python3-venv,tini,ca-certificates,less,procps \
+        --include=python3,python3-venv,tini,ca-certificates,less,procps,rsync \
         --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp -a $wheels/. \"\$1/tmp/wheels/\"" \
         --customize-hook='chroot "$1" python3 -m venv /opt/venv' \
         --customize-hook="chroot \"\$1\" /opt/venv/bin/pip install --quiet --no-index --find-links /tmp/wheels jupyterhub==$JUPYTERHUB_VERSION jupyterlab==$JUPYTERLAB_VERSION" \
@@ -128,6 +128,9 @@ build_jupyter() { # ARCHIVE
     ! grep -q '^[^:]*:[^:]*:1000:' "$work/rootfs/etc/passwd" || die "jupyter-session: passwd has UID 1000"
     ! [ -e "$work/rootfs/usr/sbin/sshd" ] && ! [ -e "$work/rootfs/usr/lib/openssh/sftp-server" ] ||
         die "jupyter-session: the image has sshd or sftp-server"
+    # rsync is an ordinary tool of data-science images (and what `rsync -e ssh` runs on
+    # the far side); it brings no ssh server.
+    [ -x "$work/rootfs/usr/bin/rsync" ] || die "jupyter-session: no /usr/bin/rsync"
     c=$("${BUILDAH[@]}" from --quiet scratch)
     # cp -a into the mounted container, not `buildah copy` (which makes every file
     # root's): /home/jovyan must stay 1000:100, or jupyter cannot write ~/.local.
@@ -223,7 +226,11 @@ cmd_import() {
 
 prereqs
 case ${1:-all} in
-    build) cmd_build ;;
+    build)
+        shift
+        [ $# = 0 ] || IMAGES=("$@")
+        cmd_build
+        ;;
     import) cmd_import ;;
     all)
         cmd_build

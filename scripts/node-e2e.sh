@@ -33,7 +33,12 @@
 # (pods reach it there), the proxy on 127.0.0.1:8000. A service token starts alice's
 # server through the REST API; the same checks run against the pod KubeSpawner made,
 # and the hub must report the server ready and proxy /user/alice/ to it; then the same
-# for alice's named server "lab" (pod jupyter-alice--lab, /user/alice/lab/).
+# for alice's named server "lab" (pod jupyter-alice--lab, /user/alice/lab/). Then:
+# kill the main process (the kubelet restarts the container; one SSH server, same host
+# key), stop the server through the hub (pod, Service, TLSRoute garbage-collected, the
+# host-key Secret kept; started again: same key), the webhook scaled to 0 (a server
+# starts uninjected, the apiserver logs "failing open"; scaled back, injection again).
+# Without --hub, the main-process kill runs against the plain session pod.
 # Exits 0 only when every check holds; each prints "ok   ..." or "FAIL ...".
 # Env: NODE_E2E_TIMEOUT (seconds per wait, default 180), KEEP_CLUSTER=1.
 set -euo pipefail
@@ -571,10 +576,123 @@ check_session() {
     fi
 }
 
+# --- resilience ---------------------------------------------------------------------------
+# pin POD FILE: a known_hosts FILE with only the pod's published host key, under the alias
+# "session" (ssh_pinned checks it with HostKeyAlias, whatever the Service IP is then).
+pin() {
+    local k
+    k=$(kubectl -n "$NS" get pod "$1" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}')
+    [ -n "$k" ] || return 1
+    awk '{print "session", $(NF-1), $NF}' <<<"$k" >"$2"
+}
+ssh_pinned() { # FILE POD CMD: ssh to the pod's ClusterIP with only FILE as known_hosts
+    local c
+    c=$(kubectl -n "$NS" get svc "$2" -o jsonpath='{.spec.clusterIP}') || return 1
+    timeout 60 ssh -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes \
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$1" -o GlobalKnownHostsFile=/dev/null \
+        -o HostKeyAlias=session -o ConnectTimeout=10 "alice@$c" "$3"
+}
+host_key_of() { kubectl -n "$NS" get pod "$1" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}' | awk '{print $NF}'; }
+servers_running() { # POD: how many `init-sshd serve` processes the notebook container has
+    kubectl -n "$NS" exec "$1" -c notebook -- pgrep -c -f 'init-sshd serve'
+}
+
+# Kill the session's main process (jupyterhub-singleuser, tini's child) with SIGKILL: the
+# kubelet restarts the container (restartPolicy OnFailure, as KubeSpawner sets it); the
+# postStart hook runs again; then exactly one SSH server answers, with the same host key.
+check_kill_main() {
+    local pod=$1 r0 r1 key0 n t=$SECONDS
+    r0=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="notebook")].restartCount}')
+    key0=$(host_key_of "$pod")
+    pin "$pod" "$TMP/kill_known" || fail "$pod: no known-hosts or Service to pin"
+    n=$(servers_running "$pod") || fail "pgrep in $pod"
+    [ "$n" = 1 ] || fail "$pod runs $n SSH servers before the kill"
+    kubectl -n "$NS" exec "$pod" -c notebook -- pkill -KILL -f '^/opt/venv/bin/python3? .*jupyterhub-singleuser' ||
+        fail "pkill -KILL jupyterhub-singleuser in $pod"
+    restarted() {
+        r1=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="notebook")].restartCount}')
+        [ "$r1" -gt "$r0" ] && kubectl -n "$NS" wait --for=condition=Ready "pod/$pod" --timeout=1s
+    }
+    wait_for "the kubelet restarts $pod's notebook container" restarted
+    ok "killed jupyterhub-singleuser (SIGKILL) in $pod: container restarted (restarts $r0 -> $r1), Ready again ($((SECONDS - t)) s)"
+    wait_for "ssh to $pod after the restart" ssh_pinned "$TMP/kill_known" "$pod" true
+    n=$(servers_running "$pod") || fail "pgrep in $pod"
+    [ "$n" = 1 ] || fail "$pod runs $n SSH servers after the restart"
+    [ "$(host_key_of "$pod")" = "$key0" ] || fail "$pod's published host key changed across the restart"
+    out=$(ssh_pinned "$TMP/kill_known" "$pod" 'echo "uid=$(id -u) var=$SESSION_IMAGE_VAR"') || fail "ssh after the restart"
+    ok "after the restart: $n SSH server in $pod, same host key (StrictHostKeyChecking yes against the old pin): $out"
+}
+
+# Stop alice's default server through the hub: KubeSpawner deletes the pod, the garbage
+# collector its Service and TLSRoute (owned by the pod); the host-key Secret stays. Start
+# it again: the same host key, and the old pin (the key, not the address) still works.
+check_stop_start() {
+    local pod=$1 secret key0 t=$SECONDS
+    secret=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.volumes[?(@.name=="session-ssh-host-key")].secret.secretName}')
+    [ -n "$secret" ] || fail "$pod mounts no host-key Secret"
+    key0=$(host_key_of "$pod")
+    pin "$pod" "$TMP/stop_known" || fail "$pod: no known-hosts or Service to pin"
+    hub_api DELETE /users/alice/server >/dev/null || fail "hub API: DELETE /users/alice/server"
+    stopped() {
+        hub_api GET /users/alice | python3 -c 'import json,sys; sys.exit(0 if "" not in json.load(sys.stdin)["servers"] else 1)'
+    }
+    wait_for "the hub reports alice's default server stopped" stopped
+    gone() { ! kubectl -n "$NS" get "$@" >/dev/null 2>&1; }
+    wait_for "pod $pod deleted" gone pod "$pod"
+    wait_for "Service $pod garbage-collected" gone svc "$pod"
+    wait_for "TLSRoute $pod garbage-collected" gone tlsroute "$pod"
+    ok "hub API: DELETE /users/alice/server -> pod, Service and TLSRoute $pod gone ($((SECONDS - t)) s; Service + route by the garbage collector)"
+    kubectl -n "$NS" get secret "$secret" >/dev/null 2>&1 || fail "host-key Secret $secret was deleted with the pod"
+    ok "host-key Secret $NS/$secret kept"
+    spawn_via_hub
+    kubectl -n "$NS" wait --for=condition=Ready "pod/$POD" --timeout="${TIMEOUT}s" >/dev/null || fail "$POD not Ready again"
+    has_known() { [ -n "$(host_key_of "$POD")" ]; }
+    wait_for "known-hosts published again on $POD" has_known
+    [ "$(host_key_of "$POD")" = "$key0" ] || fail "the restarted server has another host key"
+    out=$(ssh_pinned "$TMP/stop_known" "$POD" 'echo "uid=$(id -u)"' 2>&1) || fail "ssh to the restarted server with the old pin: $out"
+    ok "started again through the hub ($POD): same host key $(cut -c1-20 <<<"$key0")..., the old pin works: $out"
+}
+
+# The webhook scaled to 0: the apiserver cannot call it, failurePolicy Ignore admits the pod
+# unchanged (with a warning), the hub starts the server and reports it ready; scaled back,
+# injection works again.
+check_webhook_down() {
+    local t=$SECONDS pod warn
+    kubectl -n session-ssh scale deploy/session-ssh-webhook --replicas=0 >/dev/null
+    no_webhook_pods() { [ -z "$(kubectl -n session-ssh get pods -l app.kubernetes.io/name=session-ssh-webhook -o name)" ]; }
+    wait_for "webhook pods gone after scale to 0" no_webhook_pods
+    ok "webhook Deployment scaled to 0 ($((SECONDS - t)) s)"
+    local apilog=$ROOT/.work/cluster/logs/controlplane.log open0 open1
+    open0=$(grep -c 'failing open inject.session-ssh.io' "$apilog" || true)
+    warn=$(kubectl -n "$NS" create --dry-run=server -f "$TMP/dry.yaml" -o jsonpath='{.spec.initContainers[*].name}' 2>&1 >"$TMP/dry.out") ||
+        fail "dry-run create with the webhook down: $warn"
+    ! grep -qw session-ssh-install "$TMP/dry.out" || fail "a dry-run was mutated with the webhook down"
+    open1=$(grep -c 'failing open inject.session-ssh.io' "$apilog" || true)
+    [ "$open1" -gt "$open0" ] || fail "the apiserver logged no 'failing open' for the webhook"
+    ok "with the webhook down a pod is admitted unchanged; kubectl shows ${warn:-no warning}; the apiserver logs: $(grep -o 'Failed calling webhook, failing open inject.session-ssh.io: .*' "$apilog" | tail -n 1 | cut -c1-220)"
+    spawn_via_hub nossh
+    pod=$POD
+    [ -z "$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.initContainers[*].name}')" ] || fail "$pod was injected with the webhook down"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: token $HUB_TOKEN" "http://127.0.0.1:8000/user/alice/nossh/api")
+    [ "$code" = 200 ] || fail "/user/alice/nossh/api through the proxy: HTTP $code"
+    ok "with the webhook down: the hub started $pod uninjected (no init container), ready, /user/alice/nossh/api 200"
+    t=$SECONDS
+    kubectl -n session-ssh scale deploy/session-ssh-webhook --replicas=2 >/dev/null
+    kubectl -n session-ssh rollout status deploy/session-ssh-webhook --timeout="${TIMEOUT}s" >&2 || fail "webhook not available after scaling back"
+    wait_for "a dry-run is mutated again" dry_run_mutated
+    ok "webhook scaled back to 2: available and injecting again ($((SECONDS - t)) s)"
+    hub_api DELETE /users/alice/servers/nossh >/dev/null || fail "hub API: DELETE /users/alice/servers/nossh"
+}
+
 check_session "$POD" ""
 if [ "$MODE" = hub ]; then
     spawn_via_hub lab
     check_session "$POD" lab
+    check_kill_main jupyter-alice
+    check_stop_start jupyter-alice
+    check_webhook_down
+else
+    check_kill_main "$POD"
 fi
 
 log "all checks passed"

@@ -39,6 +39,9 @@
 # host-key Secret kept; started again: same key), the webhook scaled to 0 (a server
 # starts uninjected, the apiserver logs "failing open"; scaled back, injection again).
 # Without --hub, the main-process kill runs against the plain session pod.
+# --first-law: after the plain setup, each bad environment of issue 15 (init image absent,
+# install OOM, volume full = binary missing at postStart, runAsNonRoot with a named USER,
+# Pod Security restricted) as a pod, with a verdict line each; exits 1 while one is broken.
 # Exits 0 only when every check holds; each prints "ok   ..." or "FAIL ...".
 # Env: NODE_E2E_TIMEOUT (seconds per wait, default 180), KEEP_CLUSTER=1.
 set -euo pipefail
@@ -51,8 +54,9 @@ POD=jupyter-alice
 MODE=pod
 case ${1:-} in
     --hub) MODE=hub ;;
+    --first-law) MODE=firstlaw ;;
     "") ;;
-    *) echo "usage: $0 [--hub]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--hub | --first-law]" >&2; exit 2 ;;
 esac
 NODE_IP=${CLUSTER_NODE_IP:-10.250.0.1}
 HUB_DIR=$ROOT/.work/hub
@@ -144,7 +148,7 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 # hostname, by the TLS SNI, unterminated, to its backend Service's ClusterIP (kube-proxy
 # then to the pod's 2443). Listens on the node IP only; re-read on every call.
 router_sync() {
-    local routes ns host svc port cip n=0
+    local routes ns host svc port cip dup n=0
     mkdir -p "$ROUTER_DIR"
     routes=$(kubectl get tlsroutes.gateway.networking.k8s.io -A -o jsonpath='{range .items[*]}{.metadata.namespace} {.spec.hostnames[0]} {.spec.rules[0].backendRefs[0].name} {.spec.rules[0].backendRefs[0].port}{"\n"}{end}')
     {
@@ -164,8 +168,11 @@ router_sync() {
         echo "  server { listen $NODE_IP:443; ssl_preread on; proxy_pass \$backend; proxy_connect_timeout 5s; }"
         echo "}"
     } >"$ROUTER_DIR/nginx.conf"
-    /usr/sbin/nginx -t -q -e "$ROUTER_DIR/error.log" -p "$ROUTER_DIR" -c "$ROUTER_DIR/nginx.conf" ||
-        fail "nginx -t: $(tail -n 5 "$ROUTER_DIR/error.log")"
+    # Two routes for one hostname: a Gateway accepts only one of them; here it is an error.
+    dup=$(awk '$2 ~ /;$/ && $1 != "default" {print $1}' "$ROUTER_DIR/nginx.conf" | sort | uniq -d)
+    [ -z "$dup" ] || fail "two TLSRoutes claim the hostname(s) $dup: $(grep -F "$dup" <<<"$routes")"
+    /usr/sbin/nginx -t -q -e "$ROUTER_DIR/error.log" -p "$ROUTER_DIR" -c "$ROUTER_DIR/nginx.conf" 2>"$ROUTER_DIR/t.err" ||
+        fail "nginx -t: $(tail -n 5 "$ROUTER_DIR/t.err")"
     if [ -n "$ROUTER_PID" ] && kill -0 "$ROUTER_PID" 2>/dev/null; then
         kill -HUP "$ROUTER_PID"
         sleep 1 # the new workers take over
@@ -683,6 +690,122 @@ check_webhook_down() {
     ok "webhook scaled back to 2: available and injecting again ($((SECONDS - t)) s)"
     hub_api DELETE /users/alice/servers/nossh >/dev/null || fail "hub API: DELETE /users/alice/servers/nossh"
 }
+
+# --- --first-law: what each bad environment does to a session on this node ------------------
+# observe POD: wait up to FIRST_LAW_WAIT seconds for Ready, then print one line of what the
+# kubelet did: phase, Ready, the init and session containers' states, restarts, hook events.
+# Returns 0 when the pod is Ready (the session runs), 1 when it is not.
+observe() {
+    local pod=$1 ns=${2:-$NS} wait=${FIRST_LAW_WAIT:-60} rc=0 st ev
+    kubectl -n "$ns" wait --for=condition=Ready "pod/$pod" --timeout="${wait}s" >/dev/null 2>&1 || rc=1
+    st=$(kubectl -n "$ns" get pod "$pod" -o go-template='phase={{.status.phase}}{{range .status.initContainerStatuses}} init:{{.name}}={{range $k, $v := .state}}{{$k}}{{with $v.reason}}/{{.}}{{end}}{{end}},restarts={{.restartCount}}{{end}}{{range .status.containerStatuses}} {{.name}}={{range $k, $v := .state}}{{$k}}{{with $v.reason}}/{{.}}{{end}}{{end}},ready={{.ready}},restarts={{.restartCount}}{{end}}')
+    ev=$(kubectl -n "$ns" get events --field-selector "involvedObject.name=$pod" -o go-template='{{range .items}}{{if and (ne .type "Normal") (ne .reason "MissingClusterDNS")}}{{.reason}}: {{.message}} | {{end}}{{end}}' | cut -c1-400 || true)
+    echo "$st${ev:+ ; warnings: $ev}"
+    return $rc
+}
+# has_ssh POD [NS]: the session's SSH server answers (kubectl exec + pgrep, no key needed).
+has_ssh() { kubectl -n "${2:-$NS}" exec "$1" -c notebook -- pgrep -f 'init-sshd serve' >/dev/null 2>&1; }
+
+# law CASE POD [NS]: one verdict line. The first law holds when the session runs (Ready),
+# with or without SSH; it is broken when the pod is stuck or its container is killed.
+LAW_BROKEN=()
+law() {
+    local case=$1 pod=$2 ns=${3:-$NS} what ssh
+    if what=$(observe "$pod" "$ns"); then
+        ssh=without; has_ssh "$pod" "$ns" && ssh=with
+        echo "FIRST-LAW holds  [$case] session runs $ssh SSH: $what"
+    else
+        echo "FIRST-LAW BROKEN [$case] session not running after ${FIRST_LAW_WAIT:-60}s: $what"
+        LAW_BROKEN+=("$case")
+    fi
+}
+
+# variant NAME [SED...]: $TMP/pod.yaml as pod NAME (user NAME), edited by the sed scripts.
+variant() {
+    local name=$1
+    shift
+    sed -e "s/^  name: $POD\$/  name: $name/" -e "s/alice/$name/g" "$@" "$TMP/pod.yaml"
+}
+# inject_offline CONFIG: the pod on stdin as the webhook would write it with CONFIG
+# (`session-ssh-webhook inject`, the product's offline injector).
+inject_offline() { "$BIN_DIR/session-ssh-webhook" inject --config "$1" -f - --force; }
+
+run_first_law() {
+    BIN_DIR=${BIN_DIR:-$ROOT/target/x86_64-unknown-linux-musl/release}
+    # 0. the reference: a plain session and an injected one.
+    variant fl-plain -e 's/^  labels:$/  labels:\n    session-ssh.io\/inject: "false"/' | kubectl -n "$NS" create -f - >/dev/null
+    law "reference, no injection" fl-plain
+    law "reference, injected (jupyter-alice)" "$POD"
+
+    # 1. the init image is absent from the node (removed from containerd; IfNotPresent and
+    #    no registry: the kubelet cannot pull it back).
+    ctr --address "$ROOT/.work/cluster/containerd/containerd.sock" -n k8s.io images rm localhost/session-ssh/init-sshd:dev >/dev/null ||
+        fail "ctr images rm init-sshd"
+    variant fl-noimage | kubectl -n "$NS" create -f - >/dev/null
+    law "init image absent" fl-noimage
+    echo "FIRST-LAW note   [init image absent] manifests/ has no pre-pull DaemonSet: the case 'with the DaemonSet' is not shown"
+    scripts/node-images.sh import >/dev/null || fail "re-import the images"
+    kubectl -n "$NS" delete pod fl-noimage --wait=false >/dev/null
+
+    # 2. the install container hits its memory limit (initContainer.resources.limits.memory).
+    printf 'initContainer:\n  image: localhost/session-ssh/init-sshd:dev\n  imagePullPolicy: IfNotPresent\n  resources:\n    limits: {memory: 4Mi}\n    requests: {memory: 4Mi}\nplatform: jupyterhub\n' >"$TMP/oom.yaml"
+    variant fl-oom | inject_offline "$TMP/oom.yaml" >"$TMP/fl-oom.yaml" || fail "inject fl-oom"
+    kubectl -n "$NS" create -f "$TMP/fl-oom.yaml" >/dev/null || fail "create fl-oom"
+    law "install container memory limit 4Mi" fl-oom
+
+    # 3. the volume install copies into is full (a 1 MiB tmpfs: the 4 MiB binary does not
+    #    fit; install logs it and exits 0) -> the binary is missing when postStart runs.
+    printf 'initContainer:\n  image: localhost/session-ssh/init-sshd:dev\n  imagePullPolicy: IfNotPresent\nplatform: jupyterhub\nvolumeSizeLimit: 1Mi\n' >"$TMP/full.yaml"
+    variant fl-full | inject_offline "$TMP/full.yaml" |
+        python3 -c '
+import sys, yaml
+docs = list(yaml.safe_load_all(sys.stdin))
+for d in docs:
+    for v in d["spec"]["volumes"]:
+        if v["name"] == "session-ssh":
+            v["emptyDir"]["medium"] = "Memory"
+yaml.safe_dump_all(docs, sys.stdout)' >"$TMP/fl-full.yaml" || fail "inject fl-full"
+    kubectl -n "$NS" create -f "$TMP/fl-full.yaml" >/dev/null || fail "create fl-full"
+    law "volume full (emptyDir medium Memory, sizeLimit 1Mi) = binary missing at postStart" fl-full
+    kubectl -n "$NS" logs fl-full -c session-ssh-install 2>&1 | grep -m1 -i 'binary' | cut -c1-200 | sed 's/^/                 install: /'
+
+    # 4. runAsNonRoot enforced with an image whose USER is a name (jovyan), no runAsUser.
+    local named='s|localhost/session-ssh/jupyter-session:dev|localhost/session-ssh/named-user:dev|; /^      args:/d; /runAsUser: 1000/d; s/^  securityContext:$/  securityContext:\n    runAsNonRoot: true/'
+    variant fl-named-plain -e "$named" -e 's/^  labels:$/  labels:\n    session-ssh.io\/inject: "false"/' | kubectl -n "$NS" create -f - >/dev/null
+    law "runAsNonRoot + USER jovyan (a name), no injection" fl-named-plain
+    variant fl-named -e "$named" | kubectl -n "$NS" create -f - >/dev/null
+    law "runAsNonRoot + USER jovyan (a name), injected" fl-named
+
+    # 5. Pod Security "restricted" enforced on the namespace: a restricted-compliant
+    #    KubeSpawner pod, injected; then the session checks of check_session there.
+    local rns=jhub-restricted
+    kubectl create namespace "$rns" >/dev/null
+    kubectl label namespace "$rns" session-ssh.io/enabled=true pod-security.kubernetes.io/enforce=restricted >/dev/null
+    kubectl -n "$rns" create secret generic ssh-keys-alice --from-file=authorized_keys="$TMP/id_alice.pub" >/dev/null
+    # As the jupyterhub example does for its namespace: the webhook may keep host keys here.
+    sed "s/namespace: jhub\$/namespace: $rns/" manifests/examples/jupyterhub/host-keys-rolebinding.yaml | kubectl apply -f - >/dev/null
+    sed -e 's/^  securityContext:$/  securityContext:\n    runAsNonRoot: true\n    seccompProfile: {type: RuntimeDefault}/' \
+        -e 's/^        allowPrivilegeEscalation: false$/        allowPrivilegeEscalation: false\n        capabilities: {drop: [ALL]}/' \
+        "$TMP/pod.yaml" >"$TMP/restricted.yaml"
+    kubectl -n "$rns" create -f "$TMP/restricted.yaml" >"$TMP/restricted.out" 2>&1 ||
+        fail "PSA restricted refused the injected pod: $(cat "$TMP/restricted.out")"
+    law "Pod Security restricted namespace, injected" "$POD" "$rns"
+    local saved=$NS
+    NS=$rns
+    check_session "$POD" ""
+    NS=$saved
+    echo "FIRST-LAW note   [hostUsers: false] not run: containerd 1.6 refuses it (user namespaces need containerd >= 2.0, runc >= 1.2)"
+
+    echo "FIRST-LAW summary: ${#LAW_BROKEN[@]} case(s) broken${LAW_BROKEN[*]:+: ${LAW_BROKEN[*]}}"
+    [ ${#LAW_BROKEN[@]} = 0 ]
+}
+
+if [ "$MODE" = firstlaw ]; then
+    NODE_E2E_TRANSFER_MIB=0
+    check_session "$POD" ""
+    run_first_law || { log "first-law cases broken: ${LAW_BROKEN[*]}"; exit 1; }
+    exit 0
+fi
 
 check_session "$POD" ""
 if [ "$MODE" = hub ]; then

@@ -15,6 +15,8 @@
 #       (the docker-stacks layout: KubeSpawner's args replace CMD, keep the entrypoint)
 #   localhost/session-ssh/minimal:dev          busybox-static only: no /etc/passwd, no
 #       shell profile; USER 1000:100; sleeps
+#   localhost/session-ssh/named-user:dev       minimal + /etc/passwd, USER jovyan (a name,
+#       UID 1000): the kubelet cannot verify runAsNonRoot for it
 #
 # Cached by content: each image's inputs (binary, Containerfile, recipe text, pinned
 # versions) are hashed; .work/images/NAME-HASH.tar (an OCI archive) is reused while
@@ -167,13 +169,36 @@ build_minimal() { # ARCHIVE
     rm -rf "$r"
 }
 
-IMAGES=(webhook init-sshd jupyter-session minimal)
+# --- named-user: minimal with a passwd entry and USER given by name --------------------
+# For the first-law case "runAsNonRoot with an image whose USER is a name": the kubelet
+# cannot tell from a name that the user is not root.
+hash_named() { { echo "$RECIPE_VERSION"; sha256sum </bin/busybox; declare -f build_named; } | sha; }
+build_named() { # ARCHIVE
+    local archive=$1 r=$OUT/named-rootfs a c
+    rm -rf "$r"
+    mkdir -p "$r/bin" "$r/tmp" "$r/etc"
+    chmod 1777 "$r/tmp"
+    cp /bin/busybox "$r/bin/busybox"
+    for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$r/bin/$a"; done
+    printf 'root:x:0:0:root:/root:/bin/sh\njovyan:x:1000:100:jovyan:/tmp:/bin/sh\n' >"$r/etc/passwd"
+    printf 'root:x:0:\nusers:x:100:\n' >"$r/etc/group"
+    c=$("${BUILDAH[@]}" from --quiet scratch)
+    "${BUILDAH[@]}" copy --quiet "$c" "$r" / >/dev/null
+    "${BUILDAH[@]}" config --env PATH=/bin --env SESSION_IMAGE_VAR=from-named --env HOME=/tmp \
+        --user jovyan --entrypoint '["/bin/sleep"]' --cmd '["2147483647"]' \
+        --label org.opencontainers.image.source=session-ssh/scripts/node-images.sh "$c"
+    commit_archive "$c" "$PREFIX/named-user:dev" "$archive"
+    rm -rf "$r"
+}
+
+IMAGES=(webhook init-sshd jupyter-session minimal named-user)
 hash_of() {
     case $1 in
         webhook) hash_prebuilt webhook session-ssh-webhook webhook/Containerfile ;;
         init-sshd) hash_prebuilt init-sshd init-sshd init-sshd/Containerfile ;;
         jupyter-session) hash_jupyter ;;
         minimal) hash_minimal ;;
+        named-user) hash_named ;;
     esac
 }
 archive_of() { echo "$OUT/$1-$(hash_of "$1").tar"; }
@@ -193,6 +218,7 @@ cmd_build() {
             init-sshd) build_prebuilt init-sshd init-sshd init-sshd/Containerfile "$archive" ;;
             jupyter-session) build_jupyter "$archive" ;;
             minimal) build_minimal "$archive" ;;
+            named-user) build_named "$archive" ;;
         esac
         # Older archives of this image are no longer wanted.
         find "$OUT" -maxdepth 1 -name "$name-*.tar" ! -path "$archive" -delete

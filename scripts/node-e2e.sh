@@ -42,6 +42,8 @@
 # --first-law: after the plain setup, each bad environment of issue 15 (init image absent,
 # install OOM, volume full = binary missing at postStart, runAsNonRoot with a named USER,
 # Pod Security restricted) as a pod, with a verdict line each; exits 1 while one is broken.
+# --bench: create->Ready p50/p95 with and without injection (NODE_BENCH_N pairs, default
+# 10), the SSH server's RSS/CPU idle and during NODE_BENCH_MIB (1024) MiB up and down.
 # Exits 0 only when every check holds; each prints "ok   ..." or "FAIL ...".
 # Env: NODE_E2E_TIMEOUT (seconds per wait, default 180), KEEP_CLUSTER=1.
 set -euo pipefail
@@ -54,9 +56,10 @@ POD=jupyter-alice
 MODE=pod
 case ${1:-} in
     --hub) MODE=hub ;;
+    --bench) MODE=bench ;;
     --first-law) MODE=firstlaw ;;
     "") ;;
-    *) echo "usage: $0 [--hub | --first-law]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--hub | --bench | --first-law]" >&2; exit 2 ;;
 esac
 NODE_IP=${CLUSTER_NODE_IP:-10.250.0.1}
 HUB_DIR=$ROOT/.work/hub
@@ -691,6 +694,112 @@ check_webhook_down() {
     hub_api DELETE /users/alice/servers/nossh >/dev/null || fail "hub API: DELETE /users/alice/servers/nossh"
 }
 
+# --- --bench: issue 15 item 5 (a benchmark: it prints figures, it asserts only that the
+# pods start and the transfers complete) -----------------------------------------------------
+# now_ms: wall clock in milliseconds.
+now_ms() { date +%s%3N; }
+# pctl P FILE: the P-th percentile (nearest rank) of the numbers in FILE.
+pctl() { sort -n "$2" | awk -v p="$1" '{v[NR]=$1} END {i=int((p*NR+99)/100); if (i<1) i=1; print v[i]}'; }
+# bench_pod NAME INJECT: create a KubeSpawner-made pod (the spec of $TMP/pod.yaml, user NAME)
+# and print the milliseconds from `kubectl create` to Ready as the kubelet reports it.
+bench_pod() {
+    local name=$1 inject=$2 t0 t1
+    sed -e "s/^  name: $POD\$/  name: $name/" -e "s/alice/$name/g" "$TMP/pod.yaml" >"$TMP/bench.yaml"
+    [ "$inject" = yes ] || sed -i 's/^  labels:$/  labels:\n    session-ssh.io\/inject: "false"/' "$TMP/bench.yaml"
+    t0=$(now_ms)
+    kubectl -n "$NS" create -f "$TMP/bench.yaml" >/dev/null || fail "create $name"
+    kubectl -n "$NS" wait --for=condition=Ready "pod/$name" --timeout="${TIMEOUT}s" >/dev/null || fail "$name not Ready"
+    t1=$(now_ms)
+    init=$(kubectl -n "$NS" get pod "$name" -o jsonpath='{.spec.initContainers[*].name}')
+    if [ "$inject" = yes ]; then [ "$init" = session-ssh-install ] || fail "$name not injected"; else [ -z "$init" ] || fail "$name injected"; fi
+    kubectl -n "$NS" delete pod "$name" --timeout=60s >/dev/null || fail "delete $name"
+    echo $((t1 - t0))
+}
+
+# serve_stats PID: "rss_kib hwm_kib cpu_ticks" of a host process.
+serve_stats() {
+    local rss hwm cpu
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$1/status")
+    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$1/status")
+    cpu=$(awk '{print $14 + $15}' "/proc/$1/stat")
+    echo "$rss $hwm $cpu"
+}
+
+run_bench() {
+    local n=${NODE_BENCH_N:-10} mib=${NODE_BENCH_MIB:-1024} i ms
+    local hz pid cg memcg cpucg
+    : >"$TMP/plain.ms"
+    : >"$TMP/inject.ms"
+    # Warm both paths once (first use of the image, the webhook's connections), not counted.
+    bench_pod warm-plain no >/dev/null
+    bench_pod warm-inject yes >/dev/null
+    for i in $(seq 1 "$n"); do
+        ms=$(bench_pod "bench-plain-$i" no)
+        echo "$ms" >>"$TMP/plain.ms"
+        ms=$(bench_pod "bench-ssh-$i" yes)
+        echo "$ms" >>"$TMP/inject.ms"
+        log "pair $i: plain $(tail -n 1 "$TMP/plain.ms") ms, injected $ms ms"
+    done
+    local p50a p95a p50b p95b
+    p50a=$(pctl 50 "$TMP/plain.ms"); p95a=$(pctl 95 "$TMP/plain.ms")
+    p50b=$(pctl 50 "$TMP/inject.ms"); p95b=$(pctl 95 "$TMP/inject.ms")
+    echo "BENCH create->Ready n=$n (alternating, same node, KubeSpawner pod spec, jupyter-session image):"
+    echo "BENCH   without injection: p50 ${p50a} ms  p95 ${p95a} ms  (all: $(sort -n "$TMP/plain.ms" | tr '\n' ' '))"
+    echo "BENCH   with injection:    p50 ${p50b} ms  p95 ${p95b} ms  (all: $(sort -n "$TMP/inject.ms" | tr '\n' ' '))"
+    echo "BENCH   overhead:          p50 +$((p50b - p50a)) ms  p95 +$((p95b - p95a)) ms"
+
+    # The SSH server of jupyter-alice: its own process (RSS, CPU) and its container's cgroup.
+    pid=$(pgrep -f '/opt/session-ssh/bin/init-sshd serve' | head -n 1)
+    [ -n "$pid" ] || fail "no init-sshd serve process on the node"
+    hz=$(getconf CLK_TCK)
+    # cgroup v1: each controller's mount and the process's path in it
+    cg=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' "/proc/$pid/cgroup")
+    memcg=$(findmnt -n -t cgroup -O memory -o TARGET | head -n 1)$cg
+    cg=$(awk -F: '$2 ~ /(^|,)cpuacct(,|$)/ {print $3}' "/proc/$pid/cgroup")
+    cpucg=$(findmnt -n -t cgroup -O cpuacct -o TARGET | head -n 1)$cg
+    [ -f "$memcg/memory.usage_in_bytes" ] || fail "no memory cgroup $memcg"
+    [ -f "$cpucg/cpuacct.usage" ] || fail "no cpuacct cgroup $cpucg"
+    sleep 5
+    read -r rss hwm cpu0 < <(serve_stats "$pid")
+    local ccpu0 cmem
+    ccpu0=$(cat "$cpucg/cpuacct.usage")
+    cmem=$(( $(cat "$memcg/memory.usage_in_bytes") / 1048576 ))
+    sleep 10
+    read -r rss hwm cpu1 < <(serve_stats "$pid")
+    echo "BENCH SSH server idle (jupyter-alice, no connection): RSS ${rss} KiB, CPU $(( (cpu1 - cpu0) * 1000 / hz )) ms in 10 s; container cgroup memory $cmem MiB (jupyter + server)"
+    # 1 GiB up (into cat >/dev/null in the pod) and down (head -c from /dev/zero), sampled.
+    echo 0 >"$memcg/memory.max_usage_in_bytes" 2>/dev/null || true
+    local t0 t1 up_s down_s peak_rss=0 r c1 cc1
+    read -r _ _ cpu0 < <(serve_stats "$pid")
+    ccpu0=$(cat "$cpucg/cpuacct.usage")
+    t0=$(now_ms)
+    ( head -c "$((mib * 1048576))" /dev/zero | timeout 600 "${SSHC[@]}" "alice@$cip" 'cat >/dev/null' ) &
+    local xfer=$!
+    while kill -0 "$xfer" 2>/dev/null; do
+        r=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+        [ "$r" -le "$peak_rss" ] || peak_rss=$r
+        sleep 0.2
+    done
+    wait "$xfer" || fail "1 GiB upload"
+    t1=$(now_ms); up_s=$(( (t1 - t0) ))
+    t0=$(now_ms)
+    ( timeout 600 "${SSHC[@]}" "alice@$cip" "head -c $((mib * 1048576)) /dev/zero" | wc -c >"$TMP/down.bytes" ) &
+    xfer=$!
+    while kill -0 "$xfer" 2>/dev/null; do
+        r=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+        [ "$r" -le "$peak_rss" ] || peak_rss=$r
+        sleep 0.2
+    done
+    wait "$xfer" || fail "1 GiB download"
+    t1=$(now_ms); down_s=$(( (t1 - t0) ))
+    [ "$(cat "$TMP/down.bytes")" = $((mib * 1048576)) ] || fail "download: $(cat "$TMP/down.bytes") bytes"
+    read -r _ hwm c1 < <(serve_stats "$pid")
+    cc1=$(cat "$cpucg/cpuacct.usage")
+    echo "BENCH SSH server during $mib MiB up + $mib MiB down (ssh cat, aes/chacha as negotiated): up $up_s ms ($(( mib * 1000 / (up_s > 0 ? up_s : 1) )) MiB/s), down $down_s ms ($(( mib * 1000 / (down_s > 0 ? down_s : 1) )) MiB/s)"
+    echo "BENCH   server RSS peak ${peak_rss} KiB (sampled every 0.2 s; VmHWM ${hwm} KiB), server CPU $(( (c1 - cpu0) * 1000 / hz )) ms = $(( (c1 - cpu0) * 100000 / hz / (up_s + down_s) )) % of a core; container CPU $(( (cc1 - ccpu0) / 1000000 )) ms"
+    echo "BENCH   container cgroup memory now $(( $(cat "$memcg/memory.usage_in_bytes") / 1048576 )) MiB, peak since reset $(( $(cat "$memcg/memory.max_usage_in_bytes") / 1048576 )) MiB"
+}
+
 # --- --first-law: what each bad environment does to a session on this node ------------------
 # observe POD: wait up to FIRST_LAW_WAIT seconds for Ready, then print one line of what the
 # kubelet did: phase, Ready, the init and session containers' states, restarts, hook events.
@@ -804,6 +913,17 @@ if [ "$MODE" = firstlaw ]; then
     NODE_E2E_TRANSFER_MIB=0
     check_session "$POD" ""
     run_first_law || { log "first-law cases broken: ${LAW_BROKEN[*]}"; exit 1; }
+    exit 0
+fi
+
+if [ "$MODE" = bench ]; then
+    NODE_E2E_TRANSFER_MIB=0
+    check_session "$POD" ""
+    cip=$(kubectl -n "$NS" get svc "$POD" -o jsonpath='{.spec.clusterIP}')
+    SSHC=(ssh -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10)
+    run_bench
+    log "benchmark done"
     exit 0
 fi
 

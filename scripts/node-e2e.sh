@@ -44,6 +44,7 @@
 # Pod Security restricted) as a pod, with a verdict line each; exits 1 while one is broken.
 # --bench: create->Ready p50/p95 with and without injection (NODE_BENCH_N pairs, default
 # 10), the SSH server's RSS/CPU idle and during NODE_BENCH_MIB (1024) MiB up and down.
+# --demo: scripts/demo.sh --cluster (a hub on 127.0.0.1:8000 for a person; DEMO_MINUTES).
 # Exits 0 only when every check holds; each prints "ok   ..." or "FAIL ...".
 # Env: NODE_E2E_TIMEOUT (seconds per wait, default 180), KEEP_CLUSTER=1.
 set -euo pipefail
@@ -58,8 +59,9 @@ case ${1:-} in
     --hub) MODE=hub ;;
     --bench) MODE=bench ;;
     --first-law) MODE=firstlaw ;;
+    --demo) MODE=demo ;;
     "") ;;
-    *) echo "usage: $0 [--hub | --bench | --first-law]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--hub | --bench | --first-law | --demo]" >&2; exit 2 ;;
 esac
 NODE_IP=${CLUSTER_NODE_IP:-10.250.0.1}
 HUB_DIR=$ROOT/.work/hub
@@ -312,7 +314,7 @@ ssh-keygen -q -t ed25519 -N '' -C alice@node-e2e -f "$TMP/id_alice"
 kubectl -n "$NS" create secret generic ssh-keys-alice --from-file=authorized_keys="$TMP/id_alice.pub" >/dev/null
 ok "Secret $NS/ssh-keys-alice holds $(ssh-keygen -lf "$TMP/id_alice.pub" | awk '{print $2}')"
 
-if [ "$MODE" != hub ]; then
+if [ "$MODE" != hub ] && [ "$MODE" != demo ]; then
 kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
 apiVersion: v1
 kind: Pod
@@ -412,13 +414,15 @@ t=$SECONDS
 wait_for "a dry-run of the session pod comes back mutated" dry_run_mutated
 ok "admission: dry-run create of $POD is mutated ($((SECONDS - t)) s after the rollout)"
 
-if [ "$MODE" != hub ]; then
+if [ "$MODE" = demo ]; then
+    start_hub
+elif [ "$MODE" != hub ]; then
     kubectl -n "$NS" create -f "$TMP/pod.yaml" >/dev/null
 else
     start_hub
     spawn_via_hub
 fi
-if [ "$MODE" != hub ]; then
+if [ "$MODE" != hub ] && [ "$MODE" != demo ]; then
     kubectl -n "$NS" wait --for=condition=Ready pod/hub-api-stub --timeout="${TIMEOUT}s" >/dev/null ||
         fail "hub-api-stub not Ready"
 fi
@@ -908,6 +912,56 @@ yaml.safe_dump_all(docs, sys.stdout)' >"$TMP/fl-full.yaml" || fail "inject fl-fu
     echo "FIRST-LAW summary: ${#LAW_BROKEN[@]} case(s) broken${LAW_BROKEN[*]:+: ${LAW_BROKEN[*]}}"
     [ ${#LAW_BROKEN[@]} = 0 ]
 }
+
+# --- --demo: scripts/demo.sh --cluster (issue 15 item 7) ------------------------------------
+# The real cluster, the product installed, a JupyterHub on http://127.0.0.1:8000 (user alice,
+# any password); when alice's server runs, print how to ssh in. Ends (and brings the cluster
+# down) on Ctrl-C, or after DEMO_MINUTES (default 60).
+run_demo() {
+    local minutes=${DEMO_MINUTES:-60} deadline shown="" pod known cip
+    mkdir -p "$ROOT/.work/demo"
+    cp "$TMP/id_alice" "$TMP/id_alice.pub" "$ROOT/.work/demo/"
+    deadline=$((SECONDS + minutes * 60))
+    cat >&3 <<MSG
+
+  JupyterHub: http://127.0.0.1:8000   (user alice, any password; then "Start My Server")
+  alice's SSH key: $ROOT/.work/demo/id_alice (its public half is in Secret jhub/ssh-keys-alice)
+  The demo prints the ssh lines when the server is up; Ctrl-C ends it (cluster down).
+
+MSG
+    while [ $SECONDS -lt $deadline ]; do
+        pod=$(kubectl -n "$NS" get pods -l component=singleuser-server,hub.jupyter.org/username=alice \
+            -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.metadata.name}{"\n"}{end}' 2>/dev/null | head -n 1)
+        if [ -n "$pod" ] && [ "$pod" != "$shown" ]; then
+            known=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}')
+            cip=$(kubectl -n "$NS" get svc "$pod" -o jsonpath='{.spec.clusterIP}' 2>/dev/null || true)
+            if [ -n "$known" ] && [ -n "$cip" ]; then
+                router_sync
+                awk '{print "'"$cip"'", $(NF-1), $NF}' <<<"$known" >"$ROOT/.work/demo/known_hosts"
+                printf '%s\n' "$known" >>"$ROOT/.work/demo/known_hosts"
+                kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/ssh-config}' |
+                    sed "s/-connect %h:443/-connect $NODE_IP:443/" >"$ROOT/.work/demo/ssh_config"
+                cat >&3 <<MSG
+  alice's server runs in pod $pod. From this machine:
+
+    ssh -i .work/demo/id_alice -o UserKnownHostsFile=.work/demo/known_hosts alice@$cip
+    # or through the SNI router on $NODE_IP:443, with the block the pod publishes:
+    ssh -F .work/demo/ssh_config -i .work/demo/id_alice -o UserKnownHostsFile=.work/demo/known_hosts $(awk '$1 == "Host" {print $2; exit}' "$ROOT/.work/demo/ssh_config")
+    # scp, sftp, rsync -e 'ssh -F .work/demo/ssh_config ...' and VS Code Remote-SSH work the same way.
+
+MSG
+                shown=$pod
+            fi
+        fi
+        sleep 3
+    done
+    log "demo: $minutes minutes are up"
+}
+
+if [ "$MODE" = demo ]; then
+    run_demo
+    exit 0
+fi
 
 if [ "$MODE" = firstlaw ]; then
     NODE_E2E_TRANSFER_MIB=0

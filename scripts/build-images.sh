@@ -70,7 +70,7 @@ if [ "${SKIP_CARGO_BUILD:-0}" != 1 ]; then
         || die "Rust target $TARGET is missing and rustup could not add it"
     log "cargo build --release --target $TARGET (static, musl)"
     CC_x86_64_unknown_linux_musl=musl-gcc \
-        cargo build --release --target "$TARGET" -p init-sshd -p session-ssh-webhook
+        cargo build --release --target "$TARGET" -p init-sshd -p session-ssh-webhook -p session-ssh-gateway
 fi
 
 size_of() { stat -c %s "$1"; }
@@ -168,11 +168,12 @@ EOF
 SUMMARY=()
 build init-sshd init-sshd init-sshd/Containerfile "${MAX_INIT_SSHD_MB:-20}"
 build webhook session-ssh-webhook webhook/Containerfile "${MAX_WEBHOOK_MB:-40}"
+build gateway session-ssh-gateway webhook/gateway/Containerfile "${MAX_GATEWAY_MB:-40}"
 # Earlier builds of the same tags and the intermediate "runtime" stage are dangling now.
 "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true
 log "images (buildah --storage-driver vfs --root target/images/storage images):"
 printf '  %s\n' "${SUMMARY[@]}"
-echo "build-images: 2 images built and checked"
+echo "build-images: 3 images built and checked"
 
 # Run the webhook image as the Deployment says, against a real kube-apiserver. It
 # needs no kubectl on PATH (it uses `$CONTROLPLANE kubectl`), so with a control plane

@@ -19,9 +19,10 @@ pkgs=(openssh-client bubblewrap util-linux musl-tools patch curl ca-certificates
 if $with_tests; then
     # Real peers of the tests: sshd for the benchmark baseline, rsync, busybox for
     # a rootfs with nothing else in it, nginx stream for the SNI router, buildah
-    # for images without a Docker daemon, python venv for PyPI tools.
+    # for images without a Docker daemon, python venv for PyPI tools, PuTTY (plink,
+    # psftp) as a second SSH client family through the gateway.
     pkgs+=(openssh-server rsync busybox-static nginx libnginx-mod-stream buildah
-        python3-venv wrk procps iproute2 openssl)
+        python3-venv wrk procps iproute2 openssl putty-tools)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -5,6 +5,7 @@ export CC_x86_64_unknown_linux_musl=musl-gcc
 export CARGO_TERM_COLOR=never
 export INIT_SSHD_BIN=$root/target/$musl/release/init-sshd
 export SESSION_SSH_WEBHOOK_BIN=$root/target/$musl/release/session-ssh-webhook
+export SESSION_SSH_GATEWAY_BIN=$root/target/$musl/release/session-ssh-gateway
 export SESSION_SSH_CERTS_BIN=$root/target/$musl/release/session-ssh-certs
 export SESSION_SSH_PYTHON=$root/.venv/bin/python
 export KUBERNETES_VALIDATE=$root/.venv/bin/kubernetes-validate

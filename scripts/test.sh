@@ -35,8 +35,8 @@ stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 stage "architecture (loops, sizes)" python3 scripts/check-architecture.py
 stage "static release binaries" cargo build --release --target "$musl" \
-    -p init-sshd -p session-ssh-webhook -p session-ssh-certs
-stage "static check" bash -c "for b in init-sshd session-ssh-webhook; do
+    -p init-sshd -p session-ssh-webhook -p session-ssh-gateway -p session-ssh-certs
+stage "static check" bash -c "for b in init-sshd session-ssh-webhook session-ssh-gateway; do
     f=target/$musl/release/\$b
     ldd \$f 2>&1 | grep -qE 'not a dynamic executable|statically linked' || { echo \"\$b is not static\"; ldd \$f; exit 1; }
     echo \"\$b: static, \$(stat -c %s \$f) bytes stripped\"

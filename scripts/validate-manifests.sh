@@ -118,7 +118,8 @@ else
 fi
 
 # --- render and validate -------------------------------------------------------
-mapfile -t DIRS < <(find manifests -name kustomization.yaml -printf '%h\n' | sort)
+# Components (manifests/gateway) render only inside a kustomization that uses them.
+mapfile -t DIRS < <(find manifests -name kustomization.yaml -exec grep -L '^kind: Component' {} + | xargs -n1 dirname | sort)
 [ "${#DIRS[@]}" -gt 0 ] || die "no kustomization.yaml under manifests/"
 failed=0 kustomized=0
 for dir in "${DIRS[@]}"; do

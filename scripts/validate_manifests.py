@@ -23,6 +23,7 @@ import tempfile
 import yaml
 from kubernetes_validate import utils as kv
 
+GATEWAY_APP = "session-ssh-gateway"
 WEBHOOK_APP = "session-ssh-webhook"
 ERRORS: list[str] = []
 
@@ -249,7 +250,10 @@ def check(name: str, objs: list[dict], check_config_bin: str | None) -> None:
     pod = dep["spec"]["template"]["spec"]
     args = c.get("args") or []
 
-    # Everything that selects the webhook's pods must select them.
+    # Everything that selects the webhook's pods must select them; the gateway's objects
+    # (named after its Deployment) must select the gateway's pods.
+    gateway = find_opt(objs, "Deployment", GATEWAY_APP)
+    gw_labels = gateway["spec"]["template"]["metadata"].get("labels", {}) if gateway else {}
     for kind in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
         objs_k = [o for o in by_kind.get(kind, []) if o["metadata"].get("namespace") == ns]
         if not objs_k:
@@ -257,8 +261,13 @@ def check(name: str, objs: list[dict], check_config_bin: str | None) -> None:
         for o in objs_k:
             sel = o["spec"].get("podSelector") if kind == "NetworkPolicy" else o["spec"].get("selector")
             sel = sel if kind != "Service" else {"matchLabels": sel}
-            if not match_selector(sel, labels):
+            if o["metadata"]["name"] == GATEWAY_APP:
+                if not gateway or not match_selector(sel, gw_labels):
+                    err(name, f"{kn(o)} does not select the gateway pods")
+            elif not match_selector(sel, labels):
                 err(name, f"{kn(o)} does not select the webhook pods")
+    if gateway:
+        check_gateway(name, gateway)
     for pdb in by_kind.get("PodDisruptionBudget", []):
         if pdb["spec"].get("minAvailable") != 1:
             err(name, f"{kn(pdb)}: minAvailable must be 1")
@@ -386,6 +395,23 @@ def check_serve_flags(name: str, dep: dict, args: list[str], bin_path: str) -> N
         err(name, f"{kn(dep)}: `serve` does not know {unknown}")
     else:
         print(f"  serve --help knows all {sum(a.startswith('--') for a in args)} flags of {kn(dep)}")
+
+
+def find_opt(objs: list[dict], kind: str, name: str) -> dict | None:
+    return next((o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name), None)
+
+
+def check_gateway(name: str, dep: dict) -> None:
+    """The gateway runs like the webhook: non-root, read-only root, no capabilities."""
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    sc = c.get("securityContext", {})
+    if not (sc.get("runAsNonRoot") and sc.get("readOnlyRootFilesystem")
+            and sc.get("allowPrivilegeEscalation") is False
+            and sc.get("capabilities", {}).get("drop") == ["ALL"]):
+        err(name, f"{kn(dep)}: container must be non-root, read-only root, no privilege escalation, drop ALL")
+    if dep["spec"].get("replicas", 1) < 2:
+        err(name, f"{kn(dep)}: needs at least 2 replicas")
 
 
 def find(objs: list[dict], kind: str, name: str | None = None) -> dict:

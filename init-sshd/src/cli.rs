@@ -116,6 +116,9 @@ pub struct StartArgs {
     /// program, so the snapshot holds the variables it exports.
     #[arg(long, env = "INIT_SSHD_ENV_WAIT_MS", default_value_t = 2000)]
     pub env_wait_ms: u64,
+    /// Logins through the SSH gateway (passed to serve as they are).
+    #[command(flatten)]
+    pub gateway: crate::serve::handler::passport::GatewayOpts,
     /// The original postStart exec hook, run after `--`; its status becomes ours.
     #[arg(last = true, value_name = "ORIGINAL_HOOK_ARGV")]
     pub hook: Vec<OsString>,
@@ -203,6 +206,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             wait: Duration::from_millis(a.wait_ms),
             env_wait: Duration::from_millis(a.env_wait_ms),
             log_max_bytes: cli.log_max_bytes,
+            gateway: a.gateway,
             hook: a.hook,
             proc_root: PathBuf::from("/proc"),
         })),
@@ -248,6 +252,7 @@ mod tests {
         let start = argv::Start {
             dir: "/opt/session-ssh".into(),
             listen: argv::listen_all(2022),
+            gateway: Some(("ssh-ed25519 AAAAgw".into(), "sess-1".into())),
             original_hook: vec!["sh".into(), "-c".into(), "echo --dir".into()],
         };
         let argv = start.argv();
@@ -257,6 +262,20 @@ mod tests {
         };
         assert_eq!(s.dir, PathBuf::from("/opt/session-ssh"));
         assert_eq!(s.listen, "0.0.0.0:2022".parse().unwrap());
+        // start hands the gateway flags to serve, which parses them with the same names.
+        assert_eq!(s.gateway.gateway_ca.as_deref(), Some("ssh-ed25519 AAAAgw"));
+        assert_eq!(s.gateway.gateway_principal.as_deref(), Some("sess-1"));
+        let mut serve = vec![
+            "init-sshd".to_owned(),
+            "serve".into(),
+            "--dir".into(),
+            "/d".into(),
+        ];
+        serve.extend(s.gateway.args());
+        let Command::Serve(o) = Cli::try_parse_from(&serve).unwrap().command else {
+            panic!("serve");
+        };
+        assert_eq!(o.gateway.gateway_principal.as_deref(), Some("sess-1"));
         let hook: Vec<OsString> = start.original_hook.iter().map(OsString::from).collect();
         assert_eq!(s.hook, hook);
         // Without --listen the default is the contract's default port.

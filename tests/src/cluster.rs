@@ -450,6 +450,12 @@ pub fn hub_pod(name: &str, user: &str, server: &str) -> Result<Pod> {
     let labels = pod.metadata.labels.get_or_insert_with(Default::default);
     labels.insert("hub.jupyter.org/username".into(), user.into());
     labels.insert("hub.jupyter.org/servername".into(), server.into());
+    // KubeSpawner keeps the unescaped name in an annotation too.
+    let annotations = pod
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    annotations.insert("hub.jupyter.org/username".into(), user.into());
     Ok(pod)
 }
 

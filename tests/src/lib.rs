@@ -2,6 +2,7 @@
 //! running real peers (OpenSSH client, init-sshd, kube-apiserver) in temp dirs.
 
 pub mod cluster;
+pub mod gateway;
 pub mod injected;
 pub mod podrun;
 pub mod reaper;

@@ -221,7 +221,12 @@ impl PodSandbox {
         for (k, v) in self.container_env(c, &self.opts.session_env) {
             cmd.arg(format!("{k}={v}"));
         }
-        cmd.args(&hook);
+        // A pod's 0.0.0.0 is its own network namespace; the sandbox shares the host's, so
+        // listen addresses stay on loopback.
+        cmd.args(hook.iter().map(|a| match a.strip_prefix("0.0.0.0:") {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => a.clone(),
+        }));
         cmd.output().context("running the postStart hook")
     }
 

@@ -64,10 +64,48 @@ pub fn config(dir: &Path, port: u16, routes: &[(&str, u16)]) -> String {
     )
 }
 
+/// nginx.conf for a plain TCP load balancer over `backends` on 127.0.0.1 (round robin;
+/// a refused backend is skipped), as a cloud load balancer in front of a Deployment is.
+pub fn balancer_config(dir: &Path, port: u16, backends: &[u16]) -> String {
+    let d = dir.display();
+    let mut servers = String::new();
+    for b in backends {
+        let _ = writeln!(
+            servers,
+            "    server 127.0.0.1:{b} max_fails=1 fail_timeout=30s;"
+        );
+    }
+    format!(
+        "load_module {STREAM_MODULE};\n\
+         worker_processes 1;\n\
+         pid {d}/nginx.pid;\n\
+         error_log {d}/error.log info;\n\
+         events {{ worker_connections 2048; }}\n\
+         stream {{\n\
+         \x20 upstream backends {{\n{servers}  }}\n\
+         \x20 server {{\n\
+         \x20   listen 127.0.0.1:{port};\n\
+         \x20   proxy_pass backends;\n\
+         \x20   proxy_connect_timeout 2s;\n\
+         \x20   proxy_timeout 10m;\n\
+         \x20 }}\n\
+         }}\n"
+    )
+}
+
 impl SniRouter {
     /// Write the config, check it with `nginx -t`, start nginx in the foreground and wait
     /// until it accepts.
     pub fn start(routes: &[(&str, u16)]) -> SniRouter {
+        Self::start_with(|dir, port| config(dir, port, routes))
+    }
+
+    /// A TCP load balancer over `backends` (see [`balancer_config`]).
+    pub fn balancer(backends: &[u16]) -> SniRouter {
+        Self::start_with(|dir, port| balancer_config(dir, port, backends))
+    }
+
+    fn start_with(make: impl FnOnce(&Path, u16) -> String) -> SniRouter {
         let tmp = tempfile::Builder::new()
             .prefix("sni-router-")
             .tempdir()
@@ -75,7 +113,7 @@ impl SniRouter {
         let dir = tmp.path().to_path_buf();
         let port = net::free_port();
         let conf = dir.join("nginx.conf");
-        fs::write(&conf, config(&dir, port, routes)).expect("write nginx.conf");
+        fs::write(&conf, make(&dir, port)).expect("write nginx.conf");
         let base = |c: &mut Command| {
             c.arg("-p")
                 .arg(&dir)

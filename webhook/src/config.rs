@@ -98,6 +98,19 @@ pub struct Config {
     pub ingress: Ingress,
     /// Stable per-session host keys (a Secret per session identity).
     pub host_keys: HostKeys,
+    /// The SSH gateway sessions accept logins from (off by default).
+    pub gateway: Gateway,
+}
+
+/// What sessions need to know of the SSH gateway (`session-ssh-gateway`): its user CA. The
+/// gateway connects to a session with a certificate from that CA for one connection; the
+/// session still decides by its own authorized_keys (see README, "The SSH gateway").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Gateway {
+    /// The gateway's user CA public key, one OpenSSH line (the public half of the Secret
+    /// the gateway signs with). Null (default): sessions accept no gateway logins.
+    pub user_ca_public_key: Option<String>,
 }
 
 /// Per-session host keys: admission creates a Secret `session-ssh-hostkey-<identity>-<hash>`

@@ -34,6 +34,10 @@ pub mod flag {
     pub const LOG_FILE: &str = "log-file";
     /// The cap of that log (start passes it).
     pub const LOG_MAX_BYTES: &str = "log-max-bytes";
+    /// The SSH gateway's user CA public key (start, serve).
+    pub const GATEWAY_CA: &str = "gateway-ca";
+    /// The principal gateway certificates must name: the session id (start, serve).
+    pub const GATEWAY_PRINCIPAL: &str = "gateway-principal";
 }
 
 /// `--NAME` of a flag name.
@@ -86,6 +90,8 @@ pub struct Start {
     pub dir: String,
     /// Plain SSH listen address when not the default `0.0.0.0:2222`.
     pub listen: Option<String>,
+    /// The gateway's user CA line and this session's principal, when a gateway is set up.
+    pub gateway: Option<(String, String)>,
     /// The container's own exec hook, run after the server is up.
     pub original_hook: Vec<String>,
 }
@@ -97,6 +103,10 @@ impl Start {
         push(&mut v, flag::DIR, &self.dir);
         if let Some(l) = &self.listen {
             push(&mut v, flag::LISTEN, l);
+        }
+        if let Some((ca, principal)) = &self.gateway {
+            push(&mut v, flag::GATEWAY_CA, ca);
+            push(&mut v, flag::GATEWAY_PRINCIPAL, principal);
         }
         if !self.original_hook.is_empty() {
             v.push(HOOK_SEPARATOR.to_owned());
@@ -154,6 +164,7 @@ mod tests {
         let s = Start {
             dir: "/opt/session-ssh".into(),
             listen: listen_all(2022),
+            gateway: Some(("ssh-ed25519 AAAA gw".into(), "0123abcd".into())),
             original_hook: vec!["sh".into(), "-c".into(), "echo hi".into()],
         };
         assert_eq!(
@@ -165,6 +176,10 @@ mod tests {
                 "/opt/session-ssh",
                 "--listen",
                 "0.0.0.0:2022",
+                "--gateway-ca",
+                "ssh-ed25519 AAAA gw",
+                "--gateway-principal",
+                "0123abcd",
                 "--",
                 "sh",
                 "-c",

@@ -7,6 +7,7 @@
 
 mod addr;
 mod options;
+pub mod passport;
 
 use std::fmt;
 use std::io::Read;
@@ -370,12 +371,33 @@ impl AuthorizedKeys {
         peer: Option<IpAddr>,
         now: SystemTime,
     ) -> Decision {
+        self.authorize_plain(|e| e.key == *key.key_data(), peer, now)
+    }
+
+    /// A login the gateway vouches for (a verified [`passport`]): the entry of the key the
+    /// client proved it holds decides, with `from=` checked against the real client.
+    pub fn authorize_vouched(
+        &self,
+        fingerprint: &str,
+        client: IpAddr,
+        now: SystemTime,
+    ) -> Decision {
+        self.authorize_plain(|e| e.fingerprint == fingerprint, Some(client), now)
+    }
+
+    /// The first plain-key entry that `matches` and whose options allow this login.
+    fn authorize_plain(
+        &self,
+        matches: impl Fn(&Entry) -> bool,
+        peer: Option<IpAddr>,
+        now: SystemTime,
+    ) -> Decision {
         let now = unix_seconds(now);
         let mut reason = None;
         for e in self
             .entries
             .iter()
-            .filter(|e| !e.opts.cert_authority && e.key == *key.key_data())
+            .filter(|e| !e.opts.cert_authority && matches(e))
         {
             // Like OpenSSH, a later line with the same key may still grant access.
             match e.check_common(peer, now) {

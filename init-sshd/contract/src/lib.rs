@@ -9,11 +9,15 @@
 //! - `pod` (feature `k8s`): small readers over a Pod ("is it injected", "does it mount this
 //!   Secret");
 //! - `keys` (feature `keys`): authorized_keys lines, their options and user certificates,
-//!   and the decision what a key may do (init-sshd now, the gateway next).
+//!   and the decision what a key may do (init-sshd now, the gateway next);
+//! - `algorithms` (feature `ssh`): the SSH algorithms every endpoint of ours offers;
+//! - `tcp` (feature `net`): the socket wrapper both SSH servers accept connections with.
 //!
-//! No dependency beyond the optional Kubernetes types: init-sshd links it into a static
+//! No dependency beyond the optional ones per feature: init-sshd links it into a static
 //! binary that must stay small.
 
+#[cfg(feature = "ssh")]
+pub mod algorithms;
 pub mod argv;
 pub mod civil;
 #[cfg(feature = "keys")]
@@ -21,4 +25,6 @@ pub mod keys;
 pub mod names;
 #[cfg(feature = "k8s")]
 pub mod pod;
+#[cfg(feature = "net")]
+pub mod tcp;
 pub mod wildcard;

@@ -26,6 +26,9 @@ pub const SSH_PORT: &str = "session-ssh.io/ssh-port";
 pub const SSH_CONFIG: &str = "session-ssh.io/ssh-config";
 /// Pod annotation (controller): a known_hosts line for the published address.
 pub const KNOWN_HOSTS: &str = "session-ssh.io/known-hosts";
+/// Pod annotation (controller): the session's host public key, one OpenSSH line (what the
+/// gateway pins when it connects to the session).
+pub const HOST_PUBLIC_KEY: &str = "session-ssh.io/host-public-key";
 /// Pod annotation (controller): the session's host certificate, one OpenSSH line.
 pub const HOST_CERTIFICATE: &str = "session-ssh.io/host-certificate";
 /// Pod annotation (controller): the `@cert-authority` known_hosts line for all sessions.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use russh::Disconnect;
 use session_ssh_contract::argv::flag;
 use session_ssh_contract::names::file;
+use session_ssh_contract::tcp::QuickAck;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -84,6 +85,9 @@ pub struct ServeOpts {
     /// SSH inside TLS (issue 6): --tls-listen, --tls-handshake-secs.
     #[command(flatten)]
     pub tls: crate::serve::tls::TlsOpts,
+    /// Logins through the SSH gateway: --gateway-ca, --gateway-principal.
+    #[command(flatten)]
+    pub gateway: crate::serve::handler::passport::GatewayOpts,
 }
 
 impl ServeOpts {
@@ -128,12 +132,11 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
     }
     loop {
         let (sock, peer, permit) = accept(&listener, &slots, false).await;
-        // run_stream does not set TCP_NODELAY itself (only run_on_socket does).
-        let _ = sock.set_nodelay(true);
         let info = sock.local_addr().ok().map(|local| ConnInfo { peer, local });
         let conn = server.accepted(peer, info, permit);
         tracing::info!(conn = conn.id, %peer, "connection");
-        tokio::spawn(server.clone().run_connection(sock, conn));
+        // No Nagle, no delayed ACK (run_stream sets neither): see contract::tcp.
+        tokio::spawn(server.clone().run_connection(QuickAck::new(sock), conn));
     }
 }
 
@@ -210,6 +213,7 @@ impl Server {
                 keys: KeyStore::new(opts.dir.join(file::AUTHORIZED_KEYS)),
                 user: User::current(),
                 runtime_dir: crate::serve::channel::agent::runtime_dir(&opts.dir),
+                gateway: opts.gateway.trust(),
             }),
             gate: LoginGate {
                 grace: Duration::from_secs(opts.login_grace_secs.max(1)),

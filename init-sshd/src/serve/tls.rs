@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_ssh_contract::argv::flag;
+use session_ssh_contract::tcp::QuickAck;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -25,7 +26,7 @@ use crate::tlscert;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:2443";
 
 /// The decrypted stream handed to the SSH code path.
-pub type Stream = tokio_rustls::server::TlsStream<TcpStream>;
+pub type Stream = tokio_rustls::server::TlsStream<QuickAck<TcpStream>>;
 
 /// Errors that stop the TLS listener (never the server).
 #[derive(Debug, thiserror::Error)]
@@ -138,8 +139,8 @@ where
         let acceptor = acceptor.clone();
         let handoff = handoff.clone();
         tokio::spawn(async move {
-            let _ = sock.set_nodelay(true);
             let info = sock.local_addr().ok().map(|local| ConnInfo { peer, local });
+            let sock = QuickAck::new(sock);
             let stream = match tokio::time::timeout(handshake, acceptor.accept(sock)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {

@@ -57,6 +57,8 @@ pub struct Options {
     pub env_wait: Duration,
     /// Cap of serve's log file (see logfile.rs).
     pub log_max_bytes: u64,
+    /// Passed to serve as they are.
+    pub gateway: crate::serve::handler::passport::GatewayOpts,
     /// The original postStart argv to run afterwards (may be empty).
     pub hook: Vec<OsString>,
     /// Root of the proc filesystem (tests use a fake one).
@@ -224,6 +226,7 @@ fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
     if let Some(t) = opts.tls_listen {
         cmd.arg(argv::long(flag::TLS_LISTEN)).arg(t.to_string());
     }
+    cmd.args(opts.gateway.args());
     cloexec_inherited();
     let (pid_r, pid_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let wfd = pid_w.as_raw_fd();

@@ -139,6 +139,7 @@ fn launch_detaches_with_snapshot_env() {
         wait: Duration::from_millis(10),
         env_wait: Duration::ZERO,
         log_max_bytes: 1 << 20,
+        gateway: Default::default(),
         hook: Vec::new(),
         proc_root: PathBuf::from("/proc"),
     };

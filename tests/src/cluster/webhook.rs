@@ -89,6 +89,9 @@ pub struct WebhookCluster {
     pub port: u16,
     pub metrics_port: u16,
     args: Vec<String>,
+    /// The webhook's config file, and what the manifests put in it.
+    config_path: PathBuf,
+    config_base: String,
     kubeconfig: PathBuf,
     webhook: Option<Proc>,
     /// Replicas beyond the first (see [`WebhookCluster::start_with_replicas`]).
@@ -173,7 +176,7 @@ impl WebhookCluster {
         // Its config: what the manifests' ConfigMap holds.
         let config = config_of(&client, &rendered).await?;
         let config_path = work.path().join("config.yaml");
-        std::fs::write(&config_path, config)?;
+        std::fs::write(&config_path, &config)?;
 
         let args = webhook_args(&rendered, tls, &config_path, &tls_dir, port, metrics_port)?;
         if tls == Tls::SelfManaged {
@@ -198,6 +201,8 @@ impl WebhookCluster {
             port,
             metrics_port,
             args,
+            config_path,
+            config_base: config,
             kubeconfig,
             webhook: None,
             replicas: Vec::new(),
@@ -238,6 +243,32 @@ impl WebhookCluster {
         };
         create_namespace(&client, name, &labels).await?;
         Ok(())
+    }
+
+    /// Applies plain manifest files (no kustomize) as the admin would, e.g. the gateway's
+    /// ServiceAccount and RBAC from manifests/gateway.
+    pub async fn apply_files(&self, paths: &[PathBuf]) -> Result<()> {
+        let mut objects = Vec::new();
+        for p in paths {
+            let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let v: Value = serde::Deserialize::deserialize(doc)?;
+                if !v.is_null() {
+                    objects.push(v);
+                }
+            }
+        }
+        apply_all(&self.client().await?, &objects).await
+    }
+
+    /// The manifests' config plus `extra` (top-level keys the manifests do not set), then
+    /// a restart of the webhook so it reads it.
+    pub async fn set_config_extra(&mut self, extra: &str) -> Result<()> {
+        std::fs::write(
+            &self.config_path,
+            format!("{}\n{extra}\n", self.config_base.trim_end()),
+        )?;
+        self.start_webhook().await
     }
 
     /// Starts (or restarts) the local webhook and waits for its /readyz.

@@ -27,6 +27,7 @@ impl Config {
             keys: keys(platform),
             ingress: ingress(),
             host_keys: host_keys(platform),
+            gateway: Default::default(),
         }
     }
 }

@@ -93,6 +93,10 @@ fn semantic_errors_name_the_field() {
             "initContainer.resources.limits.memory",
         ),
         ("initContainer:\n  image: \"\"\n", "initContainer.image"),
+        (
+            "gateway:\n  userCaPublicKey: \"ssh-ed25519 not-base64\"\n",
+            "gateway.userCaPublicKey",
+        ),
     ];
     for (text, path) in cases {
         let e = load(text).unwrap_err().to_string();
@@ -155,6 +159,8 @@ fn effective_yaml_lists_every_field_and_round_trips() {
             "userSecret:",
             "annotation:",
             "extraSecrets:",
+            "gateway:",
+            "userCaPublicKey:",
         ] {
             assert!(y.contains(field), "{field} missing in {y}");
         }

@@ -19,6 +19,7 @@ pub(super) fn validate(cfg: &Config) -> Check {
     ingress(cfg)?;
     label_keys(&cfg.selector.has_labels, "selector.hasLabels")?;
     host_keys(cfg)?;
+    gateway(cfg)?;
     for k in cfg.selector.match_labels.keys() {
         if !naming::is_qualified_name(k) {
             return err(
@@ -148,6 +149,19 @@ fn label_keys(keys: &[String], path: &str) -> Check {
         }
     }
     Ok(())
+}
+
+fn gateway(cfg: &Config) -> Check {
+    let Some(line) = &cfg.gateway.user_ca_public_key else {
+        return Ok(());
+    };
+    match ssh_key::PublicKey::from_openssh(line.trim()) {
+        Ok(_) => Ok(()),
+        Err(e) => err(
+            "gateway.userCaPublicKey",
+            format!("not an OpenSSH public key line: {e}"),
+        ),
+    }
 }
 
 fn host_keys(cfg: &Config) -> Check {

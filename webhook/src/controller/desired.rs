@@ -94,6 +94,9 @@ pub fn connection(
     host_key: Option<&str>,
 ) -> BTreeMap<String, String> {
     let mut wanted = routes::annotations(&alias(s, ep, cfg), ep);
+    if let Some(key) = host_key {
+        wanted.insert(names::HOST_PUBLIC_KEY.to_owned(), key.trim().to_owned());
+    }
     if let Some(line) =
         host_key.and_then(|key| crate::hostkey::known_hosts_line(&ep.host, ep.port, key))
     {

@@ -104,7 +104,7 @@ fn session_container(ops: &mut Vec<PatchOperation>, cfg: &Config, plan: &Plan<'_
         session.ports.is_some(),
         ports,
     );
-    let hook = json!({ "exec": { "command": post_start_command(session, cfg) } });
+    let hook = json!({ "exec": { "command": post_start_command(session, cfg, plan.session_id.as_deref()) } });
     if session.lifecycle.is_some() {
         ops.push(add(
             &[&base[..], &["lifecycle", "postStart"]].concat(),
@@ -212,8 +212,10 @@ fn resources(cfg: &Config) -> Value {
     resources
 }
 
-/// `init-sshd start`, chaining an existing exec hook after `--`.
-fn post_start_command(session: &Container, cfg: &Config) -> Vec<String> {
+/// `init-sshd start`, chaining an existing exec hook after `--`. With a gateway CA the
+/// session id is the principal its certificates must name (a pod from a workload template
+/// has none yet, so it gets no gateway logins).
+fn post_start_command(session: &Container, cfg: &Config, session_id: Option<&str>) -> Vec<String> {
     let original_hook = session
         .lifecycle
         .as_ref()
@@ -226,6 +228,12 @@ fn post_start_command(session: &Container, cfg: &Config) -> Vec<String> {
     argv::Start {
         dir: cfg.mount_path.clone(),
         listen: argv::listen_all(cfg.ports.ssh),
+        gateway: cfg
+            .gateway
+            .user_ca_public_key
+            .as_ref()
+            .zip(session_id)
+            .map(|(ca, id)| (ca.trim().to_owned(), id.to_owned())),
         original_hook,
     }
     .argv()

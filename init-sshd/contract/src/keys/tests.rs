@@ -496,3 +496,102 @@ fn never_panics_on_odd_input() {
         assert_eq!(refused.len(), 1, "{input:?}");
     }
 }
+
+mod passports {
+    use super::*;
+    use crate::keys::passport::{self, Holder, Vouched};
+    use std::time::Duration;
+
+    fn vouched(fp: &str, client: &str) -> Vouched {
+        Vouched {
+            holder: Holder::Key(fp.to_owned()),
+            client: client.parse().unwrap(),
+            key_id: "gw-conn-7".into(),
+        }
+    }
+
+    fn mint_for(ca: &PrivateKey, principal: &str, v: &Vouched, at: SystemTime) -> Certificate {
+        passport::mint(ca, seeded(50).public_key(), principal, v, [9; 32], at).unwrap()
+    }
+
+    #[test]
+    fn round_trip_then_the_sessions_own_entry_decides() {
+        let (ca, user) = (seeded(40), seeded(41));
+        let fp = user.public_key().fingerprint(HashAlg::Sha256).to_string();
+        let cert = mint_for(&ca, "sess-a", &vouched(&fp, "203.0.113.9"), now());
+        let got = passport::verify(&cert, ca.public_key(), "sess-a", now()).unwrap();
+        assert_eq!(got, vouched(&fp, "203.0.113.9"));
+
+        // restrict and from= of that key's line apply, against the real client address.
+        let text = line_for(&user, "restrict,from=\"203.0.113.0/24\"", "u");
+        let (keys, bad) = AuthorizedKeys::parse(&text, "ak");
+        assert!(bad.is_empty());
+        let perms = accept(keys.authorize_vouched(&fp, got.client, now()));
+        assert!(!perms.pty && !perms.port_forwarding);
+        let r = reject(keys.authorize_vouched(&fp, ip("198.51.100.1").unwrap(), now()));
+        assert!(r.contains("from="), "{r}");
+        // A key the session does not list is refused.
+        let other = seeded(42)
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string();
+        reject(keys.authorize_vouched(&other, got.client, now()));
+    }
+
+    #[test]
+    fn another_session_another_ca_and_expiry_are_refused() {
+        let ca = seeded(40);
+        let v = vouched("SHA256:abc", "10.0.0.1");
+        let cert = mint_for(&ca, "sess-a", &v, now());
+        let e = passport::verify(&cert, ca.public_key(), "sess-b", now()).unwrap_err();
+        assert!(e.contains("principals"), "{e}");
+        let e = passport::verify(&cert, seeded(43).public_key(), "sess-a", now()).unwrap_err();
+        assert!(e.contains("signature"), "{e}");
+        assert!(!passport::is_from(&cert, seeded(43).public_key()));
+        let later = now() + Duration::from_secs(passport::MAX_LIFETIME_SECS + 1);
+        let e = passport::verify(&cert, ca.public_key(), "sess-a", later).unwrap_err();
+        assert!(e.contains("not valid now"), "{e}");
+    }
+
+    #[test]
+    fn a_certificate_with_other_options_or_a_long_life_is_no_passport() {
+        let ca = seeded(40);
+        let subject = seeded(50);
+        let t = unix_seconds(now());
+        let build = |lifetime: u64, opt: Option<(&str, &str)>| {
+            let mut b = ssh_key::certificate::Builder::new(
+                vec![1; 16],
+                subject.public_key().key_data().clone(),
+                t - 10,
+                t - 10 + lifetime,
+            )
+            .unwrap();
+            b.cert_type(CertType::User).unwrap();
+            b.valid_principal("sess-a").unwrap();
+            b.critical_option(passport::OPT_USER_KEY, "SHA256:x")
+                .unwrap();
+            b.critical_option(passport::OPT_CLIENT, "10.0.0.1").unwrap();
+            if let Some((k, v)) = opt {
+                b.critical_option(k, v).unwrap();
+            }
+            b.sign(&ca).unwrap()
+        };
+        passport::verify(&build(120, None), ca.public_key(), "sess-a", now()).unwrap();
+        let e = passport::verify(&build(3600, None), ca.public_key(), "sess-a", now());
+        assert!(e.unwrap_err().contains("lifetime"));
+        let e = passport::verify(
+            &build(120, Some(("force-command", "id"))),
+            ca.public_key(),
+            "sess-a",
+            now(),
+        );
+        assert!(e.unwrap_err().contains("unknown option"));
+        let e = passport::verify(
+            &build(120, Some((passport::OPT_HUB_USER, "alice"))),
+            ca.public_key(),
+            "sess-a",
+            now(),
+        );
+        assert!(e.unwrap_err().contains("exactly one holder"));
+    }
+}

@@ -28,6 +28,8 @@ pub struct Shared {
     pub user: User,
     /// Where agent sockets go (DIR/agent, else /tmp).
     pub runtime_dir: PathBuf,
+    /// The SSH gateway this session accepts logins from, if any.
+    pub gateway: Option<super::passport::Trust>,
 }
 
 /// A session channel between open and its exec/shell/subsystem request.

@@ -7,6 +7,7 @@ pub mod authkeys;
 pub mod config;
 mod conn;
 pub mod hostcert;
+pub mod passport;
 pub mod policy;
 mod watched;
 
@@ -52,10 +53,10 @@ impl Handler for Conn {
             ));
         }
         // A certificate's key is offered as a plain key here; russh cannot tell
-        // us which it is, so a store with a cert-authority lets every offer
-        // proceed to the signed attempt, where the real decision is made.
+        // us which it is, so a store with a cert-authority (or a trusted gateway)
+        // lets every offer proceed to the signed attempt, where the real decision is made.
         let keys = self.shared.keys.current();
-        if keys.entries().iter().any(|e| e.is_cert_authority()) {
+        if self.shared.gateway.is_some() || keys.entries().iter().any(|e| e.is_cert_authority()) {
             return Ok(Auth::Accept);
         }
         Ok(match self.decide_key(offer.public_key) {
@@ -88,6 +89,23 @@ impl Handler for Conn {
             .public_key()
             .fingerprint(HashAlg::Sha256)
             .to_string();
+        if let Some(gw) = self
+            .shared
+            .gateway
+            .as_ref()
+            .filter(|gw| gw.issued(certificate))
+        {
+            let (decision, via) = gw.authorize(certificate, &keys, SystemTime::now());
+            return Ok(match decision {
+                Decision::Accept(perms) => {
+                    tracing::info!(conn = self.id, via = %via, "through the gateway");
+                    self.accept(user, perms, "gateway")
+                }
+                Decision::Reject(reason) => {
+                    self.reject(user, &fp, &format!("gateway: {reason} ({via})"))
+                }
+            });
+        }
         Ok(
             match keys.authorize_cert(
                 certificate,

@@ -3,6 +3,13 @@
 # runs the injected init container and postStart hook in a local sandbox as the
 # session user, serves SSH on 127.0.0.1 and prints how to connect. Ctrl-C cleans up.
 # Extra arguments go to the demo (e.g. --check to connect once and exit).
+#
+#   scripts/demo.sh --cluster   the same story on a real single-node cluster (root): the
+#       cluster comes up (scripts/cluster.sh), the images are built and imported, the product
+#       is installed with kubectl apply -k, a JupyterHub serves http://127.0.0.1:8000 (user
+#       alice, any password); when alice starts her server from the hub page, the demo
+#       prints the lines to ssh into it. Ctrl-C (or DEMO_MINUTES, default 60) ends it and
+#       brings the cluster down. (scripts/node-e2e.sh --demo; tests/controlplane/NODE.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 musl=x86_64-unknown-linux-musl
@@ -10,6 +17,10 @@ export CC_x86_64_unknown_linux_musl=musl-gcc
 scripts/setup.sh
 echo "demo: building the static binaries (a few minutes on a cold cache)"
 cargo build -q --release --target "$musl" -p init-sshd -p session-ssh-webhook
+if [ "${1:-}" = --cluster ]; then
+    [ "$(id -u)" -eq 0 ] || exec sudo scripts/node-e2e.sh --demo
+    exec scripts/node-e2e.sh --demo
+fi
 cargo build -q -p session-ssh-tests --bin session-ssh-demo
 if [ "$(id -u)" -ne 0 ]; then
     echo "demo: the sandbox switches to the pod's UIDs (setpriv, nsenter), so it runs under sudo"

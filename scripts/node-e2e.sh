@@ -21,7 +21,11 @@
 #     it becomes Ready, the controller made its Service and published known-hosts;
 #  6. ssh through `kubectl port-forward` to port 2222 with the Secret's key and the
 #     published host key (StrictHostKeyChecking yes): id -u = 1000, SESSION_IMAGE_VAR
-#     = from-image, PATH is the image's.
+#     = from-image, PATH is the image's; through the Service ClusterIP: PTY shell, the VS
+#     Code pattern, scp/sftp of 256 MiB; through the SNI router on 443 (the overlay's
+#     TLSRoute per session, served by Debian nginx ssl_preread on the node IP) with the
+#     published ssh-config block and a known_hosts file of only the published line
+#     (and refused with another key in it); rsync of 256 MiB both ways over that route.
 # With --hub, step 4 is a real JupyterHub on this machine instead (PyPI jupyterhub +
 # jupyterhub-kubespawner, npm configurable-http-proxy, in .work/hub/): DummyAuthenticator,
 # KubeSpawner configured as zero-to-jupyterhub does (namespace jhub, uid 1000, fsGid 100,
@@ -29,7 +33,18 @@
 # (pods reach it there), the proxy on 127.0.0.1:8000. A service token starts alice's
 # server through the REST API; the same checks run against the pod KubeSpawner made,
 # and the hub must report the server ready and proxy /user/alice/ to it; then the same
-# for alice's named server "lab" (pod jupyter-alice--lab, /user/alice/lab/).
+# for alice's named server "lab" (pod jupyter-alice--lab, /user/alice/lab/). Then:
+# kill the main process (the kubelet restarts the container; one SSH server, same host
+# key), stop the server through the hub (pod, Service, TLSRoute garbage-collected, the
+# host-key Secret kept; started again: same key), the webhook scaled to 0 (a server
+# starts uninjected, the apiserver logs "failing open"; scaled back, injection again).
+# Without --hub, the main-process kill runs against the plain session pod.
+# --first-law: after the plain setup, each bad environment of issue 15 (init image absent,
+# install OOM, volume full = binary missing at postStart, runAsNonRoot with a named USER,
+# Pod Security restricted) as a pod, with a verdict line each; exits 1 while one is broken.
+# --bench: create->Ready p50/p95 with and without injection (NODE_BENCH_N pairs, default
+# 10), the SSH server's RSS/CPU idle and during NODE_BENCH_MIB (1024) MiB up and down.
+# --demo: scripts/demo.sh --cluster (a hub on 127.0.0.1:8000 for a person; DEMO_MINUTES).
 # Exits 0 only when every check holds; each prints "ok   ..." or "FAIL ...".
 # Env: NODE_E2E_TIMEOUT (seconds per wait, default 180), KEEP_CLUSTER=1.
 set -euo pipefail
@@ -42,8 +57,11 @@ POD=jupyter-alice
 MODE=pod
 case ${1:-} in
     --hub) MODE=hub ;;
+    --bench) MODE=bench ;;
+    --first-law) MODE=firstlaw ;;
+    --demo) MODE=demo ;;
     "") ;;
-    *) echo "usage: $0 [--hub]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--hub | --bench | --first-law | --demo]" >&2; exit 2 ;;
 esac
 NODE_IP=${CLUSTER_NODE_IP:-10.250.0.1}
 HUB_DIR=$ROOT/.work/hub
@@ -52,13 +70,18 @@ HUB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KUBECONFIG_FILE=$ROOT/.work/cluster/admin.kubeconfig
 TMP=$(mktemp -d /tmp/node-e2e.XXXXXX)
 PF_PID=""
+ROUTER_PID=""
+ROUTER_DIR=$TMP/router
 T0=$SECONDS
 
-log() { printf '==> %s\n' "$*" >&2; }
+# fd 3 and 4: the script's own stdout and stderr, also from inside a redirected command
+# (a fail in a wait_for predicate, whose output goes to /dev/null, must still be seen).
+exec 3>&1 4>&2
+log() { printf '==> %s\n' "$*" >&4; }
 ok() { printf 'ok   [%3ds] %s\n' $((SECONDS - T0)) "$*"; }
 fail() {
-    printf 'FAIL [%3ds] %s\n' $((SECONDS - T0)) "$*"
-    diagnostics
+    printf 'FAIL [%3ds] %s\n' $((SECONDS - T0)) "$*" >&3
+    diagnostics 2>&4
     exit 1
 }
 kubectl() { "$ROOT/tests/controlplane/bin/controlplane" kubectl --kubeconfig "$KUBECONFIG_FILE" "$@"; }
@@ -84,17 +107,21 @@ cleanup() {
     local rc=$?
     # shellcheck disable=SC2086 # a list of pids
     [ -z "$PF_PID" ] || kill $PF_PID 2>/dev/null || true
+    if [ -n "$ROUTER_PID" ]; then
+        kill "$ROUTER_PID" 2>/dev/null || true
+        wait "$ROUTER_PID" 2>/dev/null || true
+    fi
     if [ -n "$HUB_PID" ]; then
         kill "$HUB_PID" 2>/dev/null || true
         wait "$HUB_PID" 2>/dev/null || true
-        [ $rc = 0 ] || tail -n 30 "$HUB_DIR/run/hub.log" >&2 || true
+        [ $rc = 0 ] || tail -n 30 "$HUB_DIR/run/hub.log" >&4 || true
     fi
     rm -rf "$TMP"
     if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
         log "KEEP_CLUSTER=1: cluster left up (scripts/cluster.sh down)"
     else
         local t=$SECONDS
-        scripts/cluster.sh down >&2 || rc=1
+        scripts/cluster.sh down >&4 2>&4 || rc=1
         log "cluster.sh down: $((SECONDS - t)) s"
     fi
     log "node-e2e: $([ $rc = 0 ] && echo PASS || echo FAIL) in $((SECONDS - T0)) s"
@@ -112,13 +139,64 @@ wait_for() {
     done
 }
 
-command -v ssh >/dev/null && command -v ssh-keygen >/dev/null ||
-    DEBIAN_FRONTEND=noninteractive apt-get install -y openssh-client >/dev/null
+need_pkgs=()
+command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
+command -v rsync >/dev/null || need_pkgs+=(rsync)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+[ -x /usr/sbin/nginx ] && [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need_pkgs+=(nginx-light libnginx-mod-stream)
+[ ${#need_pkgs[@]} = 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_pkgs[@]}" >/dev/null
+
+# --- the Gateway's port 443: Debian nginx, ssl_preread passthrough -------------------------
+# The overlay puts every session on a Gateway API TLSRoute (hostname <pod>.ssh.node.test,
+# backend the session Service's port 443 = ssh-tls). No Gateway controller runs here, so
+# this plays one: it reads the TLSRoutes the webhook's controller made and routes each
+# hostname, by the TLS SNI, unterminated, to its backend Service's ClusterIP (kube-proxy
+# then to the pod's 2443). Listens on the node IP only; re-read on every call.
+router_sync() {
+    local routes ns host svc port cip dup n=0
+    mkdir -p "$ROUTER_DIR"
+    routes=$(kubectl get tlsroutes.gateway.networking.k8s.io -A -o jsonpath='{range .items[*]}{.metadata.namespace} {.spec.hostnames[0]} {.spec.rules[0].backendRefs[0].name} {.spec.rules[0].backendRefs[0].port}{"\n"}{end}')
+    {
+        echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
+        echo "daemon off; pid $ROUTER_DIR/nginx.pid; error_log $ROUTER_DIR/error.log info;"
+        echo "events {}"
+        echo "stream {"
+        echo "  map \$ssl_preread_server_name \$backend {"
+        while read -r ns host svc port; do
+            [ -n "$port" ] || continue
+            cip=$(kubectl -n "$ns" get svc "$svc" -o jsonpath='{.spec.clusterIP}' 2>/dev/null) || continue
+            echo "    $host $cip:$port;"
+            n=$((n + 1))
+        done <<<"$routes"
+        echo "    default 127.0.0.1:9;"
+        echo "  }"
+        echo "  server { listen $NODE_IP:443; ssl_preread on; proxy_pass \$backend; proxy_connect_timeout 5s; }"
+        echo "}"
+    } >"$ROUTER_DIR/nginx.conf"
+    # Two routes for one hostname: a Gateway accepts only one of them; here it is an error.
+    dup=$(awk '$2 ~ /;$/ && $1 != "default" {print $1}' "$ROUTER_DIR/nginx.conf" | sort | uniq -d)
+    [ -z "$dup" ] || fail "two TLSRoutes claim the hostname(s) $dup: $(grep -F "$dup" <<<"$routes")"
+    /usr/sbin/nginx -t -q -e "$ROUTER_DIR/error.log" -p "$ROUTER_DIR" -c "$ROUTER_DIR/nginx.conf" 2>"$ROUTER_DIR/t.err" ||
+        fail "nginx -t: $(tail -n 5 "$ROUTER_DIR/t.err")"
+    if [ -n "$ROUTER_PID" ] && kill -0 "$ROUTER_PID" 2>/dev/null; then
+        kill -HUP "$ROUTER_PID"
+        sleep 1 # the new workers take over
+    else
+        /usr/sbin/nginx -e "$ROUTER_DIR/error.log" -p "$ROUTER_DIR" -c "$ROUTER_DIR/nginx.conf" &
+        ROUTER_PID=$!
+        router_listens() { ss -Hltn "sport = :443" | grep -qF "$NODE_IP:443"; }
+        wait_for "nginx listening on $NODE_IP:443" router_listens
+    fi
+    ROUTES=$n
+}
 
 # --- a real JupyterHub (--hub) ------------------------------------------------------------
 hub_deps() {
-    if ! [ -x "$HUB_DIR/venv/bin/jupyterhub" ] || ! "$HUB_DIR/venv/bin/python" -c 'import kubespawner' 2>/dev/null; then
+    # (--version also proves the script's #! interpreter exists: a venv copied from another
+    # clone keeps that clone's absolute path)
+    if ! "$HUB_DIR/venv/bin/jupyterhub" --version >/dev/null 2>&1 || ! "$HUB_DIR/venv/bin/python" -c 'import kubespawner' 2>/dev/null; then
         log "installing jupyterhub==6.1.1 jupyterhub-kubespawner==7.1.0 into $HUB_DIR/venv (PyPI)"
+        rm -rf "$HUB_DIR/venv"
         python3 -m venv "$HUB_DIR/venv"
         "$HUB_DIR/venv/bin/pip" install --quiet jupyterhub==6.1.1 jupyterhub-kubespawner==7.1.0 >&2 ||
             fail "pip install jupyterhub jupyterhub-kubespawner"
@@ -212,6 +290,12 @@ ok "images built and imported ($((SECONDS - t)) s)"
 # 2. install as an admin
 kubectl create namespace "$NS" >/dev/null
 kubectl label namespace "$NS" session-ssh.io/enabled=true >/dev/null
+# The Gateway API's TLSRoute CRD (an unchanged copy of gateway-api v1.6.0's, see
+# tests/data/crds/README.md), as a cluster with a Gateway implementation has it.
+kubectl apply -f tests/data/crds/gateway.networking.k8s.io_tlsroutes.yaml >/dev/null ||
+    fail "kubectl apply the TLSRoute CRD"
+kubectl wait --for=condition=Established crd/tlsroutes.gateway.networking.k8s.io --timeout="${TIMEOUT}s" >/dev/null ||
+    fail "TLSRoute CRD not established"
 kubectl apply -k manifests/overlays/local-node >"$TMP/apply.log" 2>&1 || {
     cat "$TMP/apply.log" >&2
     fail "kubectl apply -k manifests/overlays/local-node"
@@ -230,7 +314,7 @@ ssh-keygen -q -t ed25519 -N '' -C alice@node-e2e -f "$TMP/id_alice"
 kubectl -n "$NS" create secret generic ssh-keys-alice --from-file=authorized_keys="$TMP/id_alice.pub" >/dev/null
 ok "Secret $NS/ssh-keys-alice holds $(ssh-keygen -lf "$TMP/id_alice.pub" | awk '{print $2}')"
 
-if [ "$MODE" = pod ]; then
+if [ "$MODE" != hub ] && [ "$MODE" != demo ]; then
 kubectl -n "$NS" apply -f - >/dev/null <<'EOF'
 apiVersion: v1
 kind: Pod
@@ -321,21 +405,24 @@ EOF
 # Admission through the Service (kube-proxy) may lag the Deployment's availability by
 # a moment: a server-side dry run shows what the stored pod will be (the webhook
 # makes no host-key Secret on a dry run).
+sed "s/^  name: $POD\$/  name: dry-run/" "$TMP/pod.yaml" >"$TMP/dry.yaml"
 dry_run_mutated() {
-    kubectl -n "$NS" create --dry-run=server -f "$TMP/pod.yaml" -o jsonpath='{.spec.initContainers[*].name}' |
+    kubectl -n "$NS" create --dry-run=server -f "$TMP/dry.yaml" -o jsonpath='{.spec.initContainers[*].name}' |
         grep -qw session-ssh-install
 }
 t=$SECONDS
 wait_for "a dry-run of the session pod comes back mutated" dry_run_mutated
 ok "admission: dry-run create of $POD is mutated ($((SECONDS - t)) s after the rollout)"
 
-if [ "$MODE" = pod ]; then
+if [ "$MODE" = demo ]; then
+    start_hub
+elif [ "$MODE" != hub ]; then
     kubectl -n "$NS" create -f "$TMP/pod.yaml" >/dev/null
 else
     start_hub
     spawn_via_hub
 fi
-if [ "$MODE" = pod ]; then
+if [ "$MODE" != hub ] && [ "$MODE" != demo ]; then
     kubectl -n "$NS" wait --for=condition=Ready pod/hub-api-stub --timeout="${TIMEOUT}s" >/dev/null ||
         fail "hub-api-stub not Ready"
 fi
@@ -431,6 +518,57 @@ check_session() {
         ok "scp up + sftp down of $size MiB via ClusterIP, sha256 equal ($((SECONDS - t0)) s)"
     fi
 
+    # Through the SNI router on 443 (the Gateway's port, nginx above), with nothing but
+    # what the pod publishes: its ssh-config block (the router answers on the node IP,
+    # not on the .test name: -connect there, the name stays the SNI) and a known_hosts
+    # file holding only the annotation's line, verbatim; StrictHostKeyChecking yes.
+    local route rhost alias
+    route=$(kubectl -n "$NS" get tlsroute "$pod" -o jsonpath='{.spec.hostnames[0]} -> {.spec.rules[0].backendRefs[0].name}:{.spec.rules[0].backendRefs[0].port} owner={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}') ||
+        fail "controller made no TLSRoute $NS/$pod"
+    router_sync
+    rhost=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/ssh-host}')
+    kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/ssh-config}' |
+        sed "s/-connect %h:443/-connect $NODE_IP:443/" >"$TMP/sni_config.$pod"
+    [ "$rhost" = "${route%% *}" ] || fail "ssh-host annotation '$rhost' is not the TLSRoute's hostname (${route%% *})"
+    printf '%s\n' "$known" >"$TMP/sni_known.$pod"
+    alias=$(awk '$1 == "Host" {print $2; exit}' "$TMP/sni_config.$pod")
+    grep -q "ProxyCommand openssl s_client" "$TMP/sni_config.$pod" && [ -n "$alias" ] ||
+        fail "ssh-config annotation of $pod has no SNI block: $(cat "$TMP/sni_config.$pod")"
+    # (ssh keeps the first value of an option: the known_hosts file is given once, last)
+    local SSHS0=(ssh -F "$TMP/sni_config.$pod" -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+        -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=10)
+    SSHS=("${SSHS0[@]}" -o UserKnownHostsFile="$TMP/sni_known.$pod")
+    out=$(timeout 60 "${SSHS[@]}" "$alias" 'echo "uid=$(id -u) var=$SESSION_IMAGE_VAR"' 2>"$TMP/ssh.err") ||
+        fail "ssh through the SNI router on $NODE_IP:443 as $alias: $(tail -n 5 "$TMP/ssh.err")"
+    [ "$out" = "uid=1000 var=from-image" ] || fail "ssh via SNI: '$out'"
+    ok "ssh via the SNI router on 443 (TLSRoute $route, $ROUTES routes; known_hosts = only '$(cut -c1-45 <<<"$known")...'): $out"
+    # ... and the same with another key in that line is refused (the check can fail).
+    ssh-keygen -q -t ed25519 -N '' -f "$TMP/other_host_key.$pod"
+    awk '{print $1, $(NF-1)}' <<<"$known" | tr '\n' ' ' >"$TMP/sni_wrong.$pod"
+    awk '{print $2}' "$TMP/other_host_key.$pod.pub" >>"$TMP/sni_wrong.$pod"
+    if timeout 60 "${SSHS0[@]}" -o UserKnownHostsFile="$TMP/sni_wrong.$pod" "$alias" true 2>"$TMP/ssh.err"; then
+        fail "ssh via SNI accepted a known_hosts line with another host key"
+    fi
+    grep -q "Host key verification failed" "$TMP/ssh.err" || fail "ssh via SNI with a wrong key: $(tail -n 3 "$TMP/ssh.err")"
+    ok "ssh via SNI with another key in that known_hosts line: refused (Host key verification failed)"
+    # rsync over that route (the image's own rsync at the far end), up and down.
+    if [ "$size" -gt 0 ]; then
+        head -c "$((size * 1024 * 1024))" /dev/urandom >"$TMP/blob"
+        local want got t0=$SECONDS
+        want=$(sha256sum <"$TMP/blob" | cut -d' ' -f1)
+        local RSH="ssh -F $TMP/sni_config.$pod -i $TMP/id_alice -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$TMP/sni_known.$pod -o GlobalKnownHostsFile=/dev/null"
+        timeout 300 rsync -e "$RSH" "$TMP/blob" "$alias:rsync-blob" 2>"$TMP/rsync.err" ||
+            fail "rsync up via SNI: $(tail -n 5 "$TMP/rsync.err")"
+        got=$(timeout 120 "${SSHS[@]}" "$alias" 'sha256sum rsync-blob' | cut -d' ' -f1)
+        [ "$got" = "$want" ] || fail "rsync up: sha256 in the pod $got, want $want"
+        timeout 300 rsync -e "$RSH" --remove-source-files "$alias:rsync-blob" "$TMP/blob.back" 2>"$TMP/rsync.err" ||
+            fail "rsync down via SNI: $(tail -n 5 "$TMP/rsync.err")"
+        got=$(sha256sum <"$TMP/blob.back" | cut -d' ' -f1)
+        [ "$got" = "$want" ] || fail "rsync down: sha256 back $got, want $want"
+        rm -f "$TMP/blob" "$TMP/blob.back"
+        ok "rsync up + down of $size MiB via the SNI router, sha256 equal ($((SECONDS - t0)) s; remote $(timeout 30 "${SSHS[@]}" "$alias" 'rsync --version | head -n 1' | awk '{print $1, $3}'))"
+    fi
+
     # The session itself keeps working with SSH injected: jupyterhub-singleuser answers
     # on 8888 (asked from inside, over ssh), and the container never restarted.
     api=http://127.0.0.1:8888${prefix}api
@@ -452,10 +590,406 @@ check_session() {
     fi
 }
 
+# --- resilience ---------------------------------------------------------------------------
+# pin POD FILE: a known_hosts FILE with only the pod's published host key, under the alias
+# "session" (ssh_pinned checks it with HostKeyAlias, whatever the Service IP is then).
+pin() {
+    local k
+    k=$(kubectl -n "$NS" get pod "$1" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}')
+    [ -n "$k" ] || return 1
+    awk '{print "session", $(NF-1), $NF}' <<<"$k" >"$2"
+}
+ssh_pinned() { # FILE POD CMD: ssh to the pod's ClusterIP with only FILE as known_hosts
+    local c
+    c=$(kubectl -n "$NS" get svc "$2" -o jsonpath='{.spec.clusterIP}') || return 1
+    timeout 60 ssh -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes \
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$1" -o GlobalKnownHostsFile=/dev/null \
+        -o HostKeyAlias=session -o ConnectTimeout=10 "alice@$c" "$3"
+}
+host_key_of() { kubectl -n "$NS" get pod "$1" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}' | awk '{print $NF}'; }
+servers_running() { # POD: how many `init-sshd serve` processes the notebook container has
+    kubectl -n "$NS" exec "$1" -c notebook -- pgrep -c -f 'init-sshd serve'
+}
+
+# Kill the session's main process (jupyterhub-singleuser, tini's child) with SIGKILL: the
+# kubelet restarts the container (restartPolicy OnFailure, as KubeSpawner sets it); the
+# postStart hook runs again; then exactly one SSH server answers, with the same host key.
+check_kill_main() {
+    local pod=$1 r0 r1 key0 n t=$SECONDS
+    r0=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="notebook")].restartCount}')
+    key0=$(host_key_of "$pod")
+    pin "$pod" "$TMP/kill_known" || fail "$pod: no known-hosts or Service to pin"
+    n=$(servers_running "$pod") || fail "pgrep in $pod"
+    [ "$n" = 1 ] || fail "$pod runs $n SSH servers before the kill"
+    kubectl -n "$NS" exec "$pod" -c notebook -- pkill -KILL -f '^/opt/venv/bin/python3? .*jupyterhub-singleuser' ||
+        fail "pkill -KILL jupyterhub-singleuser in $pod"
+    restarted() {
+        r1=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="notebook")].restartCount}')
+        [ "$r1" -gt "$r0" ] && kubectl -n "$NS" wait --for=condition=Ready "pod/$pod" --timeout=1s
+    }
+    wait_for "the kubelet restarts $pod's notebook container" restarted
+    ok "killed jupyterhub-singleuser (SIGKILL) in $pod: container restarted (restarts $r0 -> $r1), Ready again ($((SECONDS - t)) s)"
+    wait_for "ssh to $pod after the restart" ssh_pinned "$TMP/kill_known" "$pod" true
+    n=$(servers_running "$pod") || fail "pgrep in $pod"
+    [ "$n" = 1 ] || fail "$pod runs $n SSH servers after the restart"
+    [ "$(host_key_of "$pod")" = "$key0" ] || fail "$pod's published host key changed across the restart"
+    out=$(ssh_pinned "$TMP/kill_known" "$pod" 'echo "uid=$(id -u) var=$SESSION_IMAGE_VAR"') || fail "ssh after the restart"
+    ok "after the restart: $n SSH server in $pod, same host key (StrictHostKeyChecking yes against the old pin): $out"
+}
+
+# Stop alice's default server through the hub: KubeSpawner deletes the pod, the garbage
+# collector its Service and TLSRoute (owned by the pod); the host-key Secret stays. Start
+# it again: the same host key, and the old pin (the key, not the address) still works.
+check_stop_start() {
+    local pod=$1 secret key0 t=$SECONDS
+    secret=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.volumes[?(@.name=="session-ssh-host-key")].secret.secretName}')
+    [ -n "$secret" ] || fail "$pod mounts no host-key Secret"
+    key0=$(host_key_of "$pod")
+    pin "$pod" "$TMP/stop_known" || fail "$pod: no known-hosts or Service to pin"
+    hub_api DELETE /users/alice/server >/dev/null || fail "hub API: DELETE /users/alice/server"
+    stopped() {
+        hub_api GET /users/alice | python3 -c 'import json,sys; sys.exit(0 if "" not in json.load(sys.stdin)["servers"] else 1)'
+    }
+    wait_for "the hub reports alice's default server stopped" stopped
+    gone() { ! kubectl -n "$NS" get "$@" >/dev/null 2>&1; }
+    wait_for "pod $pod deleted" gone pod "$pod"
+    wait_for "Service $pod garbage-collected" gone svc "$pod"
+    wait_for "TLSRoute $pod garbage-collected" gone tlsroute "$pod"
+    ok "hub API: DELETE /users/alice/server -> pod, Service and TLSRoute $pod gone ($((SECONDS - t)) s; Service + route by the garbage collector)"
+    kubectl -n "$NS" get secret "$secret" >/dev/null 2>&1 || fail "host-key Secret $secret was deleted with the pod"
+    ok "host-key Secret $NS/$secret kept"
+    spawn_via_hub
+    kubectl -n "$NS" wait --for=condition=Ready "pod/$POD" --timeout="${TIMEOUT}s" >/dev/null || fail "$POD not Ready again"
+    has_known() { [ -n "$(host_key_of "$POD")" ]; }
+    wait_for "known-hosts published again on $POD" has_known
+    [ "$(host_key_of "$POD")" = "$key0" ] || fail "the restarted server has another host key"
+    out=$(ssh_pinned "$TMP/stop_known" "$POD" 'echo "uid=$(id -u)"' 2>&1) || fail "ssh to the restarted server with the old pin: $out"
+    ok "started again through the hub ($POD): same host key $(cut -c1-20 <<<"$key0")..., the old pin works: $out"
+}
+
+# The webhook scaled to 0: the apiserver cannot call it, failurePolicy Ignore admits the pod
+# unchanged (with a warning), the hub starts the server and reports it ready; scaled back,
+# injection works again.
+check_webhook_down() {
+    local t=$SECONDS pod warn
+    kubectl -n session-ssh scale deploy/session-ssh-webhook --replicas=0 >/dev/null
+    no_webhook_pods() { [ -z "$(kubectl -n session-ssh get pods -l app.kubernetes.io/name=session-ssh-webhook -o name)" ]; }
+    wait_for "webhook pods gone after scale to 0" no_webhook_pods
+    ok "webhook Deployment scaled to 0 ($((SECONDS - t)) s)"
+    local apilog=$ROOT/.work/cluster/logs/controlplane.log open0 open1
+    open0=$(grep -c 'failing open inject.session-ssh.io' "$apilog" || true)
+    warn=$(kubectl -n "$NS" create --dry-run=server -f "$TMP/dry.yaml" -o jsonpath='{.spec.initContainers[*].name}' 2>&1 >"$TMP/dry.out") ||
+        fail "dry-run create with the webhook down: $warn"
+    ! grep -qw session-ssh-install "$TMP/dry.out" || fail "a dry-run was mutated with the webhook down"
+    open1=$(grep -c 'failing open inject.session-ssh.io' "$apilog" || true)
+    [ "$open1" -gt "$open0" ] || fail "the apiserver logged no 'failing open' for the webhook"
+    ok "with the webhook down a pod is admitted unchanged; kubectl shows ${warn:-no warning}; the apiserver logs: $(grep -o 'Failed calling webhook, failing open inject.session-ssh.io: .*' "$apilog" | tail -n 1 | cut -c1-220)"
+    spawn_via_hub nossh
+    pod=$POD
+    [ -z "$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.initContainers[*].name}')" ] || fail "$pod was injected with the webhook down"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: token $HUB_TOKEN" "http://127.0.0.1:8000/user/alice/nossh/api")
+    [ "$code" = 200 ] || fail "/user/alice/nossh/api through the proxy: HTTP $code"
+    ok "with the webhook down: the hub started $pod uninjected (no init container), ready, /user/alice/nossh/api 200"
+    t=$SECONDS
+    kubectl -n session-ssh scale deploy/session-ssh-webhook --replicas=2 >/dev/null
+    kubectl -n session-ssh rollout status deploy/session-ssh-webhook --timeout="${TIMEOUT}s" >&2 || fail "webhook not available after scaling back"
+    wait_for "a dry-run is mutated again" dry_run_mutated
+    ok "webhook scaled back to 2: available and injecting again ($((SECONDS - t)) s)"
+    hub_api DELETE /users/alice/servers/nossh >/dev/null || fail "hub API: DELETE /users/alice/servers/nossh"
+}
+
+# --- --bench: issue 15 item 5 (a benchmark: it prints figures, it asserts only that the
+# pods start and the transfers complete) -----------------------------------------------------
+# now_ms: wall clock in milliseconds.
+now_ms() { date +%s%3N; }
+# pctl P FILE: the P-th percentile (nearest rank) of the numbers in FILE.
+pctl() { sort -n "$2" | awk -v p="$1" '{v[NR]=$1} END {i=int((p*NR+99)/100); if (i<1) i=1; print v[i]}'; }
+# bench_pod NAME INJECT: create a KubeSpawner-made pod (the spec of $TMP/pod.yaml, user NAME)
+# and print the milliseconds from `kubectl create` to Ready as the kubelet reports it.
+bench_pod() {
+    local name=$1 inject=$2 t0 t1
+    sed -e "s/^  name: $POD\$/  name: $name/" -e "s/alice/$name/g" "$TMP/pod.yaml" >"$TMP/bench.yaml"
+    [ "$inject" = yes ] || sed -i 's/^  labels:$/  labels:\n    session-ssh.io\/inject: "false"/' "$TMP/bench.yaml"
+    t0=$(now_ms)
+    kubectl -n "$NS" create -f "$TMP/bench.yaml" >/dev/null || fail "create $name"
+    kubectl -n "$NS" wait --for=condition=Ready "pod/$name" --timeout="${TIMEOUT}s" >/dev/null || fail "$name not Ready"
+    t1=$(now_ms)
+    init=$(kubectl -n "$NS" get pod "$name" -o jsonpath='{.spec.initContainers[*].name}')
+    if [ "$inject" = yes ]; then [ "$init" = session-ssh-install ] || fail "$name not injected"; else [ -z "$init" ] || fail "$name injected"; fi
+    kubectl -n "$NS" delete pod "$name" --timeout=60s >/dev/null || fail "delete $name"
+    echo $((t1 - t0))
+}
+
+# serve_stats PID: "rss_kib hwm_kib cpu_ticks" of a host process.
+serve_stats() {
+    local rss hwm cpu
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$1/status")
+    hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$1/status")
+    cpu=$(awk '{print $14 + $15}' "/proc/$1/stat")
+    echo "$rss $hwm $cpu"
+}
+
+run_bench() {
+    local n=${NODE_BENCH_N:-10} mib=${NODE_BENCH_MIB:-1024} i ms
+    local hz pid cg memcg cpucg
+    : >"$TMP/plain.ms"
+    : >"$TMP/inject.ms"
+    # Warm both paths once (first use of the image, the webhook's connections), not counted.
+    bench_pod warm-plain no >/dev/null
+    bench_pod warm-inject yes >/dev/null
+    for i in $(seq 1 "$n"); do
+        ms=$(bench_pod "bench-plain-$i" no)
+        echo "$ms" >>"$TMP/plain.ms"
+        ms=$(bench_pod "bench-ssh-$i" yes)
+        echo "$ms" >>"$TMP/inject.ms"
+        log "pair $i: plain $(tail -n 1 "$TMP/plain.ms") ms, injected $ms ms"
+    done
+    local p50a p95a p50b p95b
+    p50a=$(pctl 50 "$TMP/plain.ms"); p95a=$(pctl 95 "$TMP/plain.ms")
+    p50b=$(pctl 50 "$TMP/inject.ms"); p95b=$(pctl 95 "$TMP/inject.ms")
+    echo "BENCH create->Ready n=$n (alternating, same node, KubeSpawner pod spec, jupyter-session image):"
+    echo "BENCH   without injection: p50 ${p50a} ms  p95 ${p95a} ms  (all: $(sort -n "$TMP/plain.ms" | tr '\n' ' '))"
+    echo "BENCH   with injection:    p50 ${p50b} ms  p95 ${p95b} ms  (all: $(sort -n "$TMP/inject.ms" | tr '\n' ' '))"
+    echo "BENCH   overhead:          p50 +$((p50b - p50a)) ms  p95 +$((p95b - p95a)) ms"
+
+    # The SSH server of jupyter-alice: its own process (RSS, CPU) and its container's cgroup.
+    pid=$(pgrep -f '/opt/session-ssh/bin/init-sshd serve' | head -n 1)
+    [ -n "$pid" ] || fail "no init-sshd serve process on the node"
+    hz=$(getconf CLK_TCK)
+    # cgroup v1: each controller's mount and the process's path in it
+    cg=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' "/proc/$pid/cgroup")
+    memcg=$(findmnt -n -t cgroup -O memory -o TARGET | head -n 1)$cg
+    cg=$(awk -F: '$2 ~ /(^|,)cpuacct(,|$)/ {print $3}' "/proc/$pid/cgroup")
+    cpucg=$(findmnt -n -t cgroup -O cpuacct -o TARGET | head -n 1)$cg
+    [ -f "$memcg/memory.usage_in_bytes" ] || fail "no memory cgroup $memcg"
+    [ -f "$cpucg/cpuacct.usage" ] || fail "no cpuacct cgroup $cpucg"
+    sleep 5
+    read -r rss hwm cpu0 < <(serve_stats "$pid")
+    local ccpu0 cmem
+    ccpu0=$(cat "$cpucg/cpuacct.usage")
+    cmem=$(( $(cat "$memcg/memory.usage_in_bytes") / 1048576 ))
+    sleep 10
+    read -r rss hwm cpu1 < <(serve_stats "$pid")
+    echo "BENCH SSH server idle (jupyter-alice, no connection): RSS ${rss} KiB, CPU $(( (cpu1 - cpu0) * 1000 / hz )) ms in 10 s; container cgroup memory $cmem MiB (jupyter + server)"
+    # 1 GiB up (into cat >/dev/null in the pod) and down (head -c from /dev/zero), sampled.
+    echo 0 >"$memcg/memory.max_usage_in_bytes" 2>/dev/null || true
+    local t0 t1 up_s down_s peak_rss=0 r c1 cc1
+    read -r _ _ cpu0 < <(serve_stats "$pid")
+    ccpu0=$(cat "$cpucg/cpuacct.usage")
+    t0=$(now_ms)
+    ( head -c "$((mib * 1048576))" /dev/zero | timeout 600 "${SSHC[@]}" "alice@$cip" 'cat >/dev/null' ) &
+    local xfer=$!
+    while kill -0 "$xfer" 2>/dev/null; do
+        r=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+        [ "$r" -le "$peak_rss" ] || peak_rss=$r
+        sleep 0.2
+    done
+    wait "$xfer" || fail "1 GiB upload"
+    t1=$(now_ms); up_s=$(( (t1 - t0) ))
+    t0=$(now_ms)
+    ( timeout 600 "${SSHC[@]}" "alice@$cip" "head -c $((mib * 1048576)) /dev/zero" | wc -c >"$TMP/down.bytes" ) &
+    xfer=$!
+    while kill -0 "$xfer" 2>/dev/null; do
+        r=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+        [ "$r" -le "$peak_rss" ] || peak_rss=$r
+        sleep 0.2
+    done
+    wait "$xfer" || fail "1 GiB download"
+    t1=$(now_ms); down_s=$(( (t1 - t0) ))
+    [ "$(cat "$TMP/down.bytes")" = $((mib * 1048576)) ] || fail "download: $(cat "$TMP/down.bytes") bytes"
+    read -r _ hwm c1 < <(serve_stats "$pid")
+    cc1=$(cat "$cpucg/cpuacct.usage")
+    echo "BENCH SSH server during $mib MiB up + $mib MiB down (ssh cat, aes/chacha as negotiated): up $up_s ms ($(( mib * 1000 / (up_s > 0 ? up_s : 1) )) MiB/s), down $down_s ms ($(( mib * 1000 / (down_s > 0 ? down_s : 1) )) MiB/s)"
+    echo "BENCH   server RSS peak ${peak_rss} KiB (sampled every 0.2 s; VmHWM ${hwm} KiB), server CPU $(( (c1 - cpu0) * 1000 / hz )) ms = $(( (c1 - cpu0) * 100000 / hz / (up_s + down_s) )) % of a core; container CPU $(( (cc1 - ccpu0) / 1000000 )) ms"
+    echo "BENCH   container cgroup memory now $(( $(cat "$memcg/memory.usage_in_bytes") / 1048576 )) MiB, peak since reset $(( $(cat "$memcg/memory.max_usage_in_bytes") / 1048576 )) MiB"
+}
+
+# --- --first-law: what each bad environment does to a session on this node ------------------
+# observe POD: wait up to FIRST_LAW_WAIT seconds for Ready, then print one line of what the
+# kubelet did: phase, Ready, the init and session containers' states, restarts, hook events.
+# Returns 0 when the pod is Ready (the session runs), 1 when it is not.
+observe() {
+    local pod=$1 ns=${2:-$NS} wait=${FIRST_LAW_WAIT:-60} rc=0 st ev
+    kubectl -n "$ns" wait --for=condition=Ready "pod/$pod" --timeout="${wait}s" >/dev/null 2>&1 || rc=1
+    st=$(kubectl -n "$ns" get pod "$pod" -o go-template='phase={{.status.phase}}{{range .status.initContainerStatuses}} init:{{.name}}={{range $k, $v := .state}}{{$k}}{{with $v.reason}}/{{.}}{{end}}{{end}},restarts={{.restartCount}}{{end}}{{range .status.containerStatuses}} {{.name}}={{range $k, $v := .state}}{{$k}}{{with $v.reason}}/{{.}}{{end}}{{end}},ready={{.ready}},restarts={{.restartCount}}{{end}}')
+    ev=$(kubectl -n "$ns" get events --field-selector "involvedObject.name=$pod" -o go-template='{{range .items}}{{if and (ne .type "Normal") (ne .reason "MissingClusterDNS")}}{{.reason}}: {{.message}} | {{end}}{{end}}' | cut -c1-400 || true)
+    echo "$st${ev:+ ; warnings: $ev}"
+    return $rc
+}
+# has_ssh POD [NS]: the session's SSH server answers (kubectl exec + pgrep, no key needed).
+has_ssh() { kubectl -n "${2:-$NS}" exec "$1" -c notebook -- pgrep -f 'init-sshd serve' >/dev/null 2>&1; }
+
+# law CASE POD [NS]: one verdict line. The first law holds when the session runs (Ready),
+# with or without SSH; it is broken when the pod is stuck or its container is killed.
+LAW_BROKEN=()
+law() {
+    local case=$1 pod=$2 ns=${3:-$NS} what ssh
+    if what=$(observe "$pod" "$ns"); then
+        ssh=without; has_ssh "$pod" "$ns" && ssh=with
+        echo "FIRST-LAW holds  [$case] session runs $ssh SSH: $what"
+    else
+        echo "FIRST-LAW BROKEN [$case] session not running after ${FIRST_LAW_WAIT:-60}s: $what"
+        LAW_BROKEN+=("$case")
+    fi
+}
+
+# variant NAME [SED...]: $TMP/pod.yaml as pod NAME (user NAME), edited by the sed scripts.
+variant() {
+    local name=$1
+    shift
+    sed -e "s/^  name: $POD\$/  name: $name/" -e "s/alice/$name/g" "$@" "$TMP/pod.yaml"
+}
+# inject_offline CONFIG: the pod on stdin as the webhook would write it with CONFIG
+# (`session-ssh-webhook inject`, the product's offline injector).
+inject_offline() { "$BIN_DIR/session-ssh-webhook" inject --config "$1" -f - --force; }
+
+run_first_law() {
+    BIN_DIR=${BIN_DIR:-$ROOT/target/x86_64-unknown-linux-musl/release}
+    # 0. the reference: a plain session and an injected one.
+    variant fl-plain -e 's/^  labels:$/  labels:\n    session-ssh.io\/inject: "false"/' | kubectl -n "$NS" create -f - >/dev/null
+    law "reference, no injection" fl-plain
+    law "reference, injected (jupyter-alice)" "$POD"
+
+    # 1. the init image is absent from the node (removed from containerd; IfNotPresent and
+    #    no registry: the kubelet cannot pull it back).
+    ctr --address "$ROOT/.work/cluster/containerd/containerd.sock" -n k8s.io images rm localhost/session-ssh/init-sshd:dev >/dev/null ||
+        fail "ctr images rm init-sshd"
+    variant fl-noimage | kubectl -n "$NS" create -f - >/dev/null
+    law "init image absent" fl-noimage
+    echo "FIRST-LAW note   [init image absent] manifests/ has no pre-pull DaemonSet: the case 'with the DaemonSet' is not shown"
+    scripts/node-images.sh import >/dev/null || fail "re-import the images"
+    kubectl -n "$NS" delete pod fl-noimage --wait=false >/dev/null
+
+    # 2. the install container hits its memory limit (initContainer.resources.limits.memory).
+    printf 'initContainer:\n  image: localhost/session-ssh/init-sshd:dev\n  imagePullPolicy: IfNotPresent\n  resources:\n    limits: {memory: 4Mi}\n    requests: {memory: 4Mi}\nplatform: jupyterhub\n' >"$TMP/oom.yaml"
+    variant fl-oom | inject_offline "$TMP/oom.yaml" >"$TMP/fl-oom.yaml" || fail "inject fl-oom"
+    kubectl -n "$NS" create -f "$TMP/fl-oom.yaml" >/dev/null || fail "create fl-oom"
+    law "install container memory limit 4Mi" fl-oom
+
+    # 3. the volume install copies into is full (a 1 MiB tmpfs: the 4 MiB binary does not
+    #    fit; install logs it and exits 0) -> the binary is missing when postStart runs.
+    printf 'initContainer:\n  image: localhost/session-ssh/init-sshd:dev\n  imagePullPolicy: IfNotPresent\nplatform: jupyterhub\nvolumeSizeLimit: 1Mi\n' >"$TMP/full.yaml"
+    variant fl-full | inject_offline "$TMP/full.yaml" |
+        python3 -c '
+import sys, yaml
+docs = list(yaml.safe_load_all(sys.stdin))
+for d in docs:
+    for v in d["spec"]["volumes"]:
+        if v["name"] == "session-ssh":
+            v["emptyDir"]["medium"] = "Memory"
+yaml.safe_dump_all(docs, sys.stdout)' >"$TMP/fl-full.yaml" || fail "inject fl-full"
+    kubectl -n "$NS" create -f "$TMP/fl-full.yaml" >/dev/null || fail "create fl-full"
+    law "volume full (emptyDir medium Memory, sizeLimit 1Mi) = binary missing at postStart" fl-full
+    kubectl -n "$NS" logs fl-full -c session-ssh-install 2>&1 | grep -m1 -i 'binary' | cut -c1-200 | sed 's/^/                 install: /'
+
+    # 4. runAsNonRoot enforced with an image whose USER is a name (jovyan), no runAsUser.
+    local named='s|localhost/session-ssh/jupyter-session:dev|localhost/session-ssh/named-user:dev|; /^      args:/d; /runAsUser: 1000/d; s/^  securityContext:$/  securityContext:\n    runAsNonRoot: true/'
+    variant fl-named-plain -e "$named" -e 's/^  labels:$/  labels:\n    session-ssh.io\/inject: "false"/' | kubectl -n "$NS" create -f - >/dev/null
+    law "runAsNonRoot + USER jovyan (a name), no injection" fl-named-plain
+    variant fl-named -e "$named" | kubectl -n "$NS" create -f - >/dev/null
+    law "runAsNonRoot + USER jovyan (a name), injected" fl-named
+
+    # 5. Pod Security "restricted" enforced on the namespace: a restricted-compliant
+    #    KubeSpawner pod, injected; then the session checks of check_session there.
+    local rns=jhub-restricted
+    kubectl create namespace "$rns" >/dev/null
+    kubectl label namespace "$rns" session-ssh.io/enabled=true pod-security.kubernetes.io/enforce=restricted >/dev/null
+    kubectl -n "$rns" create secret generic ssh-keys-alice --from-file=authorized_keys="$TMP/id_alice.pub" >/dev/null
+    # As the jupyterhub example does for its namespace: the webhook may keep host keys here.
+    sed "s/namespace: jhub\$/namespace: $rns/" manifests/examples/jupyterhub/host-keys-rolebinding.yaml | kubectl apply -f - >/dev/null
+    sed -e 's/^  securityContext:$/  securityContext:\n    runAsNonRoot: true\n    seccompProfile: {type: RuntimeDefault}/' \
+        -e 's/^        allowPrivilegeEscalation: false$/        allowPrivilegeEscalation: false\n        capabilities: {drop: [ALL]}/' \
+        "$TMP/pod.yaml" >"$TMP/restricted.yaml"
+    kubectl -n "$rns" create -f "$TMP/restricted.yaml" >"$TMP/restricted.out" 2>&1 ||
+        fail "PSA restricted refused the injected pod: $(cat "$TMP/restricted.out")"
+    law "Pod Security restricted namespace, injected" "$POD" "$rns"
+    local saved=$NS
+    NS=$rns
+    check_session "$POD" ""
+    NS=$saved
+    echo "FIRST-LAW note   [hostUsers: false] not run: containerd 1.6 refuses it (user namespaces need containerd >= 2.0, runc >= 1.2)"
+
+    echo "FIRST-LAW summary: ${#LAW_BROKEN[@]} case(s) broken${LAW_BROKEN[*]:+: ${LAW_BROKEN[*]}}"
+    [ ${#LAW_BROKEN[@]} = 0 ]
+}
+
+# --- --demo: scripts/demo.sh --cluster (issue 15 item 7) ------------------------------------
+# The real cluster, the product installed, a JupyterHub on http://127.0.0.1:8000 (user alice,
+# any password); when alice's server runs, print how to ssh in. Ends (and brings the cluster
+# down) on Ctrl-C, or after DEMO_MINUTES (default 60).
+run_demo() {
+    local minutes=${DEMO_MINUTES:-60} deadline shown="" pod known cip
+    mkdir -p "$ROOT/.work/demo"
+    cp "$TMP/id_alice" "$TMP/id_alice.pub" "$ROOT/.work/demo/"
+    deadline=$((SECONDS + minutes * 60))
+    cat >&3 <<MSG
+
+  JupyterHub: http://127.0.0.1:8000   (user alice, any password; then "Start My Server")
+  alice's SSH key: $ROOT/.work/demo/id_alice (its public half is in Secret jhub/ssh-keys-alice)
+  The demo prints the ssh lines when the server is up; Ctrl-C ends it (cluster down).
+
+MSG
+    while [ $SECONDS -lt $deadline ]; do
+        pod=$(kubectl -n "$NS" get pods -l component=singleuser-server,hub.jupyter.org/username=alice \
+            -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.metadata.name}{"\n"}{end}' 2>/dev/null | head -n 1)
+        if [ -n "$pod" ] && [ "$pod" != "$shown" ]; then
+            known=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/known-hosts}')
+            cip=$(kubectl -n "$NS" get svc "$pod" -o jsonpath='{.spec.clusterIP}' 2>/dev/null || true)
+            if [ -n "$known" ] && [ -n "$cip" ]; then
+                router_sync
+                awk '{print "'"$cip"'", $(NF-1), $NF}' <<<"$known" >"$ROOT/.work/demo/known_hosts"
+                printf '%s\n' "$known" >>"$ROOT/.work/demo/known_hosts"
+                kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/ssh-config}' |
+                    sed "s/-connect %h:443/-connect $NODE_IP:443/" >"$ROOT/.work/demo/ssh_config"
+                cat >&3 <<MSG
+  alice's server runs in pod $pod. From this machine:
+
+    ssh -i .work/demo/id_alice -o UserKnownHostsFile=.work/demo/known_hosts alice@$cip
+    # or through the SNI router on $NODE_IP:443, with the block the pod publishes:
+    ssh -F .work/demo/ssh_config -i .work/demo/id_alice -o UserKnownHostsFile=.work/demo/known_hosts $(awk '$1 == "Host" {print $2; exit}' "$ROOT/.work/demo/ssh_config")
+    # scp, sftp, rsync -e 'ssh -F .work/demo/ssh_config ...' and VS Code Remote-SSH work the same way.
+
+MSG
+                shown=$pod
+            fi
+        fi
+        sleep 3
+    done
+    log "demo: $minutes minutes are up"
+}
+
+if [ "$MODE" = demo ]; then
+    run_demo
+    exit 0
+fi
+
+if [ "$MODE" = firstlaw ]; then
+    NODE_E2E_TRANSFER_MIB=0
+    check_session "$POD" ""
+    run_first_law || { log "first-law cases broken: ${LAW_BROKEN[*]}"; exit 1; }
+    exit 0
+fi
+
+if [ "$MODE" = bench ]; then
+    NODE_E2E_TRANSFER_MIB=0
+    check_session "$POD" ""
+    cip=$(kubectl -n "$NS" get svc "$POD" -o jsonpath='{.spec.clusterIP}')
+    SSHC=(ssh -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10)
+    run_bench
+    log "benchmark done"
+    exit 0
+fi
+
 check_session "$POD" ""
 if [ "$MODE" = hub ]; then
     spawn_via_hub lab
     check_session "$POD" lab
+    check_kill_main jupyter-alice
+    check_stop_start jupyter-alice
+    check_webhook_down
+else
+    check_kill_main "$POD"
 fi
 
 log "all checks passed"

@@ -3,18 +3,20 @@
 # no daemon, no registry) and imported into the containerd of scripts/cluster.sh:
 #
 #   scripts/node-images.sh           # build what changed, import into the cluster if it is up
-#   scripts/node-images.sh build     # build only (no cluster needed)
+#   scripts/node-images.sh build [NAME...]  # build only (no cluster needed), all or the named images
 #   scripts/node-images.sh import    # import the built archives (cluster must be up)
 #
 #   localhost/session-ssh/webhook:dev          webhook/Containerfile, target prebuilt
 #   localhost/session-ssh/init-sshd:dev        init-sshd/Containerfile, target prebuilt
 #   localhost/session-ssh/jupyter-session:dev  Debian bookworm (mmdebstrap) + python3 venv
-#       with jupyterhub + jupyterlab from PyPI; no sshd, no sftp-server, no passwd entry
+#       with jupyterhub + jupyterlab from PyPI, rsync; no sshd, no sftp-server, no passwd entry
 #       for UID 1000; USER 1000:100, HOME /home/jovyan, its own PATH and
 #       SESSION_IMAGE_VAR=from-image; ENTRYPOINT tini -g --, CMD jupyterhub-singleuser
 #       (the docker-stacks layout: KubeSpawner's args replace CMD, keep the entrypoint)
 #   localhost/session-ssh/minimal:dev          busybox-static only: no /etc/passwd, no
 #       shell profile; USER 1000:100; sleeps
+#   localhost/session-ssh/named-user:dev       minimal + /etc/passwd, USER jovyan (a name,
+#       UID 1000): the kubelet cannot verify runAsNonRoot for it
 #
 # Cached by content: each image's inputs (binary, Containerfile, recipe text, pinned
 # versions) are hashed; .work/images/NAME-HASH.tar (an OCI archive) is reused while
@@ -117,7 +119,7 @@ build_jupyter() { # ARCHIVE
     # No openssh-server/-sftp-server, no user for UID 1000: the image stays a
     # "any image" test for session-ssh.
     mmdebstrap --quiet --variant=apt --format=directory \
-        --include=python3,python3-venv,tini,ca-certificates,less,procps \
+        --include=python3,python3-venv,tini,ca-certificates,less,procps,rsync \
         --customize-hook="mkdir -p \"\$1/tmp/wheels\" && cp -a $wheels/. \"\$1/tmp/wheels/\"" \
         --customize-hook='chroot "$1" python3 -m venv /opt/venv' \
         --customize-hook="chroot \"\$1\" /opt/venv/bin/pip install --quiet --no-index --find-links /tmp/wheels jupyterhub==$JUPYTERHUB_VERSION jupyterlab==$JUPYTERLAB_VERSION" \
@@ -128,6 +130,9 @@ build_jupyter() { # ARCHIVE
     ! grep -q '^[^:]*:[^:]*:1000:' "$work/rootfs/etc/passwd" || die "jupyter-session: passwd has UID 1000"
     ! [ -e "$work/rootfs/usr/sbin/sshd" ] && ! [ -e "$work/rootfs/usr/lib/openssh/sftp-server" ] ||
         die "jupyter-session: the image has sshd or sftp-server"
+    # rsync is an ordinary tool of data-science images (and what `rsync -e ssh` runs on
+    # the far side); it brings no ssh server.
+    [ -x "$work/rootfs/usr/bin/rsync" ] || die "jupyter-session: no /usr/bin/rsync"
     c=$("${BUILDAH[@]}" from --quiet scratch)
     # cp -a into the mounted container, not `buildah copy` (which makes every file
     # root's): /home/jovyan must stay 1000:100, or jupyter cannot write ~/.local.
@@ -164,13 +169,36 @@ build_minimal() { # ARCHIVE
     rm -rf "$r"
 }
 
-IMAGES=(webhook init-sshd jupyter-session minimal)
+# --- named-user: minimal with a passwd entry and USER given by name --------------------
+# For the first-law case "runAsNonRoot with an image whose USER is a name": the kubelet
+# cannot tell from a name that the user is not root.
+hash_named() { { echo "$RECIPE_VERSION"; sha256sum </bin/busybox; declare -f build_named; } | sha; }
+build_named() { # ARCHIVE
+    local archive=$1 r=$OUT/named-rootfs a c
+    rm -rf "$r"
+    mkdir -p "$r/bin" "$r/tmp" "$r/etc"
+    chmod 1777 "$r/tmp"
+    cp /bin/busybox "$r/bin/busybox"
+    for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$r/bin/$a"; done
+    printf 'root:x:0:0:root:/root:/bin/sh\njovyan:x:1000:100:jovyan:/tmp:/bin/sh\n' >"$r/etc/passwd"
+    printf 'root:x:0:\nusers:x:100:\n' >"$r/etc/group"
+    c=$("${BUILDAH[@]}" from --quiet scratch)
+    "${BUILDAH[@]}" copy --quiet "$c" "$r" / >/dev/null
+    "${BUILDAH[@]}" config --env PATH=/bin --env SESSION_IMAGE_VAR=from-named --env HOME=/tmp \
+        --user jovyan --entrypoint '["/bin/sleep"]' --cmd '["2147483647"]' \
+        --label org.opencontainers.image.source=session-ssh/scripts/node-images.sh "$c"
+    commit_archive "$c" "$PREFIX/named-user:dev" "$archive"
+    rm -rf "$r"
+}
+
+IMAGES=(webhook init-sshd jupyter-session minimal named-user)
 hash_of() {
     case $1 in
         webhook) hash_prebuilt webhook session-ssh-webhook webhook/Containerfile ;;
         init-sshd) hash_prebuilt init-sshd init-sshd init-sshd/Containerfile ;;
         jupyter-session) hash_jupyter ;;
         minimal) hash_minimal ;;
+        named-user) hash_named ;;
     esac
 }
 archive_of() { echo "$OUT/$1-$(hash_of "$1").tar"; }
@@ -190,6 +218,7 @@ cmd_build() {
             init-sshd) build_prebuilt init-sshd init-sshd init-sshd/Containerfile "$archive" ;;
             jupyter-session) build_jupyter "$archive" ;;
             minimal) build_minimal "$archive" ;;
+            named-user) build_named "$archive" ;;
         esac
         # Older archives of this image are no longer wanted.
         find "$OUT" -maxdepth 1 -name "$name-*.tar" ! -path "$archive" -delete
@@ -223,7 +252,11 @@ cmd_import() {
 
 prereqs
 case ${1:-all} in
-    build) cmd_build ;;
+    build)
+        shift
+        [ $# = 0 ] || IMAGES=("$@")
+        cmd_build
+        ;;
     import) cmd_import ;;
     all)
         cmd_build

@@ -152,7 +152,10 @@ async fn main() {
         "jupyterhub",
         &[&ns],
         work.path(),
-        &[("GATEWAY_MAX_STARTUPS", "256")],
+        &[
+            ("GATEWAY_MAX_STARTUPS", "256"),
+            ("GATEWAY_MAX_FAILURES_PER_MINUTE", "100000"),
+        ],
     )
     .unwrap();
     let known = work.path().join("known_hosts");

@@ -11,6 +11,7 @@
 //! - `keys` (feature `keys`): authorized_keys lines, their options and user certificates,
 //!   and the decision what a key may do (init-sshd now, the gateway next);
 //! - `algorithms` (feature `ssh`): the SSH algorithms every endpoint of ours offers;
+//! - `grace` (features `ssh` and `net`): the login grace time of a russh server session;
 //! - `tcp` (feature `net`): the socket wrapper both SSH servers accept connections with.
 //!
 //! No dependency beyond the optional ones per feature: init-sshd links it into a static
@@ -20,6 +21,8 @@
 pub mod algorithms;
 pub mod argv;
 pub mod civil;
+#[cfg(all(feature = "ssh", feature = "net"))]
+pub mod grace;
 #[cfg(feature = "keys")]
 pub mod keys;
 pub mod names;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use russh::Disconnect;
 use session_ssh_contract::argv::flag;
+use session_ssh_contract::grace;
 use session_ssh_contract::names::file;
 use session_ssh_contract::tcp::{Cuttable, QuickAck};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -268,7 +268,7 @@ impl Server {
         // russh keeps the socket in a task of its own: a peer stalled inside the key
         // exchange would outlive the grace time unless the stream can be cut.
         let (sock, cut) = Cuttable::new(sock);
-        let (authed_tx, mut authed) = watch::channel(false);
+        let (authed_tx, authed) = watch::channel(false);
         let handler = Conn::new(self.shared.clone(), id, conn.info, authed_tx);
         // The grace time covers the version exchange too: russh waits for the client's
         // version line without a bound, so a silent TCP peer would hold a slot forever.
@@ -285,38 +285,11 @@ impl Server {
                 return;
             }
         };
-        let handle = session.handle();
-        let mut session = std::pin::pin!(session);
-        let logged_in = async {
-            tokio::select! {
-                r = authed.wait_for(|a| *a) => r.is_ok(),
-                () = tokio::time::sleep_until(deadline) => false,
-            }
-        };
-        let result = tokio::select! {
-            r = &mut session => r,
-            ok = logged_in => {
-                drop(startup);
-                if !ok {
-                    tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "login grace time exceeded");
-                    let _ = handle
-                        .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
-                        .await;
-                    // A peer stalled inside the key exchange never sees that message,
-                    // and russh's task keeps the socket: cut it. (The session future is
-                    // awaited to completion exactly once.)
-                    match tokio::time::timeout(Duration::from_secs(2), &mut session).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            cut.cut();
-                            session.await
-                        }
-                    }
-                } else {
-                    session.await
-                }
-            }
-        };
+        let ended = grace::run(session, authed, deadline, cut, startup).await;
+        if ended.grace_exceeded {
+            tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "login grace time exceeded");
+        }
+        let result = ended.result;
         match result {
             Ok(()) => tracing::info!(conn = id, %peer, "connection closed"),
             Err(e) => tracing::info!(conn = id, %peer, error = %e, "connection ended"),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use russh::Disconnect;
+use session_ssh_contract::grace;
 use session_ssh_contract::tcp::{Cuttable, QuickAck};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -105,7 +105,7 @@ impl Listener {
         let _open = OnDrop(|| {
             m.connections_open.fetch_sub(1, Ordering::Relaxed);
         });
-        let (tx, mut logged_in) = watch::channel(false);
+        let (tx, logged_in) = watch::channel(false);
         let handler = Conn::new(self.shared.clone(), id, peer, tx);
         let deadline = tokio::time::Instant::now() + self.grace;
         // The grace time also bounds the version exchange, which russh does not.
@@ -125,37 +125,11 @@ impl Listener {
                 return;
             }
         };
-        let handle = session.handle();
-        let mut session = std::pin::pin!(session);
-        let result = tokio::select! {
-            r = &mut session => r,
-            ok = async {
-                tokio::select! {
-                    r = logged_in.wait_for(|v| *v) => r.is_ok(),
-                    () = tokio::time::sleep_until(deadline) => false,
-                }
-            } => {
-                drop(startup);
-                if !ok {
-                    tracing::info!(conn = id, client = %peer, "login grace time exceeded");
-                    let _ = handle
-                        .disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new())
-                        .await;
-                    // A peer stalled inside the key exchange never sees that message,
-                    // and russh's task keeps the socket: cut it. (The session future is
-                    // awaited to completion exactly once.)
-                    match tokio::time::timeout(Duration::from_secs(2), &mut session).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            cut.cut();
-                            session.await
-                        }
-                    }
-                } else {
-                    session.await
-                }
-            }
-        };
+        let ended = grace::run(session, logged_in, deadline, cut, startup).await;
+        if ended.grace_exceeded {
+            tracing::info!(conn = id, client = %peer, "login grace time exceeded");
+        }
+        let result = ended.result;
         match result {
             Ok(()) => tracing::info!(event = "closed", conn = id, client = %peer),
             Err(e) => tracing::info!(event = "closed", conn = id, client = %peer, error = %e),

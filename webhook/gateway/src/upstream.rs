@@ -87,17 +87,9 @@ impl client::Handler for Upstream {
             return Ok(());
         };
         let (a, o) = (connected_address.to_owned(), originator_address.to_owned());
-        tokio::spawn(async move {
-            match down
-                .channel_open_forwarded_tcpip(a, connected_port, o, originator_port)
+        hand_back(channel, reply, async move {
+            down.channel_open_forwarded_tcpip(a, connected_port, o, originator_port)
                 .await
-            {
-                Ok(user_side) => {
-                    reply.accept().await;
-                    pump::relay(user_side, channel, None).await;
-                }
-                Err(_) => reply.reject(russh::ChannelOpenFailure::ConnectFailed).await,
-            }
         });
         Ok(())
     }
@@ -113,14 +105,8 @@ impl client::Handler for Upstream {
             return Ok(());
         };
         let path = socket_path.to_owned();
-        tokio::spawn(async move {
-            match down.channel_open_forwarded_streamlocal(path).await {
-                Ok(user_side) => {
-                    reply.accept().await;
-                    pump::relay(user_side, channel, None).await;
-                }
-                Err(_) => reply.reject(russh::ChannelOpenFailure::ConnectFailed).await,
-            }
+        hand_back(channel, reply, async move {
+            down.channel_open_forwarded_streamlocal(path).await
         });
         Ok(())
     }
@@ -134,17 +120,31 @@ impl client::Handler for Upstream {
         let Some(down) = self.downstream.get().cloned() else {
             return Ok(());
         };
-        tokio::spawn(async move {
-            match down.channel_open_agent().await {
-                Ok(user_side) => {
-                    reply.accept().await;
-                    pump::relay(user_side, channel, None).await;
-                }
-                Err(_) => reply.reject(russh::ChannelOpenFailure::ConnectFailed).await,
-            }
-        });
+        hand_back(
+            channel,
+            reply,
+            async move { down.channel_open_agent().await },
+        );
         Ok(())
     }
+}
+
+/// A channel the session opened towards the user (`-R`, agent): open the user's side with
+/// `open`, then accept the session's and relay; the session's is refused when the user's
+/// cannot be opened. In a task, so the upstream connection's loop never waits on the user.
+fn hand_back<F>(channel: Channel<Msg>, reply: ChannelOpenHandle, open: F)
+where
+    F: Future<Output = Result<Channel<russh::server::Msg>, russh::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        match open.await {
+            Ok(user_side) => {
+                reply.accept().await;
+                pump::relay(user_side, channel, None).await;
+            }
+            Err(_) => reply.reject(russh::ChannelOpenFailure::ConnectFailed).await,
+        }
+    });
 }
 
 /// A connected (not yet logged-in) upstream, with the key its passports certify.

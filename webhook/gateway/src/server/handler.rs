@@ -131,23 +131,12 @@ impl Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<()> {
-        let Some(up) = self.up() else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        };
         // The session decides (permitopen, restrict) and connects from inside the pod.
-        match up
-            .channel_open_direct_tcpip(host, port, orig_addr, orig_port)
-            .await
-        {
-            Ok(sess) => {
-                reply.accept().await;
-                self.spawn_relay(channel, sess, None, format!("direct-tcpip {host}:{port}"));
-            }
-            Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
-        }
+        let what = format!("direct-tcpip {host}:{port}");
+        let open = self
+            .up()
+            .map(|up| up.channel_open_direct_tcpip(host, port, orig_addr, orig_port));
+        self.relay_opened(channel, reply, open, what).await;
         Ok(())
     }
 
@@ -158,19 +147,9 @@ impl Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<()> {
-        let Some(up) = self.up() else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        };
-        match up.channel_open_direct_streamlocal(path).await {
-            Ok(sess) => {
-                reply.accept().await;
-                self.spawn_relay(channel, sess, None, format!("direct-streamlocal {path}"));
-            }
-            Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
-        }
+        let what = format!("direct-streamlocal {path}");
+        let open = self.up().map(|up| up.channel_open_direct_streamlocal(path));
+        self.relay_opened(channel, reply, open, what).await;
         Ok(())
     }
 

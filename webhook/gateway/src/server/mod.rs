@@ -193,6 +193,32 @@ impl Conn {
         Ok(())
     }
 
+    /// A forwarding channel: `open` opens the session's side (None: not logged in
+    /// upstream); accept the user's and relay, or refuse it as the session did.
+    async fn relay_opened<F>(
+        &self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        open: Option<F>,
+        what: String,
+    ) where
+        F: std::future::Future<Output = Result<Channel<client::Msg>, russh::Error>>,
+    {
+        let Some(open) = open else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        };
+        match open.await {
+            Ok(sess) => {
+                reply.accept().await;
+                self.spawn_relay(channel, sess, None, what);
+            }
+            Err(_) => reply.reject(russh::ChannelOpenFailure::ConnectFailed).await,
+        }
+    }
+
     fn spawn_relay(
         &self,
         user: Channel<Msg>,

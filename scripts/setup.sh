@@ -49,5 +49,11 @@ if $with_tests; then
         python3 -m venv .venv
     fi
     .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
+    # JupyterHub's proxy (npm), for the real hub of the gateway and activity tests.
+    if [ ! -x .venv/chp/node_modules/.bin/configurable-http-proxy ]; then
+        command -v npm >/dev/null || sudo_ env DEBIAN_FRONTEND=noninteractive \
+            apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends npm >/dev/null
+        npm install --silent --no-audit --no-fund --prefix .venv/chp configurable-http-proxy@4
+    fi
 fi
 echo "setup: done"

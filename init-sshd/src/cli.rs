@@ -275,6 +275,7 @@ mod tests {
                 file: Some("off".into()),
             },
             gateway: Some(("ssh-ed25519 AAAAgw".into(), "sess-1".into())),
+            gateway_hub_user: Some("alice".into()),
             original_hook: vec!["sh".into(), "-c".into(), "echo --dir".into()],
         };
         let argv = start.argv();
@@ -302,6 +303,7 @@ mod tests {
             panic!("serve");
         };
         assert_eq!(o.gateway.gateway_principal.as_deref(), Some("sess-1"));
+        assert_eq!(o.gateway.gateway_hub_user.as_deref(), Some("alice"));
         let hook: Vec<OsString> = start.original_hook.iter().map(OsString::from).collect();
         assert_eq!(s.hook, hook);
         // Without --listen the default is the contract's default port.

@@ -269,6 +269,22 @@ pub async fn start_session_env(
     ca: &str,
     env: &[(&str, &str)],
 ) -> Result<Session> {
+    start_session_cfg(wc, ns, work, user, options, ca, env, "").await
+}
+
+/// [`start_session_env`] with more of the webhook's `gateway:` settings at admission
+/// (`gateway` lines, indented two spaces, e.g. `"  hubTokenLogin: true\n"`).
+#[allow(clippy::too_many_arguments)]
+pub async fn start_session_cfg(
+    wc: &mut WebhookCluster,
+    ns: &str,
+    work: &Path,
+    user: &str,
+    options: &str,
+    ca: &str,
+    env: &[(&str, &str)],
+    gateway_cfg: &str,
+) -> Result<Session> {
     let client = wc.client().await?;
     // KubeSpawner's label value is a slug of the hub name; the annotation keeps the name.
     let slug = user.replace(['@', '.'], "-");
@@ -298,7 +314,7 @@ pub async fn start_session_env(
     // Each session's server gets its own port (the sandbox shares the host's network).
     let port = free_port(0);
     wc.set_config_extra(&format!(
-        "gateway:\n  userCaPublicKey: \"{ca}\"\nports:\n  ssh: {port}\n  sshTls: null\n"
+        "gateway:\n  userCaPublicKey: \"{ca}\"\n{gateway_cfg}ports:\n  ssh: {port}\n  sshTls: null\n"
     ))
     .await?;
     let name = format!("jupyter-{slug}");

@@ -114,6 +114,11 @@ pub struct Gateway {
     /// The gateway's user CA public key, one OpenSSH line (the public half of the Secret
     /// the gateway signs with). Null (default): sessions accept no gateway logins.
     pub user_ca_public_key: Option<String>,
+    /// JupyterHub: let the pod's hub user (annotation, else label `hub.jupyter.org/username`)
+    /// log in through the gateway with a hub API token as the password; the gateway asks the
+    /// hub who owns the token (its `--hub-api-url`). Default false: keys only.
+    #[serde(default)]
+    pub hub_token_login: bool,
 }
 
 /// Per-session host keys: admission creates a Secret `session-ssh-hostkey-<identity>-<hash>`

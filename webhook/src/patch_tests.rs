@@ -831,3 +831,29 @@ fn sni_host_reaches_the_information_file_and_key_volumes_the_session_container()
     assert!(!argv.iter().any(|a| a == "--info-host"));
     assert!(argv.ends_with(&["--info-file".to_owned(), "off".to_owned()]));
 }
+
+#[test]
+fn gateway_flags_and_hub_token_login_reach_start() {
+    let mut original = jupyterhub("alice");
+    // KubeSpawner's label may be an escaped form: the annotation is the hub's spelling.
+    original
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("hub.jupyter.org/username".into(), "alice@x.org".into());
+    let mut c = cfg(Platform::Jupyterhub);
+    c.gateway.user_ca_public_key = Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGw gw".into());
+    let argv = post_start(&apply(&original, &mutate(&original, &c)));
+    let flag = |f: &str| {
+        argv.iter()
+            .position(|a| a == f)
+            .map(|i| argv[i + 1].clone())
+    };
+    assert!(flag("--gateway-principal").is_some_and(|p| !p.is_empty()));
+    assert_eq!(flag("--gateway-hub-user"), None, "off by default");
+    c.gateway.hub_token_login = true;
+    let argv = post_start(&apply(&original, &mutate(&original, &c)));
+    let at = argv.iter().position(|a| a == "--gateway-hub-user").unwrap();
+    assert_eq!(argv[at + 1], "alice@x.org");
+}

@@ -46,6 +46,9 @@ pub mod flag {
     pub const GATEWAY_CA: &str = "gateway-ca";
     /// The principal gateway certificates must name: the session id (start, serve).
     pub const GATEWAY_PRINCIPAL: &str = "gateway-principal";
+    /// The one hub user whose hub-token logins through the gateway this session accepts
+    /// (start, serve; unset: none).
+    pub const GATEWAY_HUB_USER: &str = "gateway-hub-user";
 }
 
 /// `--NAME` of a flag name.
@@ -102,6 +105,8 @@ pub struct Start {
     pub info: Info,
     /// The gateway's user CA line and this session's principal, when a gateway is set up.
     pub gateway: Option<(String, String)>,
+    /// With a gateway: the hub user whose hub-token logins this session accepts.
+    pub gateway_hub_user: Option<String>,
     /// The container's own exec hook, run after the server is up.
     pub original_hook: Vec<String>,
 }
@@ -127,6 +132,9 @@ impl Start {
         if let Some((ca, principal)) = &self.gateway {
             push(&mut v, flag::GATEWAY_CA, ca);
             push(&mut v, flag::GATEWAY_PRINCIPAL, principal);
+            if let Some(u) = &self.gateway_hub_user {
+                push(&mut v, flag::GATEWAY_HUB_USER, u);
+            }
         }
         let info = &self.info;
         let port = info.port.map(|p| p.to_string());
@@ -198,6 +206,7 @@ mod tests {
             listen: listen_all(2022),
             info: Info::default(),
             gateway: Some(("ssh-ed25519 AAAA gw".into(), "0123abcd".into())),
+            gateway_hub_user: Some("alice@x.org".into()),
             original_hook: vec!["sh".into(), "-c".into(), "echo hi".into()],
         };
         assert_eq!(
@@ -213,6 +222,8 @@ mod tests {
                 "ssh-ed25519 AAAA gw",
                 "--gateway-principal",
                 "0123abcd",
+                "--gateway-hub-user",
+                "alice@x.org",
                 "--",
                 "sh",
                 "-c",

@@ -35,6 +35,11 @@ pub struct Cli {
     /// Namespaces with sessions (repeatable); none: every namespace.
     #[arg(long = "namespace", env = "GATEWAY_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
+    /// JupyterHub preset: the hub's REST API (e.g. `http://hub:8081/hub/api`). Set, a user may
+    /// log in with a hub API token as the password (keyboard-interactive or password); the
+    /// session must allow it too (the webhook's `gateway.hubTokenLogin`). Unset: keys only.
+    #[arg(long, env = "GATEWAY_HUB_API_URL")]
+    pub hub_api_url: Option<String>,
     /// Shown to every client before it logs in (an SSH banner): the name format and where
     /// to start a stopped server. Default: the preset's.
     #[arg(long, env = "GATEWAY_HINT")]

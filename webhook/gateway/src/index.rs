@@ -29,6 +29,8 @@ pub struct Target {
     pub ready: bool,
     /// The host key the controller published (pinned).
     pub host_key: Option<PublicKey>,
+    /// JupyterHub: the hub user and server name, for hub-token logins.
+    pub hub: Option<(String, String)>,
 }
 
 impl Target {
@@ -68,6 +70,7 @@ impl Target {
             addr: ip.map(|ip| SocketAddr::new(ip, port)),
             ready,
             host_key,
+            hub: route::hub_server(pod),
         })
     }
 }

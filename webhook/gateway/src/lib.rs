@@ -3,6 +3,7 @@
 //! - `route`: which session a login name means, per platform preset (pure);
 //! - `index`: injected session pods by login name, kept from pod watches;
 //! - `upstream`: the leg to a session (host key pinned, passport login, channels it opens);
+//! - `hub`: hub-token logins (JupyterHub preset, optional): who owns a token;
 //! - `server`: the user's leg (a russh `Handler` that asks the session for every decision);
 //! - `pump`: one channel relayed both ways with end-to-end flow control;
 //! - `metrics`: Prometheus counters and the health endpoints;
@@ -10,6 +11,7 @@
 //!   on one port; `cli`: the flags.
 
 pub mod cli;
+pub mod hub;
 pub mod index;
 pub mod limits;
 pub mod listen;
@@ -51,6 +53,10 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("TLS certificate: {0}")]
     Tls(#[from] crate::tls::Error),
+    #[error(transparent)]
+    Hub(#[from] crate::hub::Error),
+    #[error("--hub-api-url: hub-token logins need --preset jupyterhub")]
+    HubPreset,
 }
 
 /// Result alias of this crate.
@@ -68,6 +74,9 @@ fn server_config(cli: &Cli, host_key: russh::keys::PrivateKey) -> russh::server:
     let mut methods = MethodSet::empty();
     methods.push(MethodKind::PublicKey);
     methods.push(MethodKind::KeyboardInteractive);
+    if cli.hub_api_url.is_some() {
+        methods.push(MethodKind::Password);
+    }
     russh::server::Config {
         server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-session-ssh-gateway")),
         methods,
@@ -107,6 +116,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         _ => None,
     };
     let ca = load_key(&cli.user_ca)?;
+    let hub = match &cli.hub_api_url {
+        Some(_) if cli.preset != crate::route::Preset::Jupyterhub => return Err(Error::HubPreset),
+        Some(url) => Some(crate::hub::HubApi::new(
+            url,
+            Duration::from_secs(cli.upstream_timeout_secs.max(1)),
+        )?),
+        None => None,
+    };
     let client = kube::Client::try_default().await?;
     let index = Index::new(cli.preset);
     tokio::spawn(index.clone().run(client, cli.namespaces.clone()));
@@ -126,6 +143,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             .clone()
             .unwrap_or_else(|| cli.preset.hint().to_owned()),
         failures: Failures::new(cli.max_failures_per_minute),
+        hub,
     });
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
@@ -134,7 +152,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             source,
         })?;
     let local = listener.local_addr().unwrap_or(cli.listen);
-    tracing::info!(listen = %local, preset = ?cli.preset, namespaces = ?cli.namespaces, tls = cli.tls_cert.is_some(), "gateway serving");
+    tracing::info!(listen = %local, preset = ?cli.preset, namespaces = ?cli.namespaces, tls = cli.tls_cert.is_some(), hub_token_login = cli.hub_api_url.is_some(), "gateway serving");
     let l = Arc::new(Listener {
         shared,
         config: Arc::new(server_config(&cli, host_key)),

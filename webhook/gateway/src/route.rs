@@ -54,13 +54,7 @@ pub fn names(pod: &Pod, preset: Preset) -> Vec<String> {
     let meta = &pod.metadata;
     let ns = meta.namespace.as_deref().unwrap_or_default();
     let name = meta.name.as_deref().unwrap_or_default();
-    let read = |key: &str| {
-        meta.annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .or_else(|| meta.labels.as_ref().and_then(|l| l.get(key)))
-            .map(String::as_str)
-    };
+    let read = |key: &str| read(pod, key);
     let out = match preset {
         Preset::Jupyterhub => read(HUB_USER).map(|user| match read(HUB_SERVER) {
             Some(server) if !server.is_empty() => format!("{user}{SERVER_SEPARATOR}{server}"),
@@ -81,6 +75,24 @@ pub fn names(pod: &Pod, preset: Preset) -> Vec<String> {
     out.and_then(|n| normalize(&n, preset))
         .into_iter()
         .collect()
+}
+
+/// The hub user and server name (`""`: the default server) of a JupyterHub session pod, as
+/// the hub spells them (annotations first: KubeSpawner's labels may be escaped forms).
+pub fn hub_server(pod: &Pod) -> Option<(String, String)> {
+    let user = read(pod, HUB_USER).filter(|u| !u.is_empty())?;
+    let server = read(pod, HUB_SERVER).unwrap_or_default();
+    Some((user.to_owned(), server.to_owned()))
+}
+
+/// An annotation, else the label of the same key.
+fn read<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    let meta = &pod.metadata;
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .or_else(|| meta.labels.as_ref().and_then(|l| l.get(key)))
+        .map(String::as_str)
 }
 
 /// The canonical form of a login name, or None for one that names nothing (empty, too
@@ -142,6 +154,16 @@ mod tests {
         let p = pod("j", "hub", &[(HUB_USER, "bob"), (HUB_SERVER, "")]);
         assert_eq!(names(&p, Preset::Jupyterhub), ["bob"]);
         assert!(names(&pod("x", "hub", &[]), Preset::Jupyterhub).is_empty());
+        // Hub-token logins compare the hub's own spelling, not the login name.
+        assert_eq!(
+            hub_server(&pod(
+                "j",
+                "hub",
+                &[(HUB_USER, "Alice@X.org"), (HUB_SERVER, "lab")]
+            )),
+            Some(("Alice@X.org".into(), "lab".into()))
+        );
+        assert_eq!(hub_server(&pod("x", "hub", &[])), None);
     }
 
     #[test]

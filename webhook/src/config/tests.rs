@@ -97,6 +97,7 @@ fn semantic_errors_name_the_field() {
             "gateway:\n  userCaPublicKey: \"ssh-ed25519 not-base64\"\n",
             "gateway.userCaPublicKey",
         ),
+        ("gateway:\n  hubTokenLogin: true\n", "gateway.hubTokenLogin"),
     ];
     for (text, path) in cases {
         let e = load(text).unwrap_err().to_string();

@@ -158,6 +158,12 @@ fn label_keys(keys: &[String], path: &str) -> Check {
 
 fn gateway(cfg: &Config) -> Check {
     let Some(line) = &cfg.gateway.user_ca_public_key else {
+        if cfg.gateway.hub_token_login {
+            return err(
+                "gateway.hubTokenLogin",
+                "needs gateway.userCaPublicKey (hub-token logins come through the gateway)".into(),
+            );
+        }
         return Ok(());
     };
     match ssh_key::PublicKey::from_openssh(line.trim()) {

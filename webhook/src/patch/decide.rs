@@ -35,6 +35,8 @@ pub struct Plan<'a> {
     /// What `start` puts in the information file that the session cannot know itself
     /// (boxed: rarely set, and it would double the size of every `Decision`).
     pub info: Box<argv::Info>,
+    /// The hub user whose hub-token logins the session accepts (`gateway.hubTokenLogin`).
+    pub hub_user: Option<String>,
 }
 
 /// The outcome of [`decide`].
@@ -135,7 +137,24 @@ pub fn decide<'a>(
         host_cert,
         session_id,
         info,
+        hub_user: hub_user(pod, cfg),
     })
+}
+
+/// The pod's hub user, when hub-token logins are on: KubeSpawner's annotation holds the
+/// name as the hub spells it (its label may be an escaped form), so it comes first.
+fn hub_user(pod: &Pod, cfg: &Config) -> Option<String> {
+    const KEY: &str = "hub.jupyter.org/username";
+    if !cfg.gateway.hub_token_login {
+        return None;
+    }
+    let m = &pod.metadata;
+    m.annotations
+        .as_ref()
+        .and_then(|a| a.get(KEY))
+        .or_else(|| m.labels.as_ref().and_then(|l| l.get(KEY)))
+        .filter(|u| !u.is_empty())
+        .cloned()
 }
 
 /// Host and port for the information file, when admission knows them: the SNI modes' host

@@ -105,7 +105,7 @@ fn session_container(ops: &mut Vec<PatchOperation>, cfg: &Config, plan: &Plan<'_
         session.ports.is_some(),
         ports,
     );
-    let hook = json!({ "exec": { "command": post_start_command(session, cfg, plan.session_id.as_deref(), plan.info.as_ref()) } });
+    let hook = json!({ "exec": { "command": post_start_command(session, cfg, plan) } });
     if session.lifecycle.is_some() {
         ops.push(add(
             &[&base[..], &["lifecycle", "postStart"]].concat(),
@@ -216,12 +216,7 @@ fn resources(cfg: &Config) -> Value {
 /// `init-sshd start`, chaining an existing exec hook after `--`. With a gateway CA the
 /// session id is the principal its certificates must name (a pod from a workload template
 /// has none yet, so it gets no gateway logins). `info` goes to the information file.
-fn post_start_command(
-    session: &Container,
-    cfg: &Config,
-    session_id: Option<&str>,
-    info: &argv::Info,
-) -> Vec<String> {
+fn post_start_command(session: &Container, cfg: &Config, plan: &Plan) -> Vec<String> {
     let original_hook = session
         .lifecycle
         .as_ref()
@@ -234,13 +229,14 @@ fn post_start_command(
     argv::Start {
         dir: cfg.mount_path.clone(),
         listen: argv::listen_all(cfg.ports.ssh),
-        info: info.clone(),
+        info: plan.info.as_ref().clone(),
         gateway: cfg
             .gateway
             .user_ca_public_key
             .as_ref()
-            .zip(session_id)
+            .zip(plan.session_id.as_deref())
             .map(|(ca, id)| (ca.trim().to_owned(), id.to_owned())),
+        gateway_hub_user: plan.hub_user.clone(),
         original_hook,
     }
     .argv()

@@ -64,12 +64,29 @@ impl Handler for Conn {
         }
     }
 
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth> {
+        Ok(self.token_login(user, password, "password").await)
+    }
+
     async fn auth_keyboard_interactive<'a>(
         &'a mut self,
         user: &str,
         _submethods: &str,
-        _response: Option<Response<'a>>,
+        response: Option<Response<'a>>,
     ) -> Result<Auth> {
+        // Hub-token logins: one prompt under the hint, its answer is the token.
+        if self.shared.hub.is_some() {
+            let Some(mut answers) = response else {
+                return Ok(Auth::Partial {
+                    name: "session-ssh".into(),
+                    instructions: self.shared.hint.clone().into(),
+                    prompts: vec![("Hub API token: ".into(), false)].into(),
+                });
+            };
+            let token = answers.next().unwrap_or_default();
+            let token = String::from_utf8_lossy(&token);
+            return Ok(self.token_login(user, &token, "keyboard-interactive").await);
+        }
         // No passwords here: a client that got this far with no key accepted sees the hint
         // once (the same text whatever the reason), then the usual refusal.
         if self.hinted {

@@ -34,6 +34,8 @@ pub struct Shared {
     pub minter: Minter,
     pub hint: String,
     pub failures: Failures,
+    /// Hub-token logins (None: keys only).
+    pub hub: Option<crate::hub::HubApi>,
 }
 
 /// A session channel waiting for its shell, command or subsystem.
@@ -49,7 +51,7 @@ pub struct Conn {
     peer: SocketAddr,
     /// Connected to the session, not yet logged in (and which key is being tried).
     pending: Option<Pending>,
-    /// Logged in to the session for this key fingerprint.
+    /// Logged in to the session for this key fingerprint (or `hub-token:<owner>`).
     up: Option<(client::Handle<crate::upstream::Upstream>, String, Target)>,
     downstream: Downstream,
     opening: HashMap<ChannelId, Opening>,
@@ -96,6 +98,33 @@ impl Conn {
         Auth::reject()
     }
 
+    /// A hub-token login (password or keyboard-interactive). The token is never logged.
+    async fn token_login(&mut self, user: &str, token: &str, method: &str) -> Auth {
+        if self.up.is_some() {
+            return self.refuse(user, "-", "already logged in upstream with a key");
+        }
+        match self.try_token(user, token).await {
+            Ok(owner) => {
+                crate::metrics::get()
+                    .logins_accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let session = self.up.as_ref().map(|u| u.2.display()).unwrap_or_default();
+                tracing::info!(
+                    event = "login",
+                    outcome = "accepted",
+                    conn = self.id,
+                    user,
+                    client = %self.peer,
+                    token_owner = owner,
+                    method,
+                    session,
+                );
+                Auth::Accept
+            }
+            Err(why) => self.refuse(user, "-", &format!("{method}: {why}")),
+        }
+    }
+
     /// The session a login name leads to, or why not (for the log only).
     fn target(&self, user: &str) -> std::result::Result<Target, String> {
         match self.shared.index.lookup(user) {
@@ -112,6 +141,48 @@ impl Conn {
     /// Asks the session whether it accepts this key (one passport login upstream).
     async fn try_key(&mut self, user: &str, fp: &str) -> std::result::Result<(), String> {
         let target = self.target(user)?;
+        self.try_upstream(user, target, Holder::Key(fp.to_owned()), fp.to_owned())
+            .await
+    }
+
+    /// Asks the hub who owns `token` and whether they may use this server, then the
+    /// session whether it takes hub-token logins of that user. Returns the owner.
+    async fn try_token(&mut self, user: &str, token: &str) -> std::result::Result<String, String> {
+        let shared = self.shared.clone();
+        let hub = shared.hub.as_ref().ok_or("hub-token logins are off")?;
+        let target = self.target(user)?;
+        let (hub_user, server) = target
+            .hub
+            .clone()
+            .ok_or_else(|| format!("session {}: no hub user on the pod", target.display()))?;
+        let owner = match hub.owner(token).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return Err("the hub does not accept the token".into()),
+            Err(e) => {
+                tracing::warn!(conn = self.id, error = %e, "hub-token login: the hub did not answer");
+                return Err(e.to_string());
+            }
+        };
+        if !owner.may_access(&hub_user, &server) {
+            return Err(format!(
+                "token of {} {:?} does not give access to {hub_user:?}/{server:?}",
+                owner.kind, owner.name
+            ));
+        }
+        let who = format!("hub-token:{}", owner.name);
+        self.try_upstream(user, target, Holder::HubUser(owner.name.clone()), who)
+            .await?;
+        Ok(owner.name)
+    }
+
+    /// One passport login upstream for `holder`; on success the connection is `who`'s.
+    async fn try_upstream(
+        &mut self,
+        user: &str,
+        target: Target,
+        holder: Holder,
+        who: String,
+    ) -> std::result::Result<(), String> {
         let stale = self
             .pending
             .as_ref()
@@ -131,7 +202,6 @@ impl Conn {
         let Some(mut p) = self.pending.take() else {
             return Err("no upstream".into());
         };
-        let holder = Holder::Key(fp.to_owned());
         let conn_id = format!("{}", self.id);
         match self
             .shared
@@ -140,12 +210,12 @@ impl Conn {
             .await
         {
             Ok(true) => {
-                self.up = Some((p.handle, fp.to_owned(), target));
+                self.up = Some((p.handle, who, target));
                 Ok(())
             }
             Ok(false) => {
                 self.pending = Some(p);
-                Err(format!("session {} refused the key", target.display()))
+                Err(format!("session {} refused the login", target.display()))
             }
             Err(e) => Err(format!("session {}: {e}", target.display())),
         }

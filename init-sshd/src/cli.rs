@@ -272,6 +272,7 @@ mod tests {
                 host: Some("alice.ssh.example.org".into()),
                 port: Some(443),
                 user: Some("alice".into()),
+                host_key: Some("ssh-ed25519 AAAAgwhost".into()),
                 file: Some("off".into()),
             },
             gateway: Some(("ssh-ed25519 AAAAgw".into(), "sess-1".into())),
@@ -289,6 +290,10 @@ mod tests {
         assert_eq!(s.info.info_port, Some(443));
         assert_eq!(s.info.info_user.as_deref(), Some("alice"));
         assert_eq!(s.info.info_file, "off");
+        assert_eq!(
+            s.info.info_host_key.as_deref(),
+            Some("ssh-ed25519 AAAAgwhost")
+        );
         // start hands the gateway flags to serve, which parses them with the same names.
         assert_eq!(s.gateway.gateway_ca.as_deref(), Some("ssh-ed25519 AAAAgw"));
         assert_eq!(s.gateway.gateway_principal.as_deref(), Some("sess-1"));

@@ -44,6 +44,9 @@ pub struct InfoArgs {
     /// SSH user name to connect as (default: the session user's name).
     #[arg(long = flag::INFO_USER, env = "INIT_SSHD_INFO_USER")]
     pub info_user: Option<String>,
+    /// Host key line users should trust, when it is not this server's (the SSH gateway's).
+    #[arg(long = flag::INFO_HOST_KEY, env = "INIT_SSHD_INFO_HOST_KEY")]
+    pub info_host_key: Option<String>,
     /// File name in the home, or `off` for none.
     #[arg(long = flag::INFO_FILE, env = "INIT_SSHD_INFO_FILE", default_value = DEFAULT_FILE)]
     pub info_file: String,
@@ -117,8 +120,11 @@ pub fn write_logged(dir: &Path, args: &InfoArgs, listen_port: u16, home: &Path, 
 }
 
 fn write(dir: &Path, args: &InfoArgs, listen_port: u16, home: &Path, name: &str) -> Result<()> {
-    let pub_path = dir.join(format!("{}.pub", file::HOST_KEY));
-    let host_key = std::fs::read_to_string(&pub_path).map_err(Error::HostKey)?;
+    let host_key = match &args.info_host_key {
+        Some(line) => line.clone(),
+        None => std::fs::read_to_string(dir.join(format!("{}.pub", file::HOST_KEY)))
+            .map_err(Error::HostKey)?,
+    };
     let target = Target {
         host: args.info_host.clone(),
         port: args.info_port.unwrap_or(if args.info_host.is_some() {
@@ -177,5 +183,33 @@ mod tests {
         assert!(s.contains("-servername %h' jovyan@alice.ssh.example.org\n"));
         assert!(s.contains("Host alice\n"));
         assert!(s.contains("[alice.ssh.example.org]:443 ssh-ed25519"));
+    }
+
+    #[test]
+    fn the_gateway_host_key_replaces_the_sessions_own() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(format!("{}.pub", file::HOST_KEY)),
+            "ssh-ed25519 SESSIONKEY x\n",
+        )
+        .unwrap();
+        let args = InfoArgs {
+            info_host: Some("ssh.hub.example.org".into()),
+            info_port: Some(22),
+            info_user: Some("alice@x.org".into()),
+            info_host_key: Some("ssh-ed25519 GATEWAYKEY gw".into()),
+            info_file: "off".into(),
+        };
+        write(dir.path(), &args, 2222, Path::new("/home/jovyan"), "jovyan").unwrap();
+        let s = std::fs::read_to_string(dir.path().join(DIR_COPY)).unwrap();
+        assert!(
+            s.contains("    ssh -p 22 alice@x.org@ssh.hub.example.org\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("    ssh.hub.example.org ssh-ed25519 GATEWAYKEY\n"),
+            "{s}"
+        );
+        assert!(!s.contains("SESSIONKEY"));
     }
 }

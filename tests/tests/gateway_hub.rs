@@ -114,23 +114,6 @@ async fn hub_token_login_through_the_gateway() {
 
     let keys = GatewayKeys::generate(work.path()).unwrap();
     let ca = keys.user_ca_public.clone();
-    // Alice's session takes hub-token logins of its hub user; Bob's does not (default).
-    let alice = start_session_cfg(
-        &mut wc,
-        &ns,
-        work.path(),
-        ALICE,
-        "",
-        &ca,
-        &[],
-        "  hubTokenLogin: true\n",
-    )
-    .await
-    .unwrap();
-    let bob = start_session(&mut wc, &ns, work.path(), "bob", "", &ca)
-        .await
-        .unwrap();
-
     let kubeconfig = gateway_kubeconfig(&wc, work.path()).await.unwrap();
     let gw = Gateway::start(
         &keys,
@@ -141,6 +124,21 @@ async fn hub_token_login_through_the_gateway() {
         &[("GATEWAY_HUB_API_URL", &hub.api_url)],
     )
     .unwrap();
+    // Alice's session takes hub-token logins of its hub user, and its connection
+    // information names the gateway; Bob's takes none (the default).
+    let gw_public = std::fs::read_to_string(keys.host_key.with_extension("pub")).unwrap();
+    let alice_cfg = format!(
+        "  hubTokenLogin: true\n  host: 127.0.0.1\n  port: {}\n  hostPublicKey: \"{}\"\n",
+        gw.port,
+        gw_public.trim()
+    );
+    let alice = start_session_cfg(&mut wc, &ns, work.path(), ALICE, "", &ca, &[], &alice_cfg)
+        .await
+        .unwrap();
+    let bob = start_session(&mut wc, &ns, work.path(), "bob", "", &ca)
+        .await
+        .unwrap();
+
     let known = work.path().join("known_hosts");
     Gateway::known_hosts(&keys, gw.port, &known).unwrap();
     let diag = |what: &str, out: &Output| {
@@ -171,6 +169,48 @@ async fn hub_token_login_through_the_gateway() {
         out = ssh(&a, ALICE, "true").unwrap();
     }
     assert!(out.status.success(), "{}", diag("alice's key", &out));
+
+    // The connection information in her session names the gateway: its command and its
+    // known_hosts line work as written, with host-key checking on.
+    let info = std::fs::read_to_string(alice.run.dir.join("connect.txt")).unwrap();
+    let command = info
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("ssh -p "))
+        .unwrap_or_else(|| panic!("no ssh command in:\n{info}"));
+    let known_line = info
+        .lines()
+        .skip_while(|l| !l.starts_with("known_hosts line"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no known_hosts line in:\n{info}"))
+        .trim();
+    assert!(command.ends_with(&format!("{ALICE}@127.0.0.1")), "{info}");
+    let info_known = work.path().join("info_known_hosts");
+    std::fs::write(&info_known, format!("{known_line}\n")).unwrap();
+    let words: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let out = Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args(["-o", "StrictHostKeyChecking=yes", "-i"])
+        .arg(&alice.key)
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", info_known.display()))
+        .args(&words)
+        .arg("echo from-the-info-file")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "from-the-info-file",
+        "{}\ninformation file:\n{info}",
+        diag("the information file's command", &out)
+    );
 
     let pass = askpass(work.path());
     let alice_token = hub.user_token(ALICE, None).unwrap();

@@ -58,6 +58,17 @@ pub enum Platform {
 }
 
 impl Platform {
+    /// The same platform in the contract's login names (what the gateway routes by).
+    pub fn login(self) -> session_ssh_contract::login::Platform {
+        use session_ssh_contract::login::Platform as L;
+        match self {
+            Platform::Jupyterhub => L::Jupyterhub,
+            Platform::Renku => L::Renku,
+            Platform::Kubeflow => L::Kubeflow,
+            Platform::Generic => L::Generic,
+        }
+    }
+
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -105,10 +116,11 @@ pub struct Config {
     pub gateway: Gateway,
 }
 
-/// What sessions need to know of the SSH gateway (`session-ssh-gateway`): its user CA. The
+/// What sessions need to know of the SSH gateway (`session-ssh-gateway`): its user CA (the
 /// gateway connects to a session with a certificate from that CA for one connection; the
-/// session still decides by its own authorized_keys (see README, "The SSH gateway").
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// session still decides by its own authorized_keys; README, "The SSH gateway"), and its
+/// address and host key for the connection information users read in their session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Gateway {
     /// The gateway's user CA public key, one OpenSSH line (the public half of the Secret
@@ -119,6 +131,34 @@ pub struct Gateway {
     /// hub who owns the token (its `--hub-api-url`). Default false: keys only.
     #[serde(default)]
     pub hub_token_login: bool,
+    /// The gateway's address users connect to (e.g. `ssh.hub.example.org`). Set, each
+    /// session's connection information shows `ssh <login name>@<host>` (login names per
+    /// `platform`, as the gateway routes them) instead of the per-session address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Its port. Default 22.
+    #[serde(default = "default_gateway_port")]
+    pub port: u16,
+    /// The gateway's public host key line, for the connection information's known_hosts
+    /// line (null: that line shows the session's own key, which the gateway does not use).
+    #[serde(default)]
+    pub host_public_key: Option<String>,
+}
+
+fn default_gateway_port() -> u16 {
+    22
+}
+
+impl Default for Gateway {
+    fn default() -> Gateway {
+        Gateway {
+            user_ca_public_key: None,
+            hub_token_login: false,
+            host: None,
+            port: default_gateway_port(),
+            host_public_key: None,
+        }
+    }
 }
 
 /// Per-session host keys: admission creates a Secret `session-ssh-hostkey-<identity>-<hash>`

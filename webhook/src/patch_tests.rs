@@ -857,3 +857,39 @@ fn gateway_flags_and_hub_token_login_reach_start() {
     let at = argv.iter().position(|a| a == "--gateway-hub-user").unwrap();
     assert_eq!(argv[at + 1], "alice@x.org");
 }
+
+#[test]
+fn gateway_address_reaches_the_information_file_with_the_login_name() {
+    let mut original = jupyterhub("alice");
+    original.metadata.namespace = Some("jhub".into());
+    let mut c = cfg(Platform::Jupyterhub);
+    c.ingress.mode = crate::config::IngressMode::Traefik;
+    c.ingress.host_template = Some("{label:hub.jupyter.org/username}.ssh.example.org".into());
+    c.gateway.host = Some("ssh.hub.example.org".into());
+    c.gateway.host_public_key = Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGw gw\n".into());
+    let argv = post_start(&apply(&original, &mutate(&original, &c)));
+    let flag = |f: &str| {
+        argv.iter()
+            .position(|a| a == f)
+            .map(|i| argv[i + 1].as_str())
+    };
+    // The gateway wins over the SNI route: one address for everyone.
+    assert_eq!(flag("--info-host"), Some("ssh.hub.example.org"));
+    assert_eq!(flag("--info-port"), Some("22"));
+    assert_eq!(flag("--info-user"), Some("alice"));
+    assert_eq!(
+        flag("--info-host-key"),
+        Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGw gw")
+    );
+    // A named server's login name.
+    let mut named = original.clone();
+    named
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("hub.jupyter.org/servername".into(), "gpu".into());
+    let argv = post_start(&apply(&named, &mutate(&named, &c)));
+    let at = argv.iter().position(|a| a == "--info-user").unwrap();
+    assert_eq!(argv[at + 1], "alice+gpu");
+}

@@ -40,6 +40,9 @@ pub mod flag {
     pub const INFO_PORT: &str = "info-port";
     /// The SSH user name users connect as, e.g. through the gateway (start).
     pub const INFO_USER: &str = "info-user";
+    /// The public host key line users should trust, when it is not this server's own (the
+    /// SSH gateway's; start: the information file).
+    pub const INFO_HOST_KEY: &str = "info-host-key";
     /// The information file's name in the home, or `off` (start).
     pub const INFO_FILE: &str = "info-file";
     /// The SSH gateway's user CA public key (start, serve).
@@ -117,6 +120,8 @@ pub struct Info {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub user: Option<String>,
+    /// The host key line to trust (None: the session's own).
+    pub host_key: Option<String>,
     /// The file's name in the home; `off` writes none (None: init-sshd's default).
     pub file: Option<String>,
 }
@@ -142,6 +147,7 @@ impl Start {
             (flag::INFO_HOST, &info.host),
             (flag::INFO_PORT, &port),
             (flag::INFO_USER, &info.user),
+            (flag::INFO_HOST_KEY, &info.host_key),
             (flag::INFO_FILE, &info.file),
         ] {
             if let Some(val) = val {

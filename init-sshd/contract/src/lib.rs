@@ -8,6 +8,8 @@
 //! - [`wildcard`]: the `*`/`?` matcher both sides use for key-file globs;
 //! - `pod` (feature `k8s`): small readers over a Pod ("is it injected", "does it mount this
 //!   Secret");
+//! - `login` (feature `k8s`): the SSH login names that lead to a session, per platform (the
+//!   gateway routes by them, the webhook writes them into the connection information);
 //! - `keys` (feature `keys`): authorized_keys lines, their options and user certificates,
 //!   and the decision what a key may do (init-sshd now, the gateway next);
 //! - `algorithms` (feature `ssh`): the SSH algorithms every endpoint of ours offers;
@@ -25,6 +27,8 @@ pub mod civil;
 pub mod grace;
 #[cfg(feature = "keys")]
 pub mod keys;
+#[cfg(feature = "k8s")]
+pub mod login;
 pub mod names;
 #[cfg(feature = "k8s")]
 pub mod pod;

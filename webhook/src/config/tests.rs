@@ -98,6 +98,12 @@ fn semantic_errors_name_the_field() {
             "gateway.userCaPublicKey",
         ),
         ("gateway:\n  hubTokenLogin: true\n", "gateway.hubTokenLogin"),
+        ("gateway:\n  host: \"ssh://hub.org\"\n", "gateway.host"),
+        ("gateway:\n  port: 0\n", "gateway.port"),
+        (
+            "gateway:\n  hostPublicKey: \"ssh-ed25519 x\"\n",
+            "gateway.hostPublicKey",
+        ),
     ];
     for (text, path) in cases {
         let e = load(text).unwrap_err().to_string();

@@ -157,6 +157,32 @@ fn label_keys(keys: &[String], path: &str) -> Check {
 }
 
 fn gateway(cfg: &Config) -> Check {
+    let g = &cfg.gateway;
+    if let Some(h) = &g.host
+        && (h.is_empty()
+            || h.len() > 253
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':')))
+    {
+        return err(
+            "gateway.host",
+            format!(
+                "{h:?} is not a host name or IP address (no scheme, no port: use gateway.port)"
+            ),
+        );
+    }
+    if g.port == 0 {
+        return err("gateway.port", "must be 1-65535".into());
+    }
+    if let Some(line) = &g.host_public_key
+        && let Err(e) = ssh_key::PublicKey::from_openssh(line.trim())
+    {
+        return err(
+            "gateway.hostPublicKey",
+            format!("not an OpenSSH public key line: {e}"),
+        );
+    }
     let Some(line) = &cfg.gateway.user_ca_public_key else {
         if cfg.gateway.hub_token_login {
             return err(

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, VolumeMount};
-use session_ssh_contract::argv;
 use session_ssh_contract::names::{INJECT, NAME_PREFIX, SESSION_ID};
 use session_ssh_contract::pod::{is_injected, mounts_secret};
+use session_ssh_contract::{argv, login};
 
 use super::{SessionId, SkipReason};
 use crate::config::Config;
@@ -157,11 +157,27 @@ fn hub_user(pod: &Pod, cfg: &Config) -> Option<String> {
         .cloned()
 }
 
-/// Host and port for the information file, when admission knows them: the SNI modes' host
-/// from `ingress.hostTemplate`, port 443. Other modes learn their address only after the
-/// Service exists (the controller publishes it on the pod); a pod without a name yet
-/// (`generateName`) cannot render `{pod}`.
+/// Host and port for the information file, when admission knows them: the SSH gateway's
+/// address, host key and this session's login name there when `gateway.host` is set; else
+/// the SNI modes' host from `ingress.hostTemplate`, port 443. Other modes learn their
+/// address only after the Service exists (the controller publishes it on the pod); a pod
+/// without a name yet (`generateName`) cannot render `{pod}`.
 fn info(pod: &Pod, cfg: &Config, session_id: Option<&str>) -> argv::Info {
+    if let Some(host) = &cfg.gateway.host
+        && let Some(user) = login::names(pod, cfg.platform.login()).into_iter().next()
+    {
+        return argv::Info {
+            host: Some(host.clone()),
+            port: Some(cfg.gateway.port),
+            user: Some(user),
+            host_key: cfg
+                .gateway
+                .host_public_key
+                .as_ref()
+                .map(|k| k.trim().to_owned()),
+            file: None,
+        };
+    }
     let m = &pod.metadata;
     let (Some(t), Some(name), Some(ns)) = (
         cfg.ingress.host_template.as_ref(),

@@ -130,6 +130,10 @@ pub struct StartArgs {
     /// The information file: --info-host, --info-port, --info-user, --info-file.
     #[command(flatten)]
     pub info: crate::info::InfoArgs,
+    /// `NAME=VALUE`, repeatable: a serve setting (`--NAME VALUE`) from the webhook's config;
+    /// one with an unknown name or a value that is not a number is logged and skipped.
+    #[arg(long = flag::SERVE_ARG, value_name = "NAME=VALUE")]
+    pub serve_args: Vec<String>,
     /// Logins through the SSH gateway (passed to serve as they are).
     #[command(flatten)]
     pub gateway: crate::serve::handler::passport::GatewayOpts,
@@ -222,6 +226,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             env_wait: Duration::from_millis(a.env_wait_ms),
             log_max_bytes: cli.log_max_bytes,
             gateway: a.gateway,
+            serve_args: start::serve_args(&a.serve_args),
             hook: a.hook,
             proc_root: PathBuf::from("/proc"),
             info: a.info,
@@ -277,6 +282,7 @@ mod tests {
             },
             gateway: Some(("ssh-ed25519 AAAAgw".into(), "sess-1".into())),
             gateway_hub_user: Some("alice".into()),
+            serve: vec![("idle-timeout-secs", 900)],
             original_hook: vec!["sh".into(), "-c".into(), "echo --dir".into()],
         };
         let argv = start.argv();
@@ -322,6 +328,35 @@ mod tests {
         assert_eq!(
             s.listen.port(),
             session_ssh_contract::names::DEFAULT_SSH_PORT
+        );
+    }
+
+    #[test]
+    fn every_serve_setting_is_a_serve_flag_and_bad_ones_are_skipped() {
+        for name in argv::SERVE_SETTINGS {
+            let args = [
+                "init-sshd",
+                "serve",
+                "--dir",
+                "/d",
+                &format!("--{name}"),
+                "7",
+            ];
+            assert!(
+                Cli::try_parse_from(args).is_ok(),
+                "serve does not take --{name}"
+            );
+        }
+        let raw = [
+            "detached-keep-secs=600",
+            "max-startups=x",
+            "listen=0.0.0.0:1",
+            "noequals",
+        ]
+        .map(str::to_owned);
+        assert_eq!(
+            start::serve_args(&raw),
+            [("detached-keep-secs".to_owned(), "600".to_owned())]
         );
     }
 

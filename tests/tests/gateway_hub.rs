@@ -127,8 +127,9 @@ async fn hub_token_login_through_the_gateway() {
     // Alice's session takes hub-token logins of its hub user, and its connection
     // information names the gateway; Bob's takes none (the default).
     let gw_public = std::fs::read_to_string(keys.host_key.with_extension("pub")).unwrap();
+    // (A server setting rides along: the webhook's config reaches serve's command line.)
     let alice_cfg = format!(
-        "  hubTokenLogin: true\n  host: 127.0.0.1\n  port: {}\n  hostPublicKey: \"{}\"\n",
+        "  hubTokenLogin: true\n  host: 127.0.0.1\n  port: {}\n  hostPublicKey: \"{}\"\nserver:\n  maxConnections: 17\n",
         gw.port,
         gw_public.trim()
     );
@@ -169,6 +170,11 @@ async fn hub_token_login_through_the_gateway() {
         out = ssh(&a, ALICE, "true").unwrap();
     }
     assert!(out.status.success(), "{}", diag("alice's key", &out));
+    let served = std::fs::read_to_string(&alice.log).unwrap();
+    assert!(
+        served.contains("max_connections=17"),
+        "server.maxConnections did not reach serve:\n{served}"
+    );
 
     // The connection information in her session names the gateway: its command and its
     // known_hosts line work as written, with host-key checking on.

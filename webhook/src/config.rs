@@ -114,6 +114,56 @@ pub struct Config {
     pub host_keys: HostKeys,
     /// The SSH gateway sessions accept logins from (off by default).
     pub gateway: Gateway,
+    /// The session SSH server's limits (null: init-sshd's defaults).
+    pub server: Server,
+}
+
+/// Settings of each session's SSH server (`init-sshd serve`); null leaves init-sshd's
+/// default. `start` passes them on as `--serve-arg NAME=VALUE`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Server {
+    /// Seconds a terminal shell whose client vanished is kept for `ssh -t HOST attach`
+    /// (init-sshd default 3600; 0 hangs it up at once, as OpenSSH does).
+    pub detached_keep_seconds: Option<u64>,
+    /// Detached shells kept at once per session (default 10).
+    pub detached_max: Option<u64>,
+    /// Output kept per detached shell and replayed on attach, 4096 to 4194304 bytes
+    /// (default 65536).
+    pub detached_buffer_bytes: Option<u64>,
+    /// Close connections without traffic for this long (default 0: never; set, keepalives
+    /// are off).
+    pub idle_timeout_seconds: Option<u64>,
+    /// Keepalive interval; 4 unanswered drop the connection (default 30).
+    pub keepalive_seconds: Option<u64>,
+    /// Concurrent connections (default 64).
+    pub max_connections: Option<u64>,
+    /// Connections not yet logged in (default 10).
+    pub max_startups: Option<u64>,
+    /// Seconds a connection may take to log in (default 60).
+    pub login_grace_seconds: Option<u64>,
+    /// Seconds between re-reads of the key sources (default 20; 0: never).
+    pub keys_refresh_seconds: Option<u64>,
+}
+
+impl Server {
+    /// The settings that are set, by serve flag name (`contract::argv::SERVE_SETTINGS`).
+    pub fn serve_args(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("detached-keep-secs", self.detached_keep_seconds),
+            ("detached-max", self.detached_max),
+            ("detached-buffer-bytes", self.detached_buffer_bytes),
+            ("idle-timeout-secs", self.idle_timeout_seconds),
+            ("keepalive-secs", self.keepalive_seconds),
+            ("max-connections", self.max_connections),
+            ("max-startups", self.max_startups),
+            ("login-grace-secs", self.login_grace_seconds),
+            ("keys-refresh-secs", self.keys_refresh_seconds),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.map(|v| (name, v)))
+        .collect()
+    }
 }
 
 /// What sessions need to know of the SSH gateway (`session-ssh-gateway`): its user CA (the

@@ -893,3 +893,43 @@ fn gateway_address_reaches_the_information_file_with_the_login_name() {
     let at = argv.iter().position(|a| a == "--info-user").unwrap();
     assert_eq!(argv[at + 1], "alice+gpu");
 }
+
+#[test]
+fn server_settings_reach_start_and_are_all_serve_flags() {
+    let original = jupyterhub("alice");
+    let mut c = cfg(Platform::Jupyterhub);
+    c.server = crate::config::Server {
+        detached_keep_seconds: Some(600),
+        detached_max: Some(3),
+        detached_buffer_bytes: Some(8192),
+        idle_timeout_seconds: Some(900),
+        keepalive_seconds: Some(15),
+        max_connections: Some(32),
+        max_startups: Some(5),
+        login_grace_seconds: Some(20),
+        keys_refresh_seconds: Some(10),
+    };
+    let args = c.server.serve_args();
+    assert_eq!(args.len(), 9, "every field is rendered");
+    for (name, _) in &args {
+        assert!(
+            session_ssh_contract::argv::SERVE_SETTINGS.contains(name),
+            "{name} is not in the contract"
+        );
+    }
+    let argv = post_start(&apply(&original, &mutate(&original, &c)));
+    let given: Vec<&str> = argv
+        .windows(2)
+        .filter(|w| w[0] == "--serve-arg")
+        .map(|w| w[1].as_str())
+        .collect();
+    assert!(given.contains(&"detached-keep-secs=600"), "{argv:?}");
+    assert!(given.contains(&"max-startups=5"), "{argv:?}");
+    assert_eq!(given.len(), 9);
+    // Unset: nothing passed, init-sshd's defaults hold.
+    let argv = post_start(&apply(
+        &original,
+        &mutate(&original, &cfg(Platform::Jupyterhub)),
+    ));
+    assert!(!argv.iter().any(|a| a == "--serve-arg"));
+}

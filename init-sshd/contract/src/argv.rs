@@ -52,7 +52,24 @@ pub mod flag {
     /// The one hub user whose hub-token logins through the gateway this session accepts
     /// (start, serve; unset: none).
     pub const GATEWAY_HUB_USER: &str = "gateway-hub-user";
+    /// `NAME=VALUE`: a setting `start` hands to serve as `--NAME VALUE` (start; NAME from
+    /// [`super::SERVE_SETTINGS`]).
+    pub const SERVE_ARG: &str = "serve-arg";
 }
+
+/// The serve settings the webhook's config may set (numbers of seconds, counts, bytes),
+/// each passed by `start` to serve as the flag of the same name.
+pub const SERVE_SETTINGS: &[&str] = &[
+    "detached-keep-secs",
+    "detached-max",
+    "detached-buffer-bytes",
+    "idle-timeout-secs",
+    "keepalive-secs",
+    "max-connections",
+    "max-startups",
+    "login-grace-secs",
+    "keys-refresh-secs",
+];
 
 /// `--NAME` of a flag name.
 pub fn long(flag: &str) -> String {
@@ -110,6 +127,8 @@ pub struct Start {
     pub gateway: Option<(String, String)>,
     /// With a gateway: the hub user whose hub-token logins this session accepts.
     pub gateway_hub_user: Option<String>,
+    /// Serve settings (a name of [`SERVE_SETTINGS`], its value) from the webhook's config.
+    pub serve: Vec<(&'static str, u64)>,
     /// The container's own exec hook, run after the server is up.
     pub original_hook: Vec<String>,
 }
@@ -153,6 +172,9 @@ impl Start {
             if let Some(val) = val {
                 push(&mut v, f, val);
             }
+        }
+        for (name, value) in &self.serve {
+            push(&mut v, flag::SERVE_ARG, &format!("{name}={value}"));
         }
         if !self.original_hook.is_empty() {
             v.push(HOOK_SEPARATOR.to_owned());
@@ -213,6 +235,7 @@ mod tests {
             info: Info::default(),
             gateway: Some(("ssh-ed25519 AAAA gw".into(), "0123abcd".into())),
             gateway_hub_user: Some("alice@x.org".into()),
+            serve: vec![("detached-keep-secs", 600)],
             original_hook: vec!["sh".into(), "-c".into(), "echo hi".into()],
         };
         assert_eq!(
@@ -230,6 +253,8 @@ mod tests {
                 "0123abcd",
                 "--gateway-hub-user",
                 "alice@x.org",
+                "--serve-arg",
+                "detached-keep-secs=600",
                 "--",
                 "sh",
                 "-c",

@@ -59,12 +59,30 @@ pub struct Options {
     pub log_max_bytes: u64,
     /// Passed to serve as they are.
     pub gateway: crate::serve::handler::passport::GatewayOpts,
+    /// Serve settings from the webhook's config: (flag, value), checked by [`serve_args`].
+    pub serve_args: Vec<(String, String)>,
     /// The original postStart argv to run afterwards (may be empty).
     pub hook: Vec<OsString>,
     /// Root of the proc filesystem (tests use a fake one).
     pub proc_root: PathBuf,
     /// The information file (`init-sshd info`).
     pub info: crate::info::InfoArgs,
+}
+
+/// The `--serve-arg NAME=VALUE` settings serve may get: a known name and a number. Any
+/// other is logged and skipped, so a bad setting can never keep serve (or the session) down.
+pub fn serve_args(raw: &[String]) -> Vec<(String, String)> {
+    raw.iter()
+        .filter_map(|a| {
+            let ok = a.split_once('=').filter(|(n, v)| {
+                argv::SERVE_SETTINGS.contains(n) && v.parse::<u64>().is_ok()
+            });
+            if ok.is_none() {
+                tracing::warn!(setting = %a, known = ?argv::SERVE_SETTINGS, "serve setting skipped: not NAME=number with a known NAME");
+            }
+            ok.map(|(n, v)| (n.to_owned(), v.to_owned()))
+        })
+        .collect()
 }
 
 /// Run all steps; returns the process exit status (the hook's, or 0).
@@ -231,6 +249,9 @@ fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
         cmd.arg(argv::long(flag::TLS_LISTEN)).arg(t.to_string());
     }
     cmd.args(opts.gateway.args());
+    for (name, value) in &opts.serve_args {
+        cmd.arg(argv::long(name)).arg(value);
+    }
     cloexec_inherited();
     let (pid_r, pid_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let wfd = pid_w.as_raw_fd();

@@ -140,6 +140,7 @@ fn launch_detaches_with_snapshot_env() {
         env_wait: Duration::ZERO,
         log_max_bytes: 1 << 20,
         gateway: Default::default(),
+        serve_args: Vec::new(),
         hook: Vec::new(),
         proc_root: PathBuf::from("/proc"),
         info: crate::info::InfoArgs::default(),

@@ -29,6 +29,7 @@ impl Config {
             ingress: ingress(),
             host_keys: host_keys(platform),
             gateway: Default::default(),
+            server: Default::default(),
         }
     }
 }

@@ -100,6 +100,12 @@ fn semantic_errors_name_the_field() {
         ("gateway:\n  hubTokenLogin: true\n", "gateway.hubTokenLogin"),
         ("gateway:\n  host: \"ssh://hub.org\"\n", "gateway.host"),
         ("gateway:\n  port: 0\n", "gateway.port"),
+        ("server:\n  maxStartups: 0\n", "server.maxStartups"),
+        (
+            "server:\n  detachedBufferBytes: 100\n",
+            "server.detachedBufferBytes",
+        ),
+        ("server:\n  idleTimeout: 5\n", "server.idleTimeout"),
         (
             "gateway:\n  hostPublicKey: \"ssh-ed25519 x\"\n",
             "gateway.hostPublicKey",

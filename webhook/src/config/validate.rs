@@ -20,6 +20,7 @@ pub(super) fn validate(cfg: &Config) -> Check {
     label_keys(&cfg.selector.has_labels, "selector.hasLabels")?;
     host_keys(cfg)?;
     gateway(cfg)?;
+    server(cfg)?;
     for k in cfg.selector.match_labels.keys() {
         if !naming::is_qualified_name(k) {
             return err(
@@ -152,6 +153,32 @@ fn label_keys(keys: &[String], path: &str) -> Check {
                 format!("`{k}` is not a valid label key"),
             );
         }
+    }
+    Ok(())
+}
+
+fn server(cfg: &Config) -> Check {
+    let s = &cfg.server;
+    for (path, v) in [
+        ("server.keepaliveSeconds", s.keepalive_seconds),
+        ("server.maxConnections", s.max_connections),
+        ("server.maxStartups", s.max_startups),
+        ("server.loginGraceSeconds", s.login_grace_seconds),
+    ] {
+        if v == Some(0) {
+            return err(
+                path,
+                "must be at least 1 (null: init-sshd's default)".into(),
+            );
+        }
+    }
+    if let Some(b) = s.detached_buffer_bytes
+        && !(4096..=4 << 20).contains(&b)
+    {
+        return err(
+            "server.detachedBufferBytes",
+            format!("{b} is outside 4096..4194304"),
+        );
     }
     Ok(())
 }

@@ -71,8 +71,11 @@ pub fn render(t: &Target, host_key: &str, home: &Path) -> String {
         .filter(|a| !a.is_empty())
         .unwrap_or("mysession");
     let key: Vec<&str> = host_key.split_whitespace().take(2).collect();
+    // Through TLS on 443, with or without `Port 443` in the user's config: both names.
     let known = if t.port == 22 {
         format!("{host} {}", key.join(" "))
+    } else if t.port == 443 {
+        format!("{host},[{host}]:443 {}", key.join(" "))
     } else {
         format!("[{host}]:{} {}", t.port, key.join(" "))
     };
@@ -182,7 +185,7 @@ mod tests {
         assert!(!s.contains("port-forward"));
         assert!(s.contains("-servername %h' jovyan@alice.ssh.example.org\n"));
         assert!(s.contains("Host alice\n"));
-        assert!(s.contains("[alice.ssh.example.org]:443 ssh-ed25519"));
+        assert!(s.contains("    alice.ssh.example.org,[alice.ssh.example.org]:443 ssh-ed25519"));
     }
 
     #[test]

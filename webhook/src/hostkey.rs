@@ -259,6 +259,13 @@ pub fn known_hosts_line(host: &str, port: u16, public: &str) -> Option<String> {
     Some(format!("{name} {alg} {blob}"))
 }
 
+/// The known_hosts line of a session behind an SNI route: its name bare and with `:443`,
+/// since clients reach it through a ProxyCommand with or without `Port 443` in their config
+/// (OpenSSH looks up `[host]:443` only when the port is 443).
+pub fn known_hosts_line_sni(host: &str, public: &str) -> Option<String> {
+    known_hosts_line(host, 443, public).map(|l| format!("{host},{l}"))
+}
+
 /// The public host key a running pod serves, read from its host-key Secret's annotation
 /// (metadata only: the private key never leaves the apiserver here). None when the pod
 /// does not mount one, the Secret is absent, or it was made after the pod (then install

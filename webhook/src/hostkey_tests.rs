@@ -174,6 +174,10 @@ fn known_hosts_lines() {
         known_hosts_line("10.0.0.1", 30022, &public).unwrap(),
         format!("[10.0.0.1]:30022 ssh-ed25519 {blob}")
     );
+    assert_eq!(
+        known_hosts_line_sni("alice.ssh.example.org", &public).unwrap(),
+        format!("alice.ssh.example.org,[alice.ssh.example.org]:443 ssh-ed25519 {blob}")
+    );
     assert_eq!(known_hosts_line("h", 22, "ssh-ed25519 notbase64"), None);
     assert_eq!(known_hosts_line("h", 22, ""), None);
 }

@@ -97,9 +97,14 @@ pub fn connection(
     if let Some(key) = host_key {
         wanted.insert(names::HOST_PUBLIC_KEY.to_owned(), key.trim().to_owned());
     }
-    if let Some(line) =
-        host_key.and_then(|key| crate::hostkey::known_hosts_line(&ep.host, ep.port, key))
-    {
+    let line = host_key.and_then(|key| {
+        if ep.sni {
+            crate::hostkey::known_hosts_line_sni(&ep.host, key)
+        } else {
+            crate::hostkey::known_hosts_line(&ep.host, ep.port, key)
+        }
+    });
+    if let Some(line) = line {
         wanted.insert(names::KNOWN_HOSTS.to_owned(), line);
     }
     wanted

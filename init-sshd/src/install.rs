@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -192,6 +192,7 @@ pub fn run(opts: &Options) -> Report {
     if let Err(e) = write_report(dir, &report) {
         tracing::error!(error = %e, "report not written");
     }
+    termination_message(&report);
     tracing::info!(
         dir = %dir.display(),
         accepted = report.accepted.len(),
@@ -204,7 +205,9 @@ pub fn run(opts: &Options) -> Report {
     report
 }
 
-/// Copy the running executable to DIR/bin/init-sshd (temp + rename, 0755).
+/// Copy the running executable to DIR/bin/init-sshd (temp + rename, 0755), streamed: the
+/// install container's memory stays a few MB whatever the binary's size. The file is whole
+/// or absent, never torn.
 fn copy_self(dir: &Path) -> Result<()> {
     let bin_dir = dir.join("bin");
     fs::create_dir_all(&bin_dir).map_err(io_err(&bin_dir))?;
@@ -218,14 +221,53 @@ fn copy_self(dir: &Path) -> Result<()> {
             fs::File::open(&p).map_err(io_err(&p))?
         }
     };
-    let mut bytes = Vec::new();
-    src.read_to_end(&mut bytes).map_err(io_err(&exe))?;
     let target = dir.join(file::BIN);
-    hostkey::write_atomic(&target, &bytes, 0o755)?;
-    // write_atomic sets the mode on the temp file already; re-assert for odd umasks/fs.
-    fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).map_err(io_err(&target))?;
-    tracing::info!(path = %target.display(), bytes = bytes.len(), "binary installed");
-    Ok(())
+    let tmp = bin_dir.join(format!(".init-sshd.tmp{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let copied = (|| {
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        let n = std::io::copy(&mut src, &mut out).map_err(io_err(&tmp))?;
+        // The umask may have narrowed the mode; set it exactly.
+        out.set_permissions(fs::Permissions::from_mode(0o755))
+            .map_err(io_err(&tmp))?;
+        out.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &target).map_err(io_err(&target))?;
+        Ok(n)
+    })();
+    match copied {
+        Ok(n) => {
+            tracing::info!(path = %target.display(), bytes = n, "binary installed");
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Where the kubelet reads a terminated container's message (`kubectl describe pod`).
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Tell the admin what failed in the init container's termination message (best effort:
+/// the file exists only in a Kubernetes container).
+fn termination_message(report: &Report) {
+    if report.errors.is_empty() {
+        return;
+    }
+    let text = format!(
+        "session-ssh install: {} (the session starts; SSH may not work)",
+        report.errors.join("; ")
+    );
+    if let Ok(mut f) = fs::OpenOptions::new().write(true).open(TERMINATION_LOG) {
+        use std::io::Write;
+        let _ = f.write_all(text.as_bytes());
+    }
 }
 
 /// Parse every source in order. Returns accepted entries, refused lines, and missing sources.

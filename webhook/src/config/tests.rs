@@ -94,6 +94,12 @@ fn semantic_errors_name_the_field() {
         ),
         ("initContainer:\n  image: \"\"\n", "initContainer.image"),
         (
+            "initContainer:\n  resources:\n    limits:\n      memory: 4Mi\n",
+            "initContainer.resources.limits.memory",
+        ),
+        ("volumeSizeLimit: 1Mi\n", "volumeSizeLimit"),
+        ("volumeSizeLimit: \"30000000\"\n", "volumeSizeLimit"),
+        (
             "gateway:\n  userCaPublicKey: \"ssh-ed25519 not-base64\"\n",
             "gateway.userCaPublicKey",
         ),

@@ -84,7 +84,54 @@ fn quantities(cfg: &Config) -> Check {
             return err(path, format!("`{v}` is not a Kubernetes quantity"));
         }
     }
+    // Floors that keep a config from stopping sessions (the first law): below them the
+    // install container is OOM-killed (and blocks the pod in Init), or the binary does not
+    // fit and the postStart exec of a missing file kills the session container.
+    for (path, value) in [
+        ("initContainer.resources.limits.memory", &r.limits.memory),
+        ("volumeSizeLimit", &cfg.volume_size_limit),
+    ] {
+        if let Some(v) = value
+            && quantity_bytes(v).is_some_and(|b| b < FLOOR_BYTES)
+        {
+            return err(
+                path,
+                format!(
+                    "`{v}` is below 32Mi: install could not copy the server (10 MB) and the session would not start"
+                ),
+            );
+        }
+    }
     Ok(())
+}
+
+/// The smallest install memory limit and `session-ssh` volume that sessions survive.
+const FLOOR_BYTES: f64 = 32.0 * 1024.0 * 1024.0;
+
+/// A quantity in bytes (only for quantities [`is_quantity`] accepts).
+fn quantity_bytes(s: &str) -> Option<f64> {
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(end);
+    let k: f64 = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        _ => return None,
+    };
+    num.parse::<f64>().ok().map(|n| n * k)
 }
 
 fn keys(cfg: &Config) -> Check {

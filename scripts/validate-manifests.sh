@@ -250,6 +250,10 @@ yaml.safe_dump_all(docs, sys.stdout)' "$f" >"$dir/dry.yaml"
     for v in get list create delete; do can yes "$v" secrets -n jhub; done
     can no watch secrets -n jhub;  can no create secrets -n renku;  can no get secrets -n renku
     can no get secrets -n kube-system
+    # manifests/prepull (in the example): read its one DaemonSet, nothing else of apps.
+    can yes get daemonsets.apps/session-ssh-prepull -n session-ssh
+    can no get daemonsets.apps/other -n session-ssh;  can no list daemonsets.apps -n session-ssh
+    can no update daemonsets.apps/session-ssh-prepull -n session-ssh
     can no delete secrets/session-ssh-webhook-tls -n session-ssh
     # The optional host CA (hostKeys.ca): read its one Secret, nothing else there.
     can yes get secrets/session-ssh-host-ca -n session-ssh
@@ -272,6 +276,8 @@ log "self-test of the checks"
     "$OUT/manifests.yaml" || failed=1
 .venv/bin/python scripts/validate_manifests.py --k8s-version "$K8S_VERSION" --name self-test --self-test \
     "$OUT/manifests_overlays_cert-manager.yaml" || failed=1
+.venv/bin/python scripts/validate_manifests.py --k8s-version "$K8S_VERSION" --name self-test --self-test \
+    "$OUT/manifests_examples_jupyterhub.yaml" || failed=1
 broken=$OUT/self-test-cert-manager.yaml
 for edit in 's/^  secretName: session-ssh-webhook-tls/  secretNme: session-ssh-webhook-tls/' \
             's/^    size: 256/    size: 255/' \

@@ -24,6 +24,7 @@ import yaml
 from kubernetes_validate import utils as kv
 
 GATEWAY_APP = "session-ssh-gateway"
+PREPULL_APP = "session-ssh-prepull"
 WEBHOOK_APP = "session-ssh-webhook"
 ERRORS: list[str] = []
 
@@ -194,6 +195,12 @@ HOST_CA_SECRET = "session-ssh-host-ca"
 
 def check_rbac(name: str, objs: list[dict], sa: tuple[str, str], ns: str, self_managed: dict | None) -> None:
     grants = rbac_grants(objs, sa)
+    # manifests/prepull: get on its one DaemonSet, by name, only when it is installed.
+    prepull = ("ns:" + ns, "apps", "daemonsets", "get", PREPULL_APP)
+    if find_opt(objs, "DaemonSet", PREPULL_APP):
+        if prepull not in grants:
+            err(name, f"missing the pre-pull grant {prepull}")
+    grants.discard(prepull)
     got_cluster = {(g, r, v) for (s, g, r, v, n) in grants if s == "cluster" and n == "*"
                    and r != "secrets"}
     if got_cluster != COMMON_GRANTS:
@@ -354,6 +361,10 @@ def check(name: str, objs: list[dict], check_config_bin: str | None) -> None:
                 err(name, f"{kn(dep)}: the TLS volume must be Secret {cert['spec']['secretName']}")
         check_rbac(name, objs, sa, ns, None)
 
+    prepull = find_opt(objs, "DaemonSet", PREPULL_APP)
+    if prepull:
+        check_prepull(name, prepull, c, ns)
+
     # The webhook's config, as the pod will read it.
     cm_name = ((vols.get("config") or {}).get("configMap") or {}).get("name")
     cm = next((o for o in by_kind.get("ConfigMap", []) if o["metadata"]["name"] == cm_name
@@ -362,8 +373,15 @@ def check(name: str, objs: list[dict], check_config_bin: str | None) -> None:
         err(name, f"{kn(dep)}: ConfigMap {cm_name} with key config.yaml not in the rendered set")
         return
     text = cm["data"]["config.yaml"]
-    if not isinstance(yaml.safe_load(text), dict):
+    cfg = yaml.safe_load(text)
+    if not isinstance(cfg, dict):
         err(name, f"{kn(cm)}: config.yaml is not a YAML mapping")
+    elif prepull:
+        # The webhook opens its gate only when the DaemonSet runs the configured image.
+        image = ((cfg.get("initContainer") or {}).get("image")) or "ghcr.io/session-ssh/init-sshd:0.1.0"
+        ds_image = prepull["spec"]["template"]["spec"]["containers"][0]["image"]
+        if ds_image != image:
+            err(name, f"{kn(prepull)}: image {ds_image} is not the config's initContainer.image {image}")
     if check_config_bin:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             f.write(text)
@@ -395,6 +413,29 @@ def check_serve_flags(name: str, dep: dict, args: list[str], bin_path: str) -> N
         err(name, f"{kn(dep)}: `serve` does not know {unknown}")
     else:
         print(f"  serve --help knows all {sum(a.startswith('--') for a in args)} flags of {kn(dep)}")
+
+
+def check_prepull(name: str, ds: dict, webhook: dict, ns: str) -> None:
+    """The pre-pull DaemonSet runs `init-sshd idle` like the webhook runs (non-root,
+    read-only root, no capabilities), on every node, and the webhook is told its name."""
+    pod = ds["spec"]["template"]["spec"]
+    if len(pod["containers"]) != 1:
+        err(name, f"{kn(ds)}: expected exactly one container")
+    c = pod["containers"][0]
+    sc = c.get("securityContext", {})
+    if not (sc.get("runAsNonRoot") and sc.get("readOnlyRootFilesystem")
+            and sc.get("allowPrivilegeEscalation") is False
+            and sc.get("capabilities", {}).get("drop") == ["ALL"]):
+        err(name, f"{kn(ds)}: container must be non-root, read-only root, no privilege escalation, drop ALL")
+    if c.get("command") != ["/init-sshd", "idle"]:
+        err(name, f"{kn(ds)}: command must be [/init-sshd, idle], is {c.get('command')}")
+    if pod.get("automountServiceAccountToken") is not False:
+        err(name, f"{kn(ds)}: automountServiceAccountToken must be false (it needs no API)")
+    if {"operator": "Exists"} not in (pod.get("tolerations") or []):
+        err(name, f"{kn(ds)}: must tolerate every taint (sessions may run on tainted nodes)")
+    env = {e["name"]: e.get("value") for e in webhook.get("env") or []}
+    if env.get("SESSION_SSH_INIT_IMAGE_DAEMONSET") != f"{ns}/{PREPULL_APP}":
+        err(name, f"the webhook's SESSION_SSH_INIT_IMAGE_DAEMONSET must be {ns}/{PREPULL_APP}")
 
 
 def find_opt(objs: list[dict], kind: str, name: str) -> dict | None:
@@ -463,6 +504,17 @@ SELF_MANAGED_MUTATIONS = [
     ("webhook-config flag", lambda o: container(o)["args"].__setitem__(
         container(o)["args"].index("--webhook-config") + 1, "other"), "--webhook-config"),
 ]
+PREPULL_MUTATIONS = [
+    ("prepull image", lambda o: find(o, "DaemonSet", PREPULL_APP)["spec"]["template"]["spec"]["containers"][0]
+     .update(image="other:1"), "initContainer.image"),
+    ("prepull env", lambda o: container(o).update(env=[e for e in container(o)["env"]
+                                                    if e["name"] != "SESSION_SSH_INIT_IMAGE_DAEMONSET"]),
+     "SESSION_SSH_INIT_IMAGE_DAEMONSET"),
+    ("prepull grant", lambda o: find(o, "Role", "session-ssh-webhook-prepull")["rules"][0].update(
+        resourceNames=["other"]), "pre-pull grant"),
+    ("prepull root", lambda o: find(o, "DaemonSet", PREPULL_APP)["spec"]["template"]["spec"]["containers"][0]
+     ["securityContext"].update(readOnlyRootFilesystem=False), "read-only root"),
+]
 CERT_MANAGER_MUTATIONS = [
     ("SANs", lambda o: find(o, "Certificate", "session-ssh-webhook")["spec"]["dnsNames"].pop(), "dnsNames"),
     ("inject-ca-from", lambda o: find(o, "MutatingWebhookConfiguration")["metadata"].update(annotations={}),
@@ -475,6 +527,8 @@ def self_test(rendered: list[dict], version: str) -> int:
     import copy
     cert_manager = any(o["kind"] == "Certificate" for o in rendered)
     cases = MUTATIONS + (CERT_MANAGER_MUTATIONS if cert_manager else SELF_MANAGED_MUTATIONS)
+    if any(o["kind"] == "DaemonSet" and o["metadata"]["name"] == PREPULL_APP for o in rendered):
+        cases += PREPULL_MUTATIONS
     failed = 0
     for desc, mutate, expect in cases:
         objs = copy.deepcopy(rendered)

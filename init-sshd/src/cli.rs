@@ -75,6 +75,9 @@ pub enum Command {
     Serve(serve::ServeOpts),
     /// Print how to connect to this session (the file `start` wrote).
     Info(InfoCmdArgs),
+    /// Do nothing until SIGTERM or SIGINT: the pre-pull DaemonSet's container, which keeps
+    /// this image on every node and in use.
+    Idle,
 }
 
 /// `info` flags.
@@ -218,6 +221,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Info(a) => Ok(crate::info::print(&a.dir)),
+        Command::Idle => {
+            use nix::sys::signal::{SigSet, Signal};
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGTERM);
+            set.add(Signal::SIGINT);
+            // Blocked, then waited for: no handler, no busy loop, 0 CPU.
+            let _ = set.thread_block();
+            let _ = set.wait();
+            Ok(0)
+        }
         Command::Start(a) => Ok(start::run(&start::Options {
             dir: a.dir,
             listen: a.listen,

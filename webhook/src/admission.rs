@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::hostkey::{self, SecretRef};
 use crate::metrics::{Metrics, outcome};
-use crate::patch::{self, Mutation};
+use crate::patch::{self, ImageGate, Mutation};
 
 /// The apiserver never sends more than 3 MiB (its own request limit); anything larger
 /// is not from it.
@@ -92,6 +92,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// For the host-key Secret; None (no cluster): pods get a fresh key at install.
     pub client: Option<kube::Client>,
+    /// The init image's pre-pull DaemonSet, when one is configured.
+    pub prepull: Option<Arc<crate::prepull::PrePull>>,
 }
 
 impl AppState {
@@ -101,6 +103,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
             client: None,
+            prepull: None,
         }
     }
 
@@ -118,6 +121,7 @@ impl std::fmt::Debug for AppState {
             .field("config", &self.config)
             .field("metrics", &self.metrics)
             .field("client", &self.client.is_some())
+            .field("prepull", &self.prepull)
             .finish()
     }
 }
@@ -139,7 +143,10 @@ async fn mutate_handler(State(state): State<AppState>, body: Body) -> Response {
     let start = Instant::now();
     // Limit here rather than with a layer so oversize bodies are logged and counted too.
     let result = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => review(&bytes, &state.config),
+        Ok(bytes) => {
+            let gate = state.prepull.as_ref().map(|p| p.gate()).unwrap_or_default();
+            review_gated(&bytes, &state.config, &gate)
+        }
         Err(_) => Err(Error::TooLarge),
     };
     let mut host_key = "none";
@@ -299,6 +306,11 @@ struct Gvk {
 
 /// Decode, decide, encode. Pure apart from the clock: the handler and the benchmark call it.
 pub fn review(body: &[u8], cfg: &Config) -> Result<Decision> {
+    review_gated(body, cfg, &ImageGate::Open)
+}
+
+/// [`review`] behind the init image's gate (`prepull`).
+pub fn review_gated(body: &[u8], cfg: &Config, gate: &ImageGate) -> Result<Decision> {
     // A cheap first pass (the object is skipped, not built) to route and to give
     // precise errors; the second pass builds exactly the type we need.
     let env: Envelope = serde_json::from_slice(body).map_err(|e| {
@@ -331,7 +343,7 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Decision> {
     match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
         Ok(review) => {
             let req: AdmissionRequest<Pod> = review.try_into().map_err(|_| Error::NoRequest)?;
-            decide_pod(&req, cfg)
+            decide_pod(&req, cfg, gate)
         }
         // The review is fine but the object is not a valid Pod: admit it unchanged
         // (the apiserver will judge the pod itself), never block on our parser.
@@ -360,7 +372,7 @@ fn allow_untouched(body: &[u8], reason: &'static str) -> Result<Decision> {
     finish(&req, Answer::allow(Vec::new()), outcome::ALLOWED, reason)
 }
 
-fn decide_pod(req: &AdmissionRequest<Pod>, cfg: &Config) -> Result<Decision> {
+fn decide_pod(req: &AdmissionRequest<Pod>, cfg: &Config, gate: &ImageGate) -> Result<Decision> {
     let Some(pod) = req.object.as_ref() else {
         let warning = "session-ssh: not injected: the request carries no pod".to_owned();
         return finish(
@@ -372,8 +384,9 @@ fn decide_pod(req: &AdmissionRequest<Pod>, cfg: &Config) -> Result<Decision> {
     };
     // The mutation is pure and tested, but a panic on some unforeseen pod must still
     // admit the pod rather than drop the apiserver's connection.
-    let mutation =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| patch::mutate(pod, cfg)));
+    let mutation = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        patch::mutate_gated(pod, cfg, patch::SessionId::Derive, gate)
+    }));
     let (outcome, reason, patch, warnings, host_key) = match mutation {
         Ok(Mutation::Patch {
             patch,

@@ -31,7 +31,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the admission webhook: `POST /mutate` (AdmissionReview v1) over HTTPS, and
     /// `/healthz`, `/readyz`, `/metrics` on the metrics port.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Print the mutated pod (or workload) as YAML, like `istioctl kube-inject`.
     ///
     /// Accepts a Pod, a Deployment / StatefulSet / DaemonSet / ReplicaSet / Job / CronJob

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod metrics;
 pub mod naming;
 pub mod patch;
+pub mod prepull;
 pub mod routes;
 pub mod selfcert;
 pub mod serve;

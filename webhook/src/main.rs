@@ -68,7 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            rt.block_on(session_ssh_webhook::serve::run(args))?;
+            rt.block_on(session_ssh_webhook::serve::run(*args))?;
         }
         Command::CheckConfig(args) => {
             let cfg = Config::load(&args.config)?;

@@ -43,6 +43,9 @@ pub enum SkipReason {
     WindowsPod,
     /// `hostNetwork: true`: the SSH port would open on the node itself.
     HostNetwork,
+    /// The init image is not known to be on every node (the pre-pull DaemonSet is not
+    /// ready): an image that cannot be pulled would hold the pod in Init.
+    InitImageNotReady,
 }
 
 impl SkipReason {
@@ -58,6 +61,7 @@ impl SkipReason {
             SkipReason::NameCollision => "name-collision",
             SkipReason::WindowsPod => "windows-pod",
             SkipReason::HostNetwork => "host-network",
+            SkipReason::InitImageNotReady => "init-image-not-ready",
         }
     }
 
@@ -133,8 +137,30 @@ pub fn mutate(pod: &Pod, cfg: &Config) -> Mutation {
 
 /// [`mutate`] with an explicit session id policy: [`decide`], then [`render`].
 pub fn mutate_with(pod: &Pod, cfg: &Config, id: SessionId) -> Mutation {
+    mutate_gated(pod, cfg, id, &ImageGate::Open)
+}
+
+/// Whether the init image may be injected now (see `prepull`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ImageGate {
+    /// No pre-pull DaemonSet is configured, or it is ready on every node.
+    #[default]
+    Open,
+    /// Why not: the pod is admitted without SSH, with this reason.
+    Closed(String),
+}
+
+/// [`mutate_with`] behind the init image's gate: a pod that would get SSH is skipped
+/// (with the reason) while the gate is closed.
+pub fn mutate_gated(pod: &Pod, cfg: &Config, id: SessionId, gate: &ImageGate) -> Mutation {
     let mut warnings = Vec::new();
-    let decision = decide(pod, cfg, &id, &mut warnings);
+    let mut decision = decide(pod, cfg, &id, &mut warnings);
+    if let (Decision::Inject(_), ImageGate::Closed(why)) = (&decision, gate) {
+        decision = Decision::Skip {
+            reason: SkipReason::InitImageNotReady,
+            detail: Some(why.clone()),
+        };
+    }
     render(pod, cfg, decision, warnings)
 }
 

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::admission::{self, AppState};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::prepull::PrePull;
 use crate::selfcert::{self, SelfTlsArgs};
 use crate::tls::{self, CertReloader};
 
@@ -51,6 +52,9 @@ pub enum Error {
     /// Installing the signal handler failed.
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    /// `--init-image-daemonset` is malformed.
+    #[error("{0}")]
+    PrePull(String),
 }
 
 /// Result alias for this module.
@@ -85,6 +89,18 @@ pub struct ServeArgs {
     /// the listener closes.
     #[arg(long, env = "SESSION_SSH_SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
     pub shutdown_delay_seconds: u64,
+    /// The init image's pre-pull DaemonSet, `NAMESPACE/NAME` (`manifests/prepull`): while
+    /// it is not ready on every node, new pods are admitted without SSH (reason
+    /// `init-image-not-ready`), so an image that cannot be pulled never holds a pod in Init.
+    #[arg(long, env = "SESSION_SSH_INIT_IMAGE_DAEMONSET")]
+    pub init_image_daemonset: Option<String>,
+    /// How often that DaemonSet is checked, in seconds.
+    #[arg(
+        long,
+        env = "SESSION_SSH_INIT_IMAGE_CHECK_SECONDS",
+        default_value_t = 10
+    )]
+    pub init_image_check_seconds: u64,
     /// Self-managed certificate mode.
     #[command(flatten)]
     pub self_tls: SelfTlsArgs,
@@ -106,7 +122,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let _cleanup = client
         .clone()
         .and_then(|c| crate::hostkey::cleanup::spawn(std::sync::Arc::new(config.clone()), c));
-    let state = AppState::new(config).with_client(client);
+    let prepull = match &args.init_image_daemonset {
+        Some(spec) => Some(Arc::new(
+            PrePull::new(spec, &config.init_container.image).map_err(Error::PrePull)?,
+        )),
+        None => None,
+    };
+    if let (Some(p), Some(c)) = (&prepull, &client) {
+        // The first answer before serving: pods admitted at start-up see the real gate.
+        let _ = tokio::time::timeout(Duration::from_secs(5), p.check(c)).await;
+        let every = Duration::from_secs(args.init_image_check_seconds.max(1));
+        tokio::spawn(p.clone().run(c.clone(), every));
+    } else if prepull.is_some() {
+        warn!("no Kubernetes client: the init image's gate stays closed, pods start without SSH");
+    }
+    let mut state = AppState::new(config).with_client(client);
+    state.prepull = prepull;
     let reloader = CertReloader::new(&args.tls_cert, &args.tls_key, state.metrics.clone());
     // Self-managed mode writes the files before the first load and keeps them fresh.
     let _keeper = if args.self_tls.self_managed_tls {

@@ -97,6 +97,8 @@ pub struct WebhookCluster {
     /// Replicas beyond the first (see [`WebhookCluster::start_with_replicas`]).
     pub replicas: Vec<Replica>,
     log: PathBuf,
+    /// Environment beyond the harness's own (see [`WebhookCluster::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 /// A further webhook process with the same args on its own ports.
@@ -207,6 +209,7 @@ impl WebhookCluster {
             webhook: None,
             replicas: Vec::new(),
             log,
+            env: Vec::new(),
         };
         wc.webhook = Some(wc.spawn(wc.port, wc.metrics_port, 0)?);
         for i in 1..replicas {
@@ -271,6 +274,16 @@ impl WebhookCluster {
         self.start_webhook().await
     }
 
+    /// Sets the webhook's environment beyond the harness's own (the manifests' `env:`
+    /// entries are not passed by default), then restarts it.
+    pub async fn set_env(&mut self, env: &[(&str, &str)]) -> Result<()> {
+        self.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.start_webhook().await
+    }
+
     /// Starts (or restarts) the local webhook and waits for its /readyz.
     pub async fn start_webhook(&mut self) -> Result<()> {
         self.stop_webhook();
@@ -308,6 +321,7 @@ impl WebhookCluster {
             .env("POD_NAMESPACE", NAMESPACE)
             .env("POD_NAME", format!("session-ssh-webhook-e2e-{index}"))
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

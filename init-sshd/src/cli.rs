@@ -286,6 +286,7 @@ mod tests {
         let start = argv::Start {
             dir: "/opt/session-ssh".into(),
             listen: argv::listen_all(2022),
+            tls_listen: Some("off".into()),
             info: argv::Info {
                 host: Some("alice.ssh.example.org".into()),
                 port: Some(443),
@@ -305,6 +306,7 @@ mod tests {
         };
         assert_eq!(s.dir, PathBuf::from("/opt/session-ssh"));
         assert_eq!(s.listen, "0.0.0.0:2022".parse().unwrap());
+        assert_eq!(s.tls_listen.map(|t| t.to_string()).as_deref(), Some("off"));
         assert_eq!(s.info.info_host.as_deref(), Some("alice.ssh.example.org"));
         assert_eq!(s.info.info_port, Some(443));
         assert_eq!(s.info.info_user.as_deref(), Some("alice"));

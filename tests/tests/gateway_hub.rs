@@ -175,6 +175,11 @@ async fn hub_token_login_through_the_gateway() {
         served.contains("max_connections=17"),
         "server.maxConnections did not reach serve:\n{served}"
     );
+    // The harness sets ports.sshTls null: no TLS listener (issue 17 item 2).
+    assert!(
+        served.contains("serving") && !served.contains("serving SSH inside TLS"),
+        "ports.sshTls null still listens for TLS:\n{served}"
+    );
 
     // The connection information in her session names the gateway: its command and its
     // known_hosts line work as written, with host-key checking on.

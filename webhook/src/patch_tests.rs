@@ -662,8 +662,25 @@ fn non_default_port_is_passed_to_start() {
         .command
         .clone()
         .unwrap();
-    assert_eq!(cmd[4..], ["--listen".to_owned(), "0.0.0.0:2022".to_owned()]);
+    // sshTls null: no TLS listener at all (issue 17: it used to listen on 2443 anyway).
+    assert_eq!(
+        cmd[4..],
+        ["--listen", "0.0.0.0:2022", "--tls-listen", "off"]
+    );
     assert_eq!(ct.ports.as_ref().unwrap().len(), 2);
+    // A non-default sshTls port: the server listens where the Service points.
+    c.ports.ssh_tls = Some(2444);
+    let out = apply(&p, &mutate(&p, &c));
+    let ct = &out.spec.as_ref().unwrap().containers[0];
+    let cmd = &ct.lifecycle.as_ref().unwrap().post_start.as_ref().unwrap();
+    let cmd = cmd.exec.as_ref().unwrap().command.as_ref().unwrap();
+    assert_eq!(cmd[6..8], ["--tls-listen", "0.0.0.0:2444"]);
+    let ports = ct.ports.as_ref().unwrap();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.name.as_deref() == Some(names::PORT_SSH_TLS) && p.container_port == 2444)
+    );
 }
 
 #[test]

@@ -121,6 +121,8 @@ pub struct Start {
     pub dir: String,
     /// Plain SSH listen address when not the default `0.0.0.0:2222`.
     pub listen: Option<String>,
+    /// SSH inside TLS: `0.0.0.0:PORT`, `off`, or None for the default port.
+    pub tls_listen: Option<String>,
     /// What users connect to, for the information file (`init-sshd info`).
     pub info: Info,
     /// The gateway's user CA line and this session's principal, when a gateway is set up.
@@ -152,6 +154,9 @@ impl Start {
         push(&mut v, flag::DIR, &self.dir);
         if let Some(l) = &self.listen {
             push(&mut v, flag::LISTEN, l);
+        }
+        if let Some(t) = &self.tls_listen {
+            push(&mut v, flag::TLS_LISTEN, t);
         }
         if let Some((ca, principal)) = &self.gateway {
             push(&mut v, flag::GATEWAY_CA, ca);
@@ -187,6 +192,15 @@ impl Start {
 /// `0.0.0.0:PORT`, or None for the default port (the argv then leaves the flag out).
 pub fn listen_all(port: u16) -> Option<String> {
     (port != names::DEFAULT_SSH_PORT).then(|| format!("0.0.0.0:{port}"))
+}
+
+/// The TLS listener for `ports.sshTls`: `off` for none, None for the default port.
+pub fn tls_listen_all(port: Option<u16>) -> Option<String> {
+    match port {
+        None => Some("off".to_owned()),
+        Some(p) if p == names::DEFAULT_SSH_TLS_PORT => None,
+        Some(p) => Some(format!("0.0.0.0:{p}")),
+    }
 }
 
 fn push(v: &mut Vec<String>, flag: &str, value: &str) {
@@ -232,6 +246,7 @@ mod tests {
         let s = Start {
             dir: "/opt/session-ssh".into(),
             listen: listen_all(2022),
+            tls_listen: tls_listen_all(Some(2022 + 1)),
             info: Info::default(),
             gateway: Some(("ssh-ed25519 AAAA gw".into(), "0123abcd".into())),
             gateway_hub_user: Some("alice@x.org".into()),
@@ -247,6 +262,8 @@ mod tests {
                 "/opt/session-ssh",
                 "--listen",
                 "0.0.0.0:2022",
+                "--tls-listen",
+                "0.0.0.0:2023",
                 "--gateway-ca",
                 "ssh-ed25519 AAAA gw",
                 "--gateway-principal",
@@ -262,5 +279,7 @@ mod tests {
             ]
         );
         assert_eq!(listen_all(2222), None);
+        assert_eq!(tls_listen_all(Some(names::DEFAULT_SSH_TLS_PORT)), None);
+        assert_eq!(tls_listen_all(None).as_deref(), Some("off"));
     }
 }

@@ -108,6 +108,10 @@ fn semantic_errors_name_the_field() {
         ("gateway:\n  port: 0\n", "gateway.port"),
         ("server:\n  maxStartups: 0\n", "server.maxStartups"),
         (
+            "ports:\n  sshTls: null\ningress:\n  mode: traefik\n  hostTemplate: \"{pod}.x.org\"\n",
+            "ports.sshTls",
+        ),
+        (
             "server:\n  detachedBufferBytes: 100\n",
             "server.detachedBufferBytes",
         ),

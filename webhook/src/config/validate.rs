@@ -183,6 +183,15 @@ fn ingress(cfg: &Config) -> Check {
             ),
         );
     }
+    if ing.mode.is_sni() && cfg.ports.ssh_tls.is_none() {
+        return err(
+            "ports.sshTls",
+            format!(
+                "ingress.mode `{}` routes SSH inside TLS to this port: it cannot be null",
+                ing.mode.as_str()
+            ),
+        );
+    }
     if ing.mode == IngressMode::Gateway && ing.gateway.parent_refs.is_empty() {
         return err(
             "ingress.gateway.parentRefs",

@@ -229,6 +229,7 @@ fn post_start_command(session: &Container, cfg: &Config, plan: &Plan) -> Vec<Str
     argv::Start {
         dir: cfg.mount_path.clone(),
         listen: argv::listen_all(cfg.ports.ssh),
+        tls_listen: argv::tls_listen_all(cfg.ports.ssh_tls),
         info: plan.info.as_ref().clone(),
         gateway: cfg
             .gateway

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{
@@ -766,4 +766,116 @@ async fn loadbalancer_mode_publishes_the_address_once_assigned() {
         annotation(&annotated, "session-ssh.io/ssh-port").as_deref(),
         Some("22")
     );
+}
+
+/// The TLSRoute CRD with only v1alpha2 served (clusters on older Gateway API releases).
+async fn install_tlsroute_v1alpha2_only(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let path = session_ssh_tests::repo_root()
+        .join("tests/data/crds/gateway.networking.k8s.io_tlsroutes.yaml");
+    let mut crd: CustomResourceDefinition =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for v in &mut crd.spec.versions {
+        let old = v.name == "v1alpha2";
+        v.served = old;
+        v.storage = old;
+    }
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(
+        &name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    wait_for("CRD established", WAIT, || {
+        let crds = crds.clone();
+        let name = name.clone();
+        async move {
+            let c = crds.get(&name).await?;
+            let ok = c
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok(ok.then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tlsroute_version_served_or_why_not_and_deleted_routes_come_back() {
+    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
+        .await
+        .unwrap();
+    let client = wc.client().await.unwrap();
+    let base = std::fs::read_to_string(wc.work.path().join("config.yaml")).unwrap();
+    let gateway_mode = "ingress:\n  mode: gateway\n  hostTemplate: '{label:hub.jupyter.org/username}.{namespace}.ssh.example.org'\n  gateway:\n    parentRefs:\n    - {name: ssh, namespace: gateways, sectionName: tls}\n";
+    restart_with(&mut wc, &base, gateway_mode).await;
+    let ns = cluster::unique_name("routes-ver");
+    wc.namespace(&ns, true).await.unwrap();
+    wc.wait_active(&ns, &fixture()).await.unwrap();
+    let pod = create(&client, &ns, &fixture()).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+
+    // No TLSRoute served at all: no route, the reason on the pod, no address published.
+    let why = wait_for("the route-error annotation", WAIT, || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("jupyter-alice").await?;
+            Ok(annotation(&p, "session-ssh.io/route-error"))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        why.contains("serves no TLSRoute (gateway.networking.k8s.io/v1"),
+        "{why}"
+    );
+    let p = pods.get("jupyter-alice").await.unwrap();
+    assert_eq!(
+        annotation(&p, "session-ssh.io/ssh-host"),
+        None,
+        "published without a route"
+    );
+    assert!(wc.webhook_log().contains("no route can be made"));
+
+    // A cluster that serves TLSRoute only as v1alpha2: the route is made in that version,
+    // the reason goes, the address is published.
+    install_tlsroute_v1alpha2_only(&client).await;
+    restart_with(&mut wc, &base, gateway_mode).await;
+    let v1alpha2 = dynamic(
+        &client,
+        &ns,
+        ("gateway.networking.k8s.io", "v1alpha2", "TLSRoute"),
+        "tlsroutes",
+    );
+    let route = wait_object(&v1alpha2, "jupyter-alice", "the v1alpha2 TLSRoute").await;
+    assert!(owned_by(&route, &pod));
+    let p = connection_info(&client, &ns, "jupyter-alice").await;
+    assert_eq!(annotation(&p, "session-ssh.io/route-error"), None);
+
+    // A deleted route comes back from the watch, well before the 600 s resync.
+    let started = Instant::now();
+    v1alpha2
+        .delete("jupyter-alice", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let back = wait_for("the deleted TLSRoute back", Duration::from_secs(20), || {
+        let api = v1alpha2.clone();
+        async move {
+            Ok(api
+                .get_opt("jupyter-alice")
+                .await?
+                .filter(|r| r.metadata.deletion_timestamp.is_none()))
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "not back in 20 s:\n{}", wc.webhook_log());
+    println!("deleted TLSRoute back in {:?}", started.elapsed());
 }

@@ -29,6 +29,7 @@ use crate::routes::{MANAGED_BY, MANAGER};
 
 mod apply;
 pub mod desired;
+mod discover;
 use desired::Session;
 
 /// Why one reconcile failed (retried with backoff).
@@ -64,6 +65,8 @@ struct Ctx {
     ca: Option<crate::hostca::CaSource>,
     /// Consecutive failures per pod UID, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The route kind the cluster serves for the configured SNI mode.
+    route_kind: discover::Discovered,
 }
 
 /// Start the controller in the background. It never returns an error to the server:
@@ -103,15 +106,29 @@ pub async fn run(client: Client, config: Arc<Config>) {
     if let Some(src) = &ca {
         info!(secret = %src.secret(), pattern = ?config.host_ca_pattern(), "host CA configured");
     }
+    let route_kind = discover::Discovered::new(&client, config.ingress.mode).await;
+    // Routes we own are watched like Services: a deleted one comes back within seconds.
+    let routes = match route_kind.get(&client).await {
+        discover::RouteKind::Served(ar) => Some((
+            Api::<kube::api::DynamicObject>::all_with(client.clone(), &ar),
+            ar,
+        )),
+        _ => None,
+    };
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), reporter),
         client,
         ca,
         config,
         failures: Mutex::new(HashMap::new()),
+        route_kind,
     });
-    Controller::new(pods, watcher::Config::default().labels(SESSION_ID))
-        .owns(services, watcher::Config::default().labels(&managed))
+    let mut controller = Controller::new(pods, watcher::Config::default().labels(SESSION_ID))
+        .owns(services, watcher::Config::default().labels(&managed));
+    if let Some((api, ar)) = routes {
+        controller = controller.owns_with(api, ar, watcher::Config::default().labels(&managed));
+    }
+    controller
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
             match res {

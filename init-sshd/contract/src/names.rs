@@ -24,6 +24,9 @@ pub const SSH_HOST: &str = "session-ssh.io/ssh-host";
 pub const SSH_PORT: &str = "session-ssh.io/ssh-port";
 /// Pod annotation (controller): a ready `~/.ssh/config` block.
 pub const SSH_CONFIG: &str = "session-ssh.io/ssh-config";
+/// Pod annotation (controller): why the SNI mode's route was not made (e.g. the cluster
+/// serves no TLSRoute); absent when the route exists.
+pub const ROUTE_ERROR: &str = "session-ssh.io/route-error";
 /// Pod annotation (controller): a known_hosts line for the published address.
 pub const KNOWN_HOSTS: &str = "session-ssh.io/known-hosts";
 /// Pod annotation (controller): the session's host public key, one OpenSSH line (what the

@@ -12,6 +12,7 @@ use session_ssh_contract::names;
 use tracing::{debug, info, warn};
 
 use super::desired::{self, Session};
+use super::discover::RouteKind;
 use super::{Ctx, PENDING, RESYNC, Result, kube};
 use crate::routes::{self, Endpoint, MANAGER, sni};
 
@@ -44,8 +45,9 @@ pub(super) async fn sync(pod: &Pod, s: &Session, ctx: &Ctx) -> Result<Action> {
         }
         None => None,
     };
-    sync_routes(ctx, pod, s, host.as_deref()).await?;
-    match routes::endpoint(cfg.ingress.mode, host, &applied, pod) {
+    let routed = sync_routes(ctx, pod, s, host.as_deref()).await?;
+    let endpoint = routes::endpoint(cfg.ingress.mode, host, &applied, pod).filter(|_| routed);
+    match endpoint {
         Some(ep) => {
             publish(ctx, pod, s, &ep).await?;
             Ok(Action::requeue(RESYNC))
@@ -61,7 +63,8 @@ pub(super) async fn sync(pod: &Pod, s: &Session, ctx: &Ctx) -> Result<Action> {
             // Pending addresses come by a Service status change or the node binding (both
             // trigger a reconcile); the periodic retry is only a safety net.
             debug!(ns = %s.ns, pod = %s.name, mode = cfg.ingress.mode.as_str(), "address not known yet");
-            let again = if cfg.ingress.mode.is_sni() {
+            // A missing route kind is asked again at most once a minute (discover.rs).
+            let again = if cfg.ingress.mode.is_sni() && routed {
                 RESYNC
             } else {
                 PENDING
@@ -162,32 +165,56 @@ async fn annotate(ctx: &Ctx, s: &Session, patch: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Apply the route of the configured SNI mode; delete this pod's routes of the other
-/// modes (left from an earlier config). A kind the cluster lacks (no CRD) or the
-/// webhook may not read counts as absent for the cleanup.
-async fn sync_routes(ctx: &Ctx, pod: &Pod, s: &Session, host: Option<&str>) -> Result<()> {
+/// Apply the route of the configured SNI mode as the kind the cluster serves; delete this
+/// pod's routes of the other modes (left from an earlier config). A kind the cluster lacks
+/// (no CRD) or the webhook may not read counts as absent for the cleanup. False when the
+/// mode needs a route and none could be made: the reason goes on the pod.
+async fn sync_routes(ctx: &Ctx, pod: &Pod, s: &Session, host: Option<&str>) -> Result<bool> {
     let cfg = &ctx.config.ingress;
+    let mut routed = true;
+    match ctx.route_kind.get(&ctx.client).await {
+        RouteKind::NotNeeded => route_error(ctx, pod, s, None).await?,
+        RouteKind::Missing(why) => {
+            routed = false;
+            route_error(ctx, pod, s, Some(&why)).await?;
+        }
+        RouteKind::Served(ar) => {
+            route_error(ctx, pod, s, None).await?;
+            match host {
+                None => {
+                    warn!(ns = %s.ns, pod = %s.name, mode = cfg.mode.as_str(), "no hostname for the route");
+                }
+                Some(host) => {
+                    let route = sni::route_as(
+                        &ar,
+                        cfg.mode,
+                        cfg,
+                        pod,
+                        &s.service,
+                        &s.session_id,
+                        &s.uid,
+                        host,
+                    );
+                    if let Some(route) = route {
+                        Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &s.ns, &ar)
+                            .patch(
+                                &s.service,
+                                &PatchParams::apply(MANAGER).force(),
+                                &Patch::Apply(&route),
+                            )
+                            .await
+                            .map_err(kube("apply route"))?;
+                        info!(ns = %s.ns, pod = %s.name, kind = %ar.kind, version = %ar.version, %host, "route applied");
+                    }
+                }
+            }
+        }
+    }
     for (mode, ar) in sni::kinds() {
-        let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &s.ns, &ar);
         if mode == cfg.mode {
-            let Some(host) = host else {
-                warn!(ns = %s.ns, pod = %s.name, mode = mode.as_str(), "no hostname for the route");
-                continue;
-            };
-            let Some(route) = sni::route(mode, cfg, pod, &s.service, &s.session_id, &s.uid, host)
-            else {
-                continue;
-            };
-            api.patch(
-                &s.service,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&route),
-            )
-            .await
-            .map_err(kube("apply route"))?;
-            info!(ns = %s.ns, pod = %s.name, kind = %ar.kind, %host, "route applied");
             continue;
         }
+        let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &s.ns, &ar);
         let existing = match api.get_opt(&s.service).await {
             Ok(o) => o,
             Err(kube::Error::Api(e)) if e.code == 403 || e.code == 404 => {
@@ -207,6 +234,31 @@ async fn sync_routes(ctx: &Ctx, pod: &Pod, s: &Session, host: Option<&str>) -> R
                 .map_err(kube("delete route"))?;
             info!(ns = %s.ns, pod = %s.name, kind = %ar.kind, "route of another mode deleted");
         }
+    }
+    Ok(routed)
+}
+
+/// The pod's `route-error` annotation: set to `why` (with a warning event when it changes),
+/// or removed.
+async fn route_error(ctx: &Ctx, pod: &Pod, s: &Session, why: Option<&str>) -> Result<()> {
+    let current = pod
+        .annotations()
+        .get(names::ROUTE_ERROR)
+        .map(String::as_str);
+    if current == why {
+        return Ok(());
+    }
+    let mut wanted = std::collections::BTreeMap::new();
+    if let Some(w) = why {
+        wanted.insert(names::ROUTE_ERROR.to_owned(), w.to_owned());
+    }
+    if let Some(patch) = desired::annotation_patch(pod, &s.uid, &wanted, &[names::ROUTE_ERROR]) {
+        annotate(ctx, s, &patch).await?;
+    }
+    if let Some(w) = why {
+        warn!(ns = %s.ns, pod = %s.name, reason = %w, "no SSH route for this session");
+        ctx.event(pod, EventType::Warning, "NoSSHRoute", w.to_owned())
+            .await;
     }
     Ok(())
 }

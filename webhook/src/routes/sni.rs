@@ -39,6 +39,18 @@ pub fn kinds() -> [(IngressMode, ApiResource); 3] {
     ]
 }
 
+/// TLSRoute versions, newest first: the controller uses the newest the cluster serves
+/// (the spec fields it writes are the same in all three).
+pub const TLSROUTE_VERSIONS: [&str; 3] = ["v1", "v1alpha3", "v1alpha2"];
+
+/// The TLSRoute kind at `version`.
+pub fn tlsroute(version: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", version, "TLSRoute"),
+        "tlsroutes",
+    )
+}
+
 /// The route object of `mode` for a pod whose Service is `name`, reached as `host`.
 /// None for the modes without a route object.
 pub fn route(
@@ -51,6 +63,21 @@ pub fn route(
     host: &str,
 ) -> Option<Value> {
     let ar = kinds().into_iter().find(|(m, _)| *m == mode)?.1;
+    route_as(&ar, mode, cfg, pod, name, session_id, uid, host)
+}
+
+/// [`route`] as the kind `ar` (a TLSRoute of the version the cluster serves).
+#[allow(clippy::too_many_arguments)]
+pub fn route_as(
+    ar: &ApiResource,
+    mode: IngressMode,
+    cfg: &Ingress,
+    pod: &Pod,
+    name: &str,
+    session_id: &str,
+    uid: &str,
+    host: &str,
+) -> Option<Value> {
     let mut metadata = owned_metadata(pod, name, session_id, uid);
     let spec = match mode {
         IngressMode::Gateway => {

@@ -376,7 +376,12 @@ def check(name: str, objs: list[dict], check_config_bin: str | None) -> None:
     cfg = yaml.safe_load(text)
     if not isinstance(cfg, dict):
         err(name, f"{kn(cm)}: config.yaml is not a YAML mapping")
-    elif prepull:
+    else:
+        ports = cfg.get("ports") or {}
+        for pol in (o for o in by_kind.get("NetworkPolicy", []) if o["metadata"]["name"] == SESSIONS_POLICY):
+            check_sessions_policy(name, pol, ports.get("ssh", 2222),
+                                  ports.get("sshTls", 2443))
+    if isinstance(cfg, dict) and prepull:
         # The webhook opens its gate only when the DaemonSet runs the configured image.
         image = ((cfg.get("initContainer") or {}).get("image")) or "ghcr.io/session-ssh/init-sshd:0.1.0"
         ds_image = prepull["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -436,6 +441,40 @@ def check_prepull(name: str, ds: dict, webhook: dict, ns: str) -> None:
     env = {e["name"]: e.get("value") for e in webhook.get("env") or []}
     if env.get("SESSION_SSH_INIT_IMAGE_DAEMONSET") != f"{ns}/{PREPULL_APP}":
         err(name, f"the webhook's SESSION_SSH_INIT_IMAGE_DAEMONSET must be {ns}/{PREPULL_APP}")
+
+
+SESSIONS_POLICY = "session-ssh-sessions"
+
+
+def check_sessions_policy(name: str, pol: dict, ssh: int, ssh_tls: int | None) -> None:
+    """The per-namespace fence: session pods' SSH ports reachable only from the entrances,
+    every other port as open as without it."""
+    spec = pol["spec"]
+    exprs = (spec.get("podSelector") or {}).get("matchExpressions") or []
+    if {"key": "session-ssh.io/session-id", "operator": "Exists"} not in exprs:
+        err(name, f"{kn(pol)}: must select the session pods (session-ssh.io/session-id Exists)")
+    if spec.get("policyTypes") != ["Ingress"]:
+        err(name, f"{kn(pol)}: policyTypes must be [Ingress] (egress stays the platform's)")
+    ssh_ports = {ssh} | ({ssh_tls} if ssh_tls else set())
+    open_tcp = set()
+    for rule in spec.get("ingress") or []:
+        if rule.get("from"):
+            continue
+        for p in rule.get("ports") or []:
+            if p.get("protocol", "TCP") != "TCP":
+                continue
+            lo = p["port"]
+            hi = p.get("endPort", lo)
+            open_tcp.update(range(lo, hi + 1))
+    if open_tcp & ssh_ports:
+        err(name, f"{kn(pol)}: SSH ports {sorted(open_tcp & ssh_ports)} open to every source")
+    missing = set(range(1, 65536)) - ssh_ports - open_tcp
+    if missing:
+        err(name, f"{kn(pol)}: closes {len(missing)} non-SSH TCP ports (e.g. {min(missing)}) the notebook may need")
+    gw = [r for r in spec.get("ingress") or [] if any(p.get("port") == ssh for p in r.get("ports") or [])]
+    if not any(((f.get("podSelector") or {}).get("matchLabels") or {}).get("app.kubernetes.io/name") == GATEWAY_APP
+               for r in gw for f in r.get("from") or []):
+        err(name, f"{kn(pol)}: the SSH gateway is not let in on {ssh}")
 
 
 def find_opt(objs: list[dict], kind: str, name: str) -> dict | None:
@@ -504,6 +543,12 @@ SELF_MANAGED_MUTATIONS = [
     ("webhook-config flag", lambda o: container(o)["args"].__setitem__(
         container(o)["args"].index("--webhook-config") + 1, "other"), "--webhook-config"),
 ]
+SESSIONS_POLICY_MUTATIONS = [
+    ("sessions policy opens ssh", lambda o: find(o, "NetworkPolicy", SESSIONS_POLICY)["spec"]["ingress"][0]["ports"][0]
+     .update(endPort=2222), "open to every source"),
+    ("sessions policy closes a port", lambda o: find(o, "NetworkPolicy", SESSIONS_POLICY)["spec"]["ingress"][0]["ports"]
+     .pop(2), "non-SSH TCP ports"),
+]
 PREPULL_MUTATIONS = [
     ("prepull image", lambda o: find(o, "DaemonSet", PREPULL_APP)["spec"]["template"]["spec"]["containers"][0]
      .update(image="other:1"), "initContainer.image"),
@@ -529,6 +574,8 @@ def self_test(rendered: list[dict], version: str) -> int:
     cases = MUTATIONS + (CERT_MANAGER_MUTATIONS if cert_manager else SELF_MANAGED_MUTATIONS)
     if any(o["kind"] == "DaemonSet" and o["metadata"]["name"] == PREPULL_APP for o in rendered):
         cases += PREPULL_MUTATIONS
+    if any(o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == SESSIONS_POLICY for o in rendered):
+        cases += SESSIONS_POLICY_MUTATIONS
     failed = 0
     for desc, mutate, expect in cases:
         objs = copy.deepcopy(rendered)

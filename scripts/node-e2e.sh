@@ -484,6 +484,11 @@ check_session() {
     printf '%s\n' "$out" | sed 's/^/     /'
     grep -qx 'uid=1000' <<<"$out" || fail "id -u is not 1000"
     ok "ssh via port-forward to $pod (host key pinned from the pod's annotation): id -u = 1000"
+    # The login's audit line is in the session container's own log (kubectl logs).
+    local audit
+    audit=$(kubectl -n "$NS" logs "$pod" -c notebook 2>/dev/null | grep -F '"event":"login"' | grep -F '"outcome":"accepted"' | tail -n 1)
+    [ -n "$audit" ] || fail "no login audit line in kubectl logs of $pod (container notebook)"
+    ok "kubectl logs $pod -c notebook has the login: $(cut -c1-160 <<<"$audit")"
     grep -qx 'var=from-image' <<<"$out" || fail "SESSION_IMAGE_VAR is not the image's 'from-image'"
     ok "ssh: SESSION_IMAGE_VAR = from-image (the image's ENV)"
     grep -q '^path=/opt/venv/bin:' <<<"$out" || fail "PATH is not the image's (/opt/venv/bin first)"

@@ -137,6 +137,9 @@ pub struct StartArgs {
     /// one with an unknown name or a value that is not a number is logged and skipped.
     #[arg(long = flag::SERVE_ARG, value_name = "NAME=VALUE")]
     pub serve_args: Vec<String>,
+    /// Login audit lines in the container log (passed to serve as it is).
+    #[command(flatten)]
+    pub audit: crate::serve::audit::AuditOpts,
     /// Logins through the SSH gateway (passed to serve as they are).
     #[command(flatten)]
     pub gateway: crate::serve::handler::passport::GatewayOpts,
@@ -240,6 +243,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             log_max_bytes: cli.log_max_bytes,
             gateway: a.gateway,
             serve_args: start::serve_args(&a.serve_args),
+            audit: a.audit,
             hook: a.hook,
             proc_root: PathBuf::from("/proc"),
             info: a.info,
@@ -296,6 +300,7 @@ mod tests {
             },
             gateway: Some(("ssh-ed25519 AAAAgw".into(), "sess-1".into())),
             gateway_hub_user: Some("alice".into()),
+            audit_log: Some(argv::CONTAINER_LOG.into()),
             serve: vec![("idle-timeout-secs", 900)],
             original_hook: vec!["sh".into(), "-c".into(), "echo --dir".into()],
         };

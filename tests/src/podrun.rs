@@ -180,9 +180,28 @@ impl PodSandbox {
         self.exec_as(&mut cmd, &c, &self.opts.session_env);
         cmd.args(["/bin/sh", "-c", &script]);
         cmd.stdin(Stdio::null());
+        // Its stdout and stderr are a pipe owned by the container's user, as runc gives
+        // them, copied into the container log (what `kubectl logs` shows).
+        let (read, write) = nix::unistd::pipe()?;
+        let id = self.identity(&c);
+        std::os::unix::fs::fchown(
+            &write,
+            u32::try_from(id.uid).ok(),
+            u32::try_from(id.gid).ok(),
+        )?;
+        let write = fs::File::from(write);
+        cmd.stderr(write.try_clone()?).stdout(write);
         // Its own registered group: Ctrl-C, SIGTERM or SIGHUP to this process kills PID 1
         // (and with it the namespace), and a terminal's Ctrl-C cannot kill bwrap first.
         let child = reaper::spawn(&mut cmd).context("starting the session container")?;
+        // Our copies of the write end went with `cmd`; the reader ends when PID 1 and
+        // everything that inherited its stdout are gone.
+        drop(cmd);
+        let mut log = fs::File::create(self.container_log())?;
+        let mut read = fs::File::from(read);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut read, &mut log);
+        });
         self.session = Some(child);
         // PID 1 of the new namespace is our entrypoint once its environ shows it.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -194,6 +213,11 @@ impl PodSandbox {
             std::thread::sleep(Duration::from_millis(20));
         }
         bail!("session container did not start")
+    }
+
+    /// The session container's log: its PID 1's stdout and stderr.
+    pub fn container_log(&self) -> PathBuf {
+        self._root.path().join("container.log")
     }
 
     /// Runs the session container's postStart exec hook inside its namespaces.

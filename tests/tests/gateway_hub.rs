@@ -310,6 +310,27 @@ async fn hub_token_login_through_the_gateway() {
         "bob's server must refuse the hub-token passport itself:\n{bob_log}"
     );
 
+    // The session's own login lines are in its container log too (`kubectl logs`), out of
+    // the user's files: the key login and the hub-token logins.
+    let container_log = std::fs::read_to_string(alice.run.sandbox.container_log()).unwrap();
+    let logins: Vec<serde_json::Value> = container_log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["event"] == "login")
+        .collect();
+    assert!(
+        logins.iter().any(|v| v["outcome"] == "accepted"
+            && v["fingerprint"] == format!("hub-token:{ALICE}")),
+        "container log:\n{container_log}"
+    );
+    assert!(
+        logins.iter().any(|v| v["outcome"] == "accepted"
+            && v["fingerprint"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("SHA256:"))),
+        "container log:\n{container_log}"
+    );
+
     // The audit line names the token's owner; no token is ever written to the log.
     let log = gw.log_text();
     assert!(

@@ -55,7 +55,13 @@ pub mod flag {
     /// `NAME=VALUE`: a setting `start` hands to serve as `--NAME VALUE` (start; NAME from
     /// [`super::SERVE_SETTINGS`]).
     pub const SERVE_ARG: &str = "serve-arg";
+    /// Where serve also writes its login audit lines: the container log, through the main
+    /// process's stdout (start, serve).
+    pub const AUDIT_LOG: &str = "audit-log";
 }
+
+/// The session container's log as serve can reach it: PID 1's stdout.
+pub const CONTAINER_LOG: &str = "/proc/1/fd/1";
 
 /// The serve settings the webhook's config may set (numbers of seconds, counts, bytes),
 /// each passed by `start` to serve as the flag of the same name.
@@ -129,6 +135,8 @@ pub struct Start {
     pub gateway: Option<(String, String)>,
     /// With a gateway: the hub user whose hub-token logins this session accepts.
     pub gateway_hub_user: Option<String>,
+    /// Where login audit lines also go ([`CONTAINER_LOG`]).
+    pub audit_log: Option<String>,
     /// Serve settings (a name of [`SERVE_SETTINGS`], its value) from the webhook's config.
     pub serve: Vec<(&'static str, u64)>,
     /// The container's own exec hook, run after the server is up.
@@ -177,6 +185,9 @@ impl Start {
             if let Some(val) = val {
                 push(&mut v, f, val);
             }
+        }
+        if let Some(a) = &self.audit_log {
+            push(&mut v, flag::AUDIT_LOG, a);
         }
         for (name, value) in &self.serve {
             push(&mut v, flag::SERVE_ARG, &format!("{name}={value}"));
@@ -250,6 +261,7 @@ mod tests {
             info: Info::default(),
             gateway: Some(("ssh-ed25519 AAAA gw".into(), "0123abcd".into())),
             gateway_hub_user: Some("alice@x.org".into()),
+            audit_log: None,
             serve: vec![("detached-keep-secs", 600)],
             original_hook: vec!["sh".into(), "-c".into(), "echo hi".into()],
         };

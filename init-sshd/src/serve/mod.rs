@@ -1,6 +1,7 @@
 //! `init-sshd serve`: load the host key, listen, and run one russh session
 //! per accepted connection, within the connection limit and login grace time.
 
+pub mod audit;
 pub mod channel;
 pub mod connctx;
 pub mod handler;
@@ -96,6 +97,9 @@ pub struct ServeOpts {
     /// Logins through the SSH gateway: --gateway-ca, --gateway-principal.
     #[command(flatten)]
     pub gateway: crate::serve::handler::passport::GatewayOpts,
+    /// Login audit lines in the container log too: --audit-log.
+    #[command(flatten)]
+    pub audit: crate::serve::audit::AuditOpts,
 }
 
 impl ServeOpts {
@@ -230,6 +234,7 @@ impl Server {
                     opts.detach.settings(),
                 )),
                 gateway: opts.gateway.trust(),
+                audit: opts.audit.open(),
             }),
             gate: LoginGate {
                 grace: Duration::from_secs(opts.login_grace_secs.max(1)),

@@ -61,6 +61,8 @@ pub struct Options {
     pub gateway: crate::serve::handler::passport::GatewayOpts,
     /// Serve settings from the webhook's config: (flag, value), checked by [`serve_args`].
     pub serve_args: Vec<(String, String)>,
+    /// Passed to serve as it is.
+    pub audit: crate::serve::audit::AuditOpts,
     /// The original postStart argv to run afterwards (may be empty).
     pub hook: Vec<OsString>,
     /// Root of the proc filesystem (tests use a fake one).
@@ -249,6 +251,7 @@ fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
         cmd.arg(argv::long(flag::TLS_LISTEN)).arg(t.to_string());
     }
     cmd.args(opts.gateway.args());
+    cmd.args(opts.audit.args());
     for (name, value) in &opts.serve_args {
         cmd.arg(argv::long(name)).arg(value);
     }

@@ -141,6 +141,7 @@ fn launch_detaches_with_snapshot_env() {
         log_max_bytes: 1 << 20,
         gateway: Default::default(),
         serve_args: Vec::new(),
+        audit: Default::default(),
         hook: Vec::new(),
         proc_root: PathBuf::from("/proc"),
         info: crate::info::InfoArgs::default(),

@@ -238,6 +238,7 @@ fn post_start_command(session: &Container, cfg: &Config, plan: &Plan) -> Vec<Str
             .zip(plan.session_id.as_deref())
             .map(|(ca, id)| (ca.trim().to_owned(), id.to_owned())),
         gateway_hub_user: plan.hub_user.clone(),
+        audit_log: Some(argv::CONTAINER_LOG.to_owned()),
         serve: cfg.server.serve_args(),
         original_hook,
     }

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use super::Result;
 use super::authkeys::KeyStore;
 use super::policy::{self, ConnInfo, EnvInputs};
+use crate::serve::audit::Login;
 use crate::serve::channel::agent::AgentForward;
 use crate::serve::channel::detach::{Keep, Registry, attach};
 use crate::serve::channel::exec::{Launch, Program, PtyRequest};
@@ -33,6 +34,8 @@ pub struct Shared {
     pub shells: Arc<Registry>,
     /// The SSH gateway this session accepts logins from, if any.
     pub gateway: Option<super::passport::Trust>,
+    /// Login audit lines in the container log.
+    pub audit: crate::serve::audit::Audit,
 }
 
 /// A session channel between open and its exec/shell/subsystem request.
@@ -128,6 +131,14 @@ impl Conn {
             forced_command = perms.command.is_some(),
             "login accepted"
         );
+        self.shared.audit.login(&Login {
+            outcome: "accepted",
+            conn: self.id,
+            user,
+            peer: &self.peer_str(),
+            fingerprint: &perms.fingerprint,
+            detail: &format!("{kind} {}", perms.source),
+        });
         self.ssh_user = user.to_owned();
         self.perms = Some(perms);
         self.authenticated.send_replace(true);
@@ -136,6 +147,14 @@ impl Conn {
 
     pub(super) fn reject(&self, user: &str, fingerprint: &str, reason: &str) -> Auth {
         tracing::info!(conn = self.id, user, peer = %self.peer_str(), fingerprint, reason, "key rejected");
+        self.shared.audit.login(&Login {
+            outcome: "refused",
+            conn: self.id,
+            user,
+            peer: &self.peer_str(),
+            fingerprint,
+            detail: reason,
+        });
         Auth::reject()
     }
 

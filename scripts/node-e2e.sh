@@ -296,6 +296,119 @@ spawn_via_hub() {
     ok "hub API: POST $path -> KubeSpawner made pod $POD, ready in $((SECONDS - t)) s"
 }
 
+# gateway_overlay: .work/overlay-gateway = local-node + manifests/gateway, with fresh keys.
+gateway_overlay() {
+    local dir=$ROOT/.work/overlay-gateway
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    ssh-keygen -q -t ed25519 -N '' -C session-ssh-gateway -f "$TMP/gw_host"
+    ssh-keygen -q -t ed25519 -N '' -C session-ssh-gateway-ca -f "$TMP/gw_user_ca"
+    { cat manifests/overlays/local-node/config.yaml
+      printf 'gateway:\n  userCaPublicKey: "%s"\n  hubTokenLogin: true\n' "$(cat "$TMP/gw_user_ca.pub")"
+    } >"$dir/config.yaml"
+    cat >"$dir/gateway-env.yaml" <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: session-ssh-gateway
+  namespace: session-ssh
+spec:
+  template:
+    spec:
+      containers:
+        - name: gateway
+          env:
+            - name: GATEWAY_HUB_API_URL
+              value: http://$NODE_IP:8081/hub/api
+YAML
+    cat >"$dir/kustomization.yaml" <<'YAML'
+# Made by scripts/node-e2e.sh --hub: the local node's install plus the SSH gateway.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../manifests/overlays/local-node
+components:
+  - ../../manifests/gateway
+images:
+  - name: session-ssh-gateway
+    newName: localhost/session-ssh/gateway
+    newTag: dev
+  - name: ghcr.io/session-ssh/gateway
+    newName: localhost/session-ssh/gateway
+    newTag: dev
+configMapGenerator:
+  - name: session-ssh-config
+    namespace: session-ssh
+    behavior: replace
+    files:
+      - config.yaml
+patches:
+  - path: gateway-env.yaml
+YAML
+}
+
+# check_gateway: alice's default server through the SSH gateway's Service (issue 15 item 6):
+# `ssh alice@<gateway>` with her key (uid, the image's variable, PTY, the VS Code pattern,
+# 256 MiB scp up + sftp down), then with a hub API token and no key at all.
+check_gateway() {
+    local t=$SECONDS gip out token mib=${NODE_E2E_TRANSFER_MIB:-256}
+    kubectl -n session-ssh rollout status deploy/session-ssh-gateway --timeout="${TIMEOUT}s" >&2 ||
+        fail "gateway Deployment not available"
+    gip=$(kubectl -n session-ssh get svc session-ssh-gateway -o jsonpath='{.spec.clusterIP}')
+    echo "$gip $(cut -d' ' -f1,2 "$TMP/gw_host.pub")" >"$TMP/gw_known_hosts"
+    local g=(ssh -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/gw_known_hosts" -o ConnectTimeout=10)
+    gw_login() { "${g[@]}" "alice@$gip" true; }
+    wait_for "a login through the gateway" gw_login
+    out=$("${g[@]}" "alice@$gip" 'echo "$(id -u) $SESSION_IMAGE_VAR"') || fail "ssh alice@gateway"
+    [ "$out" = "1000 from-image" ] || fail "through the gateway: got '$out', want '1000 from-image'"
+    ok "ssh alice@$gip (the gateway's Service, its host key pinned): uid 1000, SESSION_IMAGE_VAR=from-image ($((SECONDS - t)) s)"
+    out=$("${g[@]}" -tt "alice@$gip" 'tty; echo "shell=$0"' 2>/dev/null | tr -d '\r')
+    grep -q '^/dev/pts/' <<<"$out" || fail "no PTY through the gateway: $out"
+    out=$(echo 'echo "vscode=$((6*7))"' | "${g[@]}" "alice@$gip" bash) || fail "VS Code pattern through the gateway"
+    [ "$out" = vscode=42 ] || fail "bash on stdin through the gateway: $out"
+    local lport
+    lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "${g[@]}" -N -L "127.0.0.1:$lport:127.0.0.1:8888" "alice@$gip" &
+    local fwd=$!
+    fwd_up() { curl -sf "http://127.0.0.1:$lport/user/alice/api" >/dev/null; }
+    wait_for "ssh -L to 8888 through the gateway" fwd_up
+    kill "$fwd" 2>/dev/null; wait "$fwd" 2>/dev/null || true
+    ok "through the gateway: PTY, bash on stdin (vscode=42), ssh -L to the notebook's 8888"
+    if [ "$mib" -gt 0 ]; then
+        head -c "$((mib * 1048576))" /dev/urandom >"$TMP/gw_up.bin"
+        t=$SECONDS
+        scp -q -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes \
+            -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/gw_known_hosts" \
+            "$TMP/gw_up.bin" "alice@$gip:gw_up.bin" || fail "scp up through the gateway"
+        sftp -q -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes \
+            -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/gw_known_hosts" \
+            "alice@$gip:gw_up.bin" "$TMP/gw_down.bin" >/dev/null || fail "sftp down through the gateway"
+        [ "$(sha256sum <"$TMP/gw_up.bin")" = "$(sha256sum <"$TMP/gw_down.bin")" ] ||
+            fail "256 MiB through the gateway: sha256 differs"
+        "${g[@]}" "alice@$gip" rm -f gw_up.bin
+        rm -f "$TMP/gw_up.bin" "$TMP/gw_down.bin"
+        ok "through the gateway: scp up + sftp down of $mib MiB, sha256 equal ($((SECONDS - t)) s)"
+    fi
+    # A hub API token as the password, no key: alice makes one with her hub password
+    # (DummyAuthenticator takes any), as from the hub's token page.
+    token=$(curl -sf -X POST -d '{"auth": {"username": "alice", "password": "any"}, "note": "ssh"}' \
+        "http://127.0.0.1:8000/hub/api/users/alice/tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') ||
+        fail "hub API: alice's token"
+    printf '#!/bin/sh\nprintf "%%s\\n" "$HUB_TOKEN"\n' >"$TMP/askpass"
+    chmod 700 "$TMP/askpass"
+    out=$(HUB_TOKEN=$token SSH_ASKPASS=$TMP/askpass SSH_ASKPASS_REQUIRE=force \
+        ssh -F /dev/null -o PubkeyAuthentication=no -o PreferredAuthentications=keyboard-interactive \
+        -o NumberOfPasswordPrompts=1 -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/gw_known_hosts" \
+        -o ConnectTimeout=10 "alice@$gip" 'id -u' </dev/null) || fail "hub-token login through the gateway"
+    [ "$out" = 1000 ] || fail "hub-token login: got '$out'"
+    out=$(HUB_TOKEN=0123456789abcdef0123456789abcdef SSH_ASKPASS=$TMP/askpass SSH_ASKPASS_REQUIRE=force \
+        ssh -F /dev/null -o PubkeyAuthentication=no -o PreferredAuthentications=keyboard-interactive \
+        -o NumberOfPasswordPrompts=1 -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/gw_known_hosts" \
+        -o ConnectTimeout=10 "alice@$gip" 'id -u' </dev/null 2>&1) && fail "a made-up token logged in: $out"
+    ok "through the gateway with alice's hub API token and no key: uid 1000; a made-up token refused"
+}
+
 # 1. cluster and images
 t=$SECONDS
 scripts/cluster.sh up >&2 || fail "scripts/cluster.sh up"
@@ -313,11 +426,24 @@ kubectl apply -f tests/data/crds/gateway.networking.k8s.io_tlsroutes.yaml >/dev/
     fail "kubectl apply the TLSRoute CRD"
 kubectl wait --for=condition=Established crd/tlsroutes.gateway.networking.k8s.io --timeout="${TIMEOUT}s" >/dev/null ||
     fail "TLSRoute CRD not established"
-kubectl apply -k manifests/overlays/local-node >"$TMP/apply.log" 2>&1 || {
+OVERLAY=manifests/overlays/local-node
+if [ "$MODE" = hub ]; then
+    # The SSH gateway too (issue 15 item 6): its two keys, the webhook told its user CA and
+    # to take hub-token logins, the gateway told the hub's API on the node IP.
+    gateway_overlay
+    OVERLAY=.work/overlay-gateway
+fi
+kubectl apply -k "$OVERLAY" >"$TMP/apply.log" 2>&1 || {
     cat "$TMP/apply.log" >&2
-    fail "kubectl apply -k manifests/overlays/local-node"
+    fail "kubectl apply -k $OVERLAY"
 }
-ok "kubectl apply -k manifests/overlays/local-node: $(grep -c . "$TMP/apply.log") objects"
+ok "kubectl apply -k $OVERLAY: $(grep -c . "$TMP/apply.log") objects"
+if [ "$MODE" = hub ]; then
+    kubectl -n session-ssh create secret generic session-ssh-gateway-host-key \
+        --from-file=ssh_host_ed25519_key="$TMP/gw_host" >/dev/null
+    kubectl -n session-ssh create secret generic session-ssh-gateway-user-ca \
+        --from-file=user_ca="$TMP/gw_user_ca" >/dev/null
+fi
 t=$SECONDS
 kubectl -n session-ssh rollout status deploy/session-ssh-webhook --timeout="${TIMEOUT}s" >&2 ||
     fail "webhook Deployment not available"
@@ -1038,6 +1164,7 @@ fi
 
 check_session "$POD" ""
 if [ "$MODE" = hub ]; then
+    check_gateway
     spawn_via_hub lab
     check_session "$POD" lab
     check_kill_main jupyter-alice

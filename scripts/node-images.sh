@@ -7,6 +7,7 @@
 #   scripts/node-images.sh import    # import the built archives (cluster must be up)
 #
 #   localhost/session-ssh/webhook:dev          webhook/Containerfile, target prebuilt
+#   localhost/session-ssh/gateway:dev          webhook/gateway/Containerfile, target prebuilt
 #   localhost/session-ssh/init-sshd:dev        init-sshd/Containerfile, target prebuilt
 #   localhost/session-ssh/jupyter-session:dev  Debian bookworm (mmdebstrap) + python3 venv
 #       with jupyterhub + jupyterlab from PyPI, rsync; no sshd, no sftp-server, no passwd entry
@@ -191,11 +192,12 @@ build_named() { # ARCHIVE
     rm -rf "$r"
 }
 
-IMAGES=(webhook init-sshd jupyter-session minimal named-user)
+IMAGES=(webhook init-sshd gateway jupyter-session minimal named-user)
 hash_of() {
     case $1 in
         webhook) hash_prebuilt webhook session-ssh-webhook webhook/Containerfile ;;
         init-sshd) hash_prebuilt init-sshd init-sshd init-sshd/Containerfile ;;
+        gateway) hash_prebuilt gateway session-ssh-gateway webhook/gateway/Containerfile ;;
         jupyter-session) hash_jupyter ;;
         minimal) hash_minimal ;;
         named-user) hash_named ;;
@@ -216,6 +218,7 @@ cmd_build() {
         case $name in
             webhook) build_prebuilt webhook session-ssh-webhook webhook/Containerfile "$archive" ;;
             init-sshd) build_prebuilt init-sshd init-sshd init-sshd/Containerfile "$archive" ;;
+            gateway) build_prebuilt gateway session-ssh-gateway webhook/gateway/Containerfile "$archive" ;;
             jupyter-session) build_jupyter "$archive" ;;
             minimal) build_minimal "$archive" ;;
             named-user) build_named "$archive" ;;

@@ -8,22 +8,26 @@
 //! becomes the session container's, where the real `init-sshd install` + `start` run, and
 //! the real OpenSSH client works over SSH only: the hub never sees any other traffic.
 //!
-//! Alice runs a command that prints every second; Bob has an open shell that does nothing and
-//! an `ssh -N` connection with keepalives both ways. Alice's `last_activity` moves, Bob's does
-//! not; the culler stops Bob's server and leaves Alice's running.
+//! Alice runs a command that prints every second; Carol only uploads with `sftp` now and
+//! then; Bob has an open shell that does nothing and an `ssh -N` connection with keepalives
+//! both ways. Alice's and Carol's `last_activity` move, Bob's does not; the culler stops
+//! Bob's server and leaves the other two running.
 
 // Test support code: a panic with its message is the failure report.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
-use std::thread::sleep;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
 use session_ssh_tests::hub::Hub;
 use session_ssh_tests::reaper::{self, Proc};
-use session_ssh_tests::sshd::{Bg, Builder, Sshd};
+use session_ssh_tests::sshd::run::{run, write_random_file};
+use session_ssh_tests::sshd::{Bg, Builder, Sshd, T};
 
 /// serve's report interval in this test (60 s in a pod).
 const INTERVAL_SECS: u64 = 2;
@@ -201,6 +205,52 @@ impl Drop for IdleShell {
     }
 }
 
+/// `sftp` uploads of a small file, one about every 1.5 s, until dropped (SFTP channels only:
+/// each upload is a connection of its own).
+struct Uploads {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Uploads {
+    fn start(s: &Sshd) -> Uploads {
+        let file = s.root.join("upload.bin");
+        write_random_file(&file, 256 * 1024, 7);
+        let batch = s.root.join("upload.batch");
+        std::fs::write(&batch, format!("put {} up.bin\n", file.display())).unwrap();
+        let mut cmd = Command::new("sftp");
+        cmd.args(s.opts()).arg("-b").arg(&batch).arg(s.host());
+        let (stop, done) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (stop2, done2) = (stop.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                if run(&mut cmd, b"", T).success() {
+                    done2.fetch_add(1, Ordering::SeqCst);
+                }
+                sleep(Duration::from_millis(1500));
+            }
+        });
+        Uploads {
+            stop,
+            done,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Uploads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn reports_logged(hub: &Hub, user: &str) -> usize {
     let needle = format!("POST /hub/api/users/{user}/activity");
     hub.log_text()
@@ -233,16 +283,18 @@ fn ssh_activity_moves_last_activity_and_keeps_the_culler_away() {
     let t0 = Instant::now();
     let work = tempfile::tempdir().unwrap();
     let hub = Hub::start(work.path(), &hub_config(work.path())).unwrap();
-    hub.create_users(&["alice", "bob"]).unwrap();
+    hub.create_users(&["alice", "bob", "carol"]).unwrap();
     let alice_env = spawn_server(&hub, work.path(), "alice");
     let bob_env = spawn_server(&hub, work.path(), "bob");
+    let carol_env = spawn_server(&hub, work.path(), "carol");
     assert!(alice_env["JUPYTERHUB_ACTIVITY_URL"].ends_with("/users/alice/activity"));
-    stamp(t0, "hub up, both servers spawned by the hub");
+    stamp(t0, "hub up, the servers spawned by the hub");
 
     let alice = session_for(&alice_env);
     let bob = session_for(&bob_env);
-    let both = [("alice", &alice), ("bob", &bob)];
-    for (who, s) in both {
+    let carol = session_for(&carol_env);
+    let all = [("alice", &alice), ("bob", &bob), ("carol", &carol)];
+    for (who, s) in all {
         assert!(
             s.logs().contains("reporting SSH activity to JupyterHub"),
             "{who}: reporting not on\n{}",
@@ -264,41 +316,57 @@ fn ssh_activity_moves_last_activity_and_keeps_the_culler_away() {
         bob.ssh()
             .args(["-N", "-o", "ServerAliveInterval=1", bob.host()]),
     );
-    stamp(t0, "sessions up; alice busy over SSH, bob idle");
+    // Carol only moves files.
+    let uploads = Uploads::start(&carol);
+    stamp(
+        t0,
+        "sessions up; alice busy over SSH, carol uploading with sftp, bob idle",
+    );
 
     // Bob's shell printed its prompt once at login (bytes to the client): let that report
     // land, then nothing of Bob's may move while Alice's does.
-    let b1 = settled(&hub, "bob", &both);
-    let a1 = last_activity(&hub, "alice");
+    let b1 = settled(&hub, "bob", &all);
+    let (a1, c1) = (last_activity(&hub, "alice"), last_activity(&hub, "carol"));
     sleep(Duration::from_secs(4 * INTERVAL_SECS));
     let (a2, b2) = (last_activity(&hub, "alice"), last_activity(&hub, "bob"));
+    let c2 = last_activity(&hub, "carol");
     stamp(
         t0,
-        &format!("alice last_activity {a1:?} -> {a2:?}; bob {b1:?} -> {b2:?}"),
+        &format!(
+            "last_activity: alice {a1:?} -> {a2:?}; carol {c1:?} -> {c2:?}; bob {b1:?} -> {b2:?}"
+        ),
+    );
+    assert!(
+        c1.is_some() && c2 > c1,
+        "carol's last_activity did not move with SFTP uploads ({} done): {c1:?} -> {c2:?}\n{}",
+        uploads.done.load(Ordering::SeqCst),
+        diag(&hub, &all)
     );
     assert!(
         a1.is_some() && a2 > a1,
         "alice's last_activity did not move with SSH work: {a1:?} -> {a2:?}\n{}",
-        diag(&hub, &both)
+        diag(&hub, &all)
     );
     assert!(
         b1.is_some() && b2 == b1,
         "bob's last_activity moved with an idle connection: {b1:?} -> {b2:?}\n{}",
-        diag(&hub, &both)
+        diag(&hub, &all)
     );
 
     // The culler (timeout CULL_TIMEOUT_SECS) stops Bob's server and not Alice's.
     let end = Instant::now() + Duration::from_secs(CULL_TIMEOUT_SECS + 6 * CULL_EVERY_SECS + 30);
     while has_server(&hub, "bob") {
-        assert!(
-            has_server(&hub, "alice"),
-            "alice's server was culled while she worked over SSH\n{}",
-            diag(&hub, &both)
-        );
+        for busy in ["alice", "carol"] {
+            assert!(
+                has_server(&hub, busy),
+                "{busy}'s server was culled while working over SSH\n{}",
+                diag(&hub, &all)
+            );
+        }
         assert!(
             Instant::now() < end,
             "bob's idle server was not culled\n{}",
-            diag(&hub, &both)
+            diag(&hub, &all)
         );
         sleep(Duration::from_millis(500));
     }
@@ -306,33 +374,39 @@ fn ssh_activity_moves_last_activity_and_keeps_the_culler_away() {
     assert!(
         shell.connected(),
         "bob's idle shell ended before the culler came\n{}",
-        diag(&hub, &both)
+        diag(&hub, &all)
     );
-    // Two more culler rounds: Alice's server stays.
+    // Two more culler rounds: the busy servers stay.
     sleep(Duration::from_secs(2 * CULL_EVERY_SECS + 1));
-    assert!(
-        has_server(&hub, "alice"),
-        "alice's server was culled while she worked over SSH\n{}",
-        diag(&hub, &both)
-    );
+    for busy in ["alice", "carol"] {
+        assert!(
+            has_server(&hub, busy),
+            "{busy}'s server was culled while working over SSH\n{}",
+            diag(&hub, &all)
+        );
+    }
     let busy_secs = busy_since.elapsed().as_secs_f64();
     let reports = reports_logged(&hub, "alice");
     stamp(
         t0,
         &format!(
-            "alice's server still running; {reports} activity reports in {busy_secs:.0} s of SSH work \
-             (interval {INTERVAL_SECS} s: at most {:.0}); bob's idle session sent {} (its login)",
+            "alice's and carol's servers still running; alice: {reports} activity reports in \
+             {busy_secs:.0} s of SSH work (interval {INTERVAL_SECS} s: at most {:.0}); carol: {} \
+             after {} uploads; bob's idle session: {} (its login)",
             busy_secs / INTERVAL_SECS as f64 + 1.0,
+            reports_logged(&hub, "carol"),
+            uploads.done.load(Ordering::SeqCst),
             reports_logged(&hub, "bob")
         ),
     );
     assert!(
         reports as f64 <= busy_secs / INTERVAL_SECS as f64 + 1.0,
         "more than one report per interval\n{}",
-        diag(&hub, &both)
+        diag(&hub, &all)
     );
-    assert!(reports >= 3, "{reports} reports\n{}", diag(&hub, &both));
+    assert!(reports >= 3, "{reports} reports\n{}", diag(&hub, &all));
     drop(busy);
+    drop(uploads);
 }
 
 /// Sessions without a hub (Renku, Kubeflow, plain pods) do not try: one line at start.

@@ -3,7 +3,8 @@
 //!
 //! The rule: **activity is bytes moved on a shell, exec, subsystem (SFTP) or forwarded
 //! channel** since the last report. An open connection with nothing moving, keepalives,
-//! window adjustments, the login itself and agent forwarding are not activity. With
+//! window adjustments, authentication and agent forwarding are not activity (a new shell's
+//! first prompt is output on a shell channel: it counts, once). With
 //! `--activity-counts input` only bytes from the client count (a keystroke, an upload, an
 //! SFTP request), so a program left printing into a forgotten terminal does not keep the
 //! session alive either.

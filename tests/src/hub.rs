@@ -161,6 +161,18 @@ c.JupyterHub.load_roles = [{{"name": "session-ssh-tests", "services": ["session-
 
 impl Drop for Hub {
     fn drop(&mut self) {
+        // SIGTERM first: the hub then stops its proxy, its managed services and the servers
+        // it spawned, which it started in sessions of their own (a group kill misses them).
+        if let Ok(pid) = i32::try_from(self.proc.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let end = Instant::now() + Duration::from_secs(15);
+        while matches!(self.proc.try_wait(), Ok(None)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.proc.kill_group();
         let _ = self.proc.wait();
     }

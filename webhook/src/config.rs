@@ -144,6 +144,9 @@ pub struct Server {
     pub login_grace_seconds: Option<u64>,
     /// Seconds between re-reads of the key sources (default 20; 0: never).
     pub keys_refresh_seconds: Option<u64>,
+    /// Seconds between SSH activity reports to JupyterHub, at most one per interval and
+    /// none while nothing moves (default 60; 0: never report).
+    pub activity_interval_seconds: Option<u64>,
 }
 
 impl Server {
@@ -159,6 +162,7 @@ impl Server {
             ("max-startups", self.max_startups),
             ("login-grace-secs", self.login_grace_seconds),
             ("keys-refresh-secs", self.keys_refresh_seconds),
+            ("activity-interval-secs", self.activity_interval_seconds),
         ]
         .into_iter()
         .filter_map(|(name, v)| v.map(|v| (name, v)))

@@ -925,9 +925,10 @@ fn server_settings_reach_start_and_are_all_serve_flags() {
         max_startups: Some(5),
         login_grace_seconds: Some(20),
         keys_refresh_seconds: Some(10),
+        activity_interval_seconds: Some(120),
     };
     let args = c.server.serve_args();
-    assert_eq!(args.len(), 9, "every field is rendered");
+    assert_eq!(args.len(), 10, "every field is rendered");
     for (name, _) in &args {
         assert!(
             session_ssh_contract::argv::SERVE_SETTINGS.contains(name),
@@ -942,7 +943,7 @@ fn server_settings_reach_start_and_are_all_serve_flags() {
         .collect();
     assert!(given.contains(&"detached-keep-secs=600"), "{argv:?}");
     assert!(given.contains(&"max-startups=5"), "{argv:?}");
-    assert_eq!(given.len(), 9);
+    assert_eq!(given.len(), 10);
     // Unset: nothing passed, init-sshd's defaults hold.
     let argv = post_start(&apply(
         &original,

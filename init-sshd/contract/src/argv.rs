@@ -75,6 +75,7 @@ pub const SERVE_SETTINGS: &[&str] = &[
     "max-startups",
     "login-grace-secs",
     "keys-refresh-secs",
+    "activity-interval-secs",
 ];
 
 /// `--NAME` of a flag name.

@@ -1,6 +1,7 @@
 //! `init-sshd serve`: load the host key, listen, and run one russh session
 //! per accepted connection, within the connection limit and login grace time.
 
+pub mod activity;
 pub mod audit;
 pub mod channel;
 pub mod connctx;
@@ -100,6 +101,9 @@ pub struct ServeOpts {
     /// Login audit lines in the container log too: --audit-log.
     #[command(flatten)]
     pub audit: crate::serve::audit::AuditOpts,
+    /// SSH activity reported to JupyterHub: --activity-interval-secs, --activity-counts.
+    #[command(flatten)]
+    pub activity: crate::serve::activity::ActivityOpts,
 }
 
 impl ServeOpts {
@@ -131,6 +135,7 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
         Duration::from_secs(opts.keys_refresh_secs),
     );
     tracing::info!(listen = %local, host_key = %server.host_fp, max_connections = opts.max_connections, "serving");
+    activity::spawn(&opts.activity);
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     {
         // The TLS listener runs next to this one; its failures are only logged.

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
+use crate::serve::channel::forward::{Counted, copy_bidi};
 use crate::serve::connctx::ConnCtx;
 
 /// Longest base directory we try; sun_path holds 108 bytes with the NUL.
@@ -74,7 +75,7 @@ impl AgentForward {
                 let gone = gone.clone();
                 tokio::spawn(async move {
                     match handle.channel_open_agent().await {
-                        Ok(ch) => crate::serve::channel::forward::copy_bidi(ch, stream, gone).await,
+                        Ok(ch) => copy_bidi(ch, stream, gone, Counted::No).await,
                         Err(e) => tracing::info!(conn, error = %e, "client refused agent channel"),
                     }
                 });

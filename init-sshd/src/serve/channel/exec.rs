@@ -29,6 +29,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::detach::Keep;
+use crate::serve::activity;
 use crate::serve::connctx::ConnCtx;
 use crate::user::User;
 
@@ -312,22 +313,27 @@ pub enum InputEnd {
 pub async fn input_loop(mut read: ChannelReadHalf, mut input: Input, pgid: Pid) -> InputEnd {
     while let Some(msg) = read.wait().await {
         match msg {
-            ChannelMsg::Data { data } => match &mut input {
-                Input::Pipe(stdin) => {
-                    if let Some(s) = stdin
-                        && s.write_all(&data).await.is_err()
-                    {
-                        // The child stopped reading (exited or closed stdin):
-                        // keep draining the channel so the connection flows.
-                        *stdin = None;
+            ChannelMsg::Data { data } => {
+                if !data.is_empty() {
+                    activity::from_client();
+                }
+                match &mut input {
+                    Input::Pipe(stdin) => {
+                        if let Some(s) = stdin
+                            && s.write_all(&data).await.is_err()
+                        {
+                            // The child stopped reading (exited or closed stdin):
+                            // keep draining the channel so the connection flows.
+                            *stdin = None;
+                        }
+                    }
+                    Input::Pty(m) => {
+                        if let Err(e) = m.write_all(&data).await {
+                            tracing::debug!(error = %e, "pty write failed");
+                        }
                     }
                 }
-                Input::Pty(m) => {
-                    if let Err(e) = m.write_all(&data).await {
-                        tracing::debug!(error = %e, "pty write failed");
-                    }
-                }
-            },
+            }
             ChannelMsg::Eof => {
                 if let Input::Pipe(stdin) = &mut input {
                     *stdin = None;
@@ -389,6 +395,7 @@ async fn pump<R: AsyncRead + Unpin>(
 }
 
 async fn send(w: &ChannelWriteHalf<Msg>, ext: Option<u32>, chunk: Bytes) -> io::Result<()> {
+    activity::to_client();
     let r = match ext {
         None => w.data_bytes(chunk).await,
         Some(e) => w.extended_data_bytes(e, chunk).await,

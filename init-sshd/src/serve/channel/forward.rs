@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::serve::activity;
 use crate::serve::connctx::ConnCtx;
 
 /// Errors of forwarding.
@@ -71,7 +72,7 @@ pub fn direct_tcpip(
         match connect_tcp(&host, port).await {
             Ok(sock) => {
                 reply.accept().await;
-                copy_bidi(channel, sock, gone).await;
+                copy_bidi(channel, sock, gone, Counted::Yes).await;
                 tracing::debug!(conn, host, port, "direct-tcpip closed");
             }
             Err(e) => {
@@ -94,7 +95,7 @@ pub fn direct_streamlocal(
         match UnixStream::connect(&path).await {
             Ok(sock) => {
                 reply.accept().await;
-                copy_bidi(channel, sock, gone).await;
+                copy_bidi(channel, sock, gone, Counted::Yes).await;
                 tracing::debug!(conn, path = %path.display(), "direct-streamlocal closed");
             }
             Err(e) => {
@@ -105,6 +106,14 @@ pub fn direct_streamlocal(
     });
 }
 
+/// Whether a relayed channel's bytes are activity (`serve::activity`): a forward the user
+/// asked for is; the agent, which programs in the session use on their own, is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Yes,
+    No,
+}
+
 /// Copy between a channel and a socket with half-close in both directions.
 /// Ends when the client closes the channel (or the connection drops); the
 /// socket side ending sends EOF and CLOSE.
@@ -112,7 +121,9 @@ pub async fn copy_bidi<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     channel: Channel<Msg>,
     sock: S,
     mut gone: watch::Receiver<()>,
+    counted: Counted,
 ) {
+    let counted = counted == Counted::Yes;
     let (mut ch_read, ch_write) = channel.split();
     let (mut sock_read, mut sock_write) = tokio::io::split(sock);
     let upstream = async {
@@ -121,6 +132,9 @@ pub async fn copy_bidi<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         while let Some(msg) = ch_read.wait().await {
             match msg {
                 ChannelMsg::Data { data } if open => {
+                    if counted && !data.is_empty() {
+                        activity::from_client();
+                    }
                     // On a write error keep draining so the connection flows.
                     open = sock_write.write_all(&data).await.is_ok();
                 }
@@ -141,6 +155,9 @@ pub async fn copy_bidi<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             match sock_read.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
+                    if counted {
+                        activity::to_client();
+                    }
                     if ch_write.data_bytes(buf.split().freeze()).await.is_err() {
                         return;
                     }
@@ -224,7 +241,7 @@ impl RemoteForwards {
                         )
                         .await
                     {
-                        Ok(ch) => copy_bidi(ch, sock, gone).await,
+                        Ok(ch) => copy_bidi(ch, sock, gone, Counted::Yes).await,
                         Err(e) => {
                             tracing::info!(conn, error = %e, "client refused forwarded-tcpip")
                         }

@@ -57,8 +57,15 @@ impl<S: AsyncRead + Unpin + Send + 'static> AsyncRead for SftpStream<S> {
         if let Some(e) = self.check(cx, io::ErrorKind::UnexpectedEof) {
             return Poll::Ready(Err(e));
         }
+        let before = buf.filled().len();
         match self.inner.as_mut() {
-            Some(s) => Pin::new(s).poll_read(cx, buf),
+            Some(s) => {
+                let r = Pin::new(s).poll_read(cx, buf);
+                if buf.filled().len() > before {
+                    crate::serve::activity::from_client();
+                }
+                r
+            }
             None => Poll::Ready(Ok(())),
         }
     }
@@ -74,7 +81,13 @@ impl<S: AsyncWrite + Unpin + Send + 'static> AsyncWrite for SftpStream<S> {
             return Poll::Ready(Err(e));
         }
         match self.inner.as_mut() {
-            Some(s) => Pin::new(s).poll_write(cx, buf),
+            Some(s) => {
+                let r = Pin::new(s).poll_write(cx, buf);
+                if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+                    crate::serve::activity::to_client();
+                }
+                r
+            }
             None => Poll::Ready(Ok(0)),
         }
     }

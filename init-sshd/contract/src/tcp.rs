@@ -141,6 +141,11 @@ impl<S> Cuttable<S> {
         )
     }
 
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// Ready(Err) once cut; else remembers who to wake when it is.
     fn check(&self, cx: &Context<'_>) -> Option<io::Error> {
         if let Ok(mut w) = self.cut.waker.lock() {

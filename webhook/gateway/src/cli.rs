@@ -54,7 +54,8 @@ pub struct Cli {
     /// Seconds a client may take to log in.
     #[arg(long, env = "GATEWAY_LOGIN_GRACE_SECS", default_value_t = 30)]
     pub login_grace_secs: u64,
-    /// Connections not yet logged in, across all clients; more are closed at once.
+    /// Connections not yet logged in, across all clients; when full, a new connection
+    /// evicts the oldest of them.
     #[arg(long, env = "GATEWAY_MAX_STARTUPS", default_value_t = 256)]
     pub max_startups: usize,
     /// Open connections; more are closed at once.

@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use session_ssh_contract::grace;
-use session_ssh_contract::tcp::{Cuttable, QuickAck};
+use session_ssh_contract::tcp::{Cut, Cuttable, QuickAck};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::limits::{Startup, Startups};
 use crate::server::{Conn, Shared};
 
 /// What the accept loop needs.
@@ -21,7 +22,7 @@ pub struct Listener {
     pub config: Arc<russh::server::Config>,
     pub grace: Duration,
     pub connections: Arc<Semaphore>,
-    pub startups: Arc<Semaphore>,
+    pub startups: Arc<Startups>,
     /// SSH inside TLS, when a certificate is configured.
     pub tls: Option<TlsAcceptor>,
 }
@@ -63,21 +64,23 @@ impl Listener {
         id: u64,
         slot: OwnedSemaphorePermit,
     ) {
-        let Ok(startup) = self.startups.clone().try_acquire_owned() else {
-            tracing::warn!(event = "refused", conn = id, client = %peer, reason = "too many connections logging in");
-            return;
-        };
-        match (crate::tls::sniff(&sock).await, &self.tls) {
-            (crate::tls::Wire::Ssh, _) => {
-                self.clone()
-                    .serve(QuickAck::new(sock), peer, id, (slot, startup))
-                    .await
-            }
+        // Cuttable from the start, so that eviction ends this connection at any stage (a
+        // connection evicted while sniffed goes at its first read, within the sniff time).
+        let (sock, cut) = Cuttable::new(QuickAck::new(sock));
+        let (startup, evicted) = self.startups.admit(id, cut.clone());
+        if evicted > 0 {
+            crate::metrics::get()
+                .startups_evicted
+                .fetch_add(evicted as u64, Ordering::Relaxed);
+            tracing::warn!(conn = id, client = %peer, evicted, "max-startups reached: cut the oldest connection not logged in");
+        }
+        let stages = (slot, startup, cut);
+        match (crate::tls::sniff(sock.get_ref().get_ref()).await, &self.tls) {
+            (crate::tls::Wire::Ssh, _) => self.clone().serve(sock, peer, id, stages).await,
             (crate::tls::Wire::Tls, Some(acceptor)) => {
-                let accepted =
-                    tokio::time::timeout(self.grace, acceptor.accept(QuickAck::new(sock))).await;
+                let accepted = tokio::time::timeout(self.grace, acceptor.accept(sock)).await;
                 match accepted {
-                    Ok(Ok(stream)) => self.clone().serve(stream, peer, id, (slot, startup)).await,
+                    Ok(Ok(stream)) => self.clone().serve(stream, peer, id, stages).await,
                     Ok(Err(e)) => {
                         tracing::info!(conn = id, client = %peer, error = %e, "TLS handshake failed")
                     }
@@ -95,11 +98,10 @@ impl Listener {
         sock: S,
         peer: SocketAddr,
         id: u64,
-        (_slot, startup): (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        (_slot, startup, cut): (OwnedSemaphorePermit, Startup, Cut),
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (sock, cut) = Cuttable::new(sock);
         let m = crate::metrics::get();
         m.connections_open.fetch_add(1, Ordering::Relaxed);
         let _open = OnDrop(|| {

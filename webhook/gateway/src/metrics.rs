@@ -21,6 +21,8 @@ pub struct Metrics {
     pub logins_accepted: AtomicU64,
     pub logins_refused: AtomicU64,
     pub ambiguous_names: AtomicU64,
+    /// Connections not yet logged in that were cut to make room (`--max-startups`).
+    pub startups_evicted: AtomicU64,
     pub bytes_to_session: AtomicU64,
     pub bytes_to_user: AtomicU64,
     upstream_buckets: [AtomicU64; BUCKETS.len()],
@@ -91,6 +93,12 @@ impl Metrics {
             "counter",
             "Logins refused because a name matched several sessions (an admin error).",
             &[(String::new(), self.ambiguous_names.load(Relaxed))],
+        );
+        metric(
+            "session_ssh_gateway_startups_evicted_total",
+            "counter",
+            "Connections not yet logged in, cut to make room for a new one (max-startups).",
+            &[(String::new(), self.startups_evicted.load(Relaxed))],
         );
         metric(
             "session_ssh_gateway_bytes_total",

@@ -26,8 +26,8 @@ const KEX_CLIENT: &[kex::Name] = &[
     kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT,
 ];
 
-/// AEAD ciphers first; AES-GCM is the fastest with AES-NI. CTR only with the
-/// ETM MACs below. No CBC.
+/// AEAD ciphers first. CTR only with the ETM MACs below. No CBC. (A server's order
+/// does not matter: the client's first choice that both offer wins.)
 const CIPHERS: &[cipher::Name] = &[
     cipher::CHACHA20_POLY1305,
     cipher::AES_128_GCM,
@@ -35,6 +35,35 @@ const CIPHERS: &[cipher::Name] = &[
     cipher::AES_256_CTR,
     cipher::AES_128_CTR,
 ];
+
+/// The same, AES-GCM first: with AES and carry-less multiply instructions, ring's AES-GCM
+/// costs a fraction of its ChaCha20-Poly1305 (profiled in the gateway: Poly1305 and ChaCha20
+/// took two thirds of its CPU when both legs used them).
+const CIPHERS_AES_FIRST: &[cipher::Name] = &[
+    cipher::AES_128_GCM,
+    cipher::AES_256_GCM,
+    cipher::CHACHA20_POLY1305,
+    cipher::AES_256_CTR,
+    cipher::AES_128_CTR,
+];
+
+/// Whether this CPU runs AES-GCM in hardware.
+fn aes_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
 
 /// Encrypt-then-MAC only, no SHA-1.
 const MACS: &[mac::Name] = &[mac::HMAC_SHA256_ETM, mac::HMAC_SHA512_ETM];
@@ -70,17 +99,23 @@ pub fn user_key_algorithm_allowed(alg: &Algorithm) -> bool {
 pub fn preferred() -> Preferred {
     Preferred {
         kex: Cow::Borrowed(KEX),
+        cipher: Cow::Borrowed(CIPHERS),
         ..preferred_client()
     }
 }
 
-/// The negotiation lists of a russh client config.
+/// The negotiation lists of a russh client config (the gateway's leg to a session, where
+/// the gateway's order decides the cipher).
 pub fn preferred_client() -> Preferred {
     Preferred {
         kex: Cow::Borrowed(KEX_CLIENT),
         key: Cow::Borrowed(KEY_ALGS),
         host_key_certificates: Cow::Borrowed(&[]),
-        cipher: Cow::Borrowed(CIPHERS),
+        cipher: Cow::Borrowed(if aes_in_hardware() {
+            CIPHERS_AES_FIRST
+        } else {
+            CIPHERS
+        }),
         mac: Cow::Borrowed(MACS),
         compression: Cow::Borrowed(&[compression::NONE]),
     }
@@ -111,5 +146,11 @@ mod tests {
         assert!(KEX.contains(&kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER));
         assert!(KEX_CLIENT.contains(&kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT));
         assert!(CIPHERS.contains(&cipher::AES_128_GCM));
+        // The same set in both orders.
+        let mut a: Vec<&str> = CIPHERS.iter().map(|c| c.as_ref()).collect();
+        let mut b: Vec<&str> = CIPHERS_AES_FIRST.iter().map(|c| c.as_ref()).collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b);
     }
 }

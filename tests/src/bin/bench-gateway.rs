@@ -9,6 +9,13 @@
 //! - the gateway's RSS with 0, 100 and BENCH_IDLE (1000) idle proxied connections
 //!   (russh clients, logged in: both legs open).
 //!
+//! Throughput is measured per CPU placement, BENCH_MODES (`shared,pinned`): `shared` lets
+//! every process use both cores (the gateway competes with the client and the session
+//! server, which on a 2-core machine caps the ratio near 0.5 when all are CPU-bound);
+//! `pinned` puts the gateway alone on CPU 1 and everything else on CPU 0, direct included,
+//! as when the gateway has a node of its own. Each row also gives the gateway's CPU seconds
+//! per GiB relayed (the figure for sizing it).
+//!
 //! Run: `scripts/bench-gateway.sh` (builds what it needs).
 
 // A panic with a message is this benchmark's failure report.
@@ -62,6 +69,126 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// The shell command of a transfer, for a set of ssh options.
+type Script = Box<dyn Fn(&[String]) -> String>;
+
+/// One bulk transfer.
+struct Transfer {
+    name: String,
+    mib: u64,
+    run: Script,
+}
+
+/// `sftp -b` running `cmd`, from ssh options (sftp spells the port `-P`).
+fn sftp_script(o: &[String], cmd: &str) -> String {
+    let mut args: Vec<String> = Vec::new();
+    let mut it = o.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-p" => args.extend(["-P".to_owned(), it.next().unwrap().clone()]),
+            _ => args.push(a.clone()),
+        }
+    }
+    let target = args.pop().unwrap();
+    format!("echo '{cmd}' | sftp -b - {} {}", quote(&args), target)
+}
+
+/// Where the processes run while throughput is measured.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// Every process on every CPU: client, gateway and session server compete for cores.
+    Shared,
+    /// The gateway alone on CPU 1; this benchmark, the ssh/sftp clients it starts, the
+    /// session's server and the control plane on CPU 0 (for direct too). Shows whether the
+    /// gateway itself is the bottleneck, as on a node of its own.
+    Pinned,
+}
+
+impl Placement {
+    fn describe(self) -> &'static str {
+        match self {
+            Placement::Shared => {
+                "shared: client, gateway and session server on the same 2 cores (the gateway competes for CPU)"
+            }
+            Placement::Pinned => {
+                "pinned: gateway alone on CPU 1; client and session server on CPU 0 (direct: client and server on CPU 0)"
+            }
+        }
+    }
+
+    /// Sets the CPU affinity of this process and every process it started (taskset -a: all
+    /// threads; processes started later inherit it).
+    fn apply(self, gateway: u32) {
+        let all = format!("0-{}", cpus() - 1);
+        let (rest, gw) = match self {
+            Placement::Shared => (all.as_str(), all.as_str()),
+            Placement::Pinned => ("0", "1"),
+        };
+        let me = std::process::id();
+        for pid in std::iter::once(me).chain(descendants(me)) {
+            let cpus = if pid == gateway { gw } else { rest };
+            // A process that ended meanwhile is fine to miss.
+            let _ = Command::new("taskset")
+                .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// (pid, parent pid) of every process, from /proc/*/stat.
+fn processes() -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // The command name may hold spaces: fields start after its closing parenthesis.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+        if let Some(ppid) = ppid {
+            out.push((pid, ppid));
+        }
+    }
+    out
+}
+
+fn descendants(root: u32) -> Vec<u32> {
+    let all = processes();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(all.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// User + system CPU seconds `pid` used so far (/proc/PID/stat; Linux counts in 1/100 s).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    fields.iter().sum::<u64>() as f64 / 100.0
 }
 
 struct Accept;
@@ -249,35 +376,7 @@ async fn main() {
         "refusal time through the gateway", unknown, badkey
     );
 
-    let bytes = mib * 1024 * 1024;
-    let up = |o: &[String]| {
-        mib as f64
-            / timed_sh(&format!(
-                "head -c {bytes} /dev/zero | ssh {} 'cat > /dev/null'",
-                quote(o)
-            ))
-    };
-    let down = |o: &[String]| {
-        mib as f64
-            / timed_sh(&format!(
-                "ssh {} 'head -c {bytes} /dev/zero' > /dev/null",
-                quote(o)
-            ))
-    };
-    row(
-        &format!("upload {mib} MiB, MiB/s"),
-        up(&direct),
-        up(&via),
-        "",
-    );
-    row(
-        &format!("download {mib} MiB, MiB/s"),
-        down(&direct),
-        down(&via),
-        "",
-    );
-
-    // SFTP put and get.
+    // Throughput, once per CPU placement (see `Placement`).
     let file = work.path().join("sftp-payload");
     let st = Command::new("head")
         .args(["-c", &(sftp_mib * 1024 * 1024).to_string(), "/dev/urandom"])
@@ -285,39 +384,7 @@ async fn main() {
         .status()
         .unwrap();
     assert!(st.success());
-    let sftp = |o: &[String], cmd: &str| {
-        let mut args: Vec<String> = Vec::new();
-        let mut it = o.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "-p" => args.extend(["-P".to_owned(), it.next().unwrap().clone()]),
-                _ => args.push(a.clone()),
-            }
-        }
-        let target = args.pop().unwrap();
-        sftp_mib as f64
-            / timed_sh(&format!(
-                "echo '{cmd}' | sftp -b - {} {}",
-                quote(&args),
-                target
-            ))
-    };
-    let put = format!("put {} /tmp/bench-sftp", file.display());
-    let get = format!("get /tmp/bench-sftp {}", work.path().join("back").display());
-    row(
-        &format!("sftp put {sftp_mib} MiB, MiB/s"),
-        sftp(&direct, &put),
-        sftp(&via, &put),
-        "",
-    );
-    row(
-        &format!("sftp get {sftp_mib} MiB, MiB/s"),
-        sftp(&direct, &get),
-        sftp(&via, &get),
-        "",
-    );
-
-    // -W (a forwarded TCP connection) into a sink on this side.
+    // -W (a forwarded TCP connection) goes into a sink on this side.
     let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let sport = sink.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -327,21 +394,85 @@ async fn main() {
             while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
         }
     });
-    let fwd = |o: &[String]| {
-        let mut opts = o.to_vec();
-        let target = opts.pop().unwrap();
-        mib as f64
-            / timed_sh(&format!(
-                "head -c {bytes} /dev/zero | ssh {} -W 127.0.0.1:{sport} {target}",
-                quote(&opts)
-            ))
-    };
-    row(
-        &format!("forwarded TCP (-W) {mib} MiB, MiB/s"),
-        fwd(&direct),
-        fwd(&via),
-        "",
-    );
+    let bytes = mib * 1024 * 1024;
+    let transfers: Vec<Transfer> = vec![
+        Transfer {
+            name: format!("upload {mib} MiB"),
+            mib,
+            run: Box::new(move |o| {
+                format!(
+                    "head -c {bytes} /dev/zero | ssh {} 'cat > /dev/null'",
+                    quote(o)
+                )
+            }),
+        },
+        Transfer {
+            name: format!("download {mib} MiB"),
+            mib,
+            run: Box::new(move |o| {
+                format!("ssh {} 'head -c {bytes} /dev/zero' > /dev/null", quote(o))
+            }),
+        },
+        Transfer {
+            name: format!("sftp put {sftp_mib} MiB"),
+            mib: sftp_mib,
+            run: Box::new({
+                let cmd = format!("put {} /tmp/bench-sftp", file.display());
+                move |o| sftp_script(o, &cmd)
+            }),
+        },
+        Transfer {
+            name: format!("sftp get {sftp_mib} MiB"),
+            mib: sftp_mib,
+            run: Box::new({
+                let cmd = format!("get /tmp/bench-sftp {}", work.path().join("back").display());
+                move |o| sftp_script(o, &cmd)
+            }),
+        },
+        Transfer {
+            name: format!("forwarded TCP (-W) {mib} MiB"),
+            mib,
+            run: Box::new(move |o| {
+                let mut opts = o.to_vec();
+                let target = opts.pop().unwrap();
+                format!(
+                    "head -c {bytes} /dev/zero | ssh {} -W 127.0.0.1:{sport} {target}",
+                    quote(&opts)
+                )
+            }),
+        },
+    ];
+    let gw_pid = gw.pid();
+    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "shared,pinned".into());
+    for mode in modes.split(',') {
+        let placement = match mode {
+            "shared" => Placement::Shared,
+            "pinned" if cpus() >= 2 => Placement::Pinned,
+            "pinned" => {
+                println!("\npinned: skipped, needs 2 CPUs");
+                continue;
+            }
+            other => panic!("BENCH_MODES: unknown mode {other}"),
+        };
+        placement.apply(gw_pid);
+        println!("\nthroughput, {}", placement.describe());
+        println!(
+            "{:<36} {:>10} {:>10} {:>6} {:>16}",
+            "MiB/s", "direct", "gateway", "ratio", "gateway CPU s/GiB"
+        );
+        for t in &transfers {
+            let d = t.mib as f64 / timed_sh(&(t.run)(&direct));
+            let cpu0 = cpu_secs(gw_pid);
+            let g = t.mib as f64 / timed_sh(&(t.run)(&via));
+            let per_gib = (cpu_secs(gw_pid) - cpu0) * 1024.0 / t.mib as f64;
+            println!(
+                "{:<36} {d:>10.1} {g:>10.1} {:>6.2} {per_gib:>16.2}",
+                t.name,
+                g / d
+            );
+        }
+    }
+    Placement::Shared.apply(gw_pid);
 
     // The gateway's memory with idle proxied connections.
     let pid = gw.pid();

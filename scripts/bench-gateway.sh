@@ -5,7 +5,9 @@
 #
 #   scripts/bench-gateway.sh      # after scripts/setup.sh --tests (control plane, venv)
 #
-# Env: BENCH_MIB (1024), BENCH_SFTP_MIB (256), BENCH_LATENCY_N (30), BENCH_IDLE (1000).
+# Env: BENCH_MIB (1024), BENCH_SFTP_MIB (256), BENCH_LATENCY_N (30), BENCH_IDLE (1000),
+# BENCH_MODES (shared,pinned: the CPU placements throughput is measured in; pinned needs
+# taskset and 2 CPUs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

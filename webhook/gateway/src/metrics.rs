@@ -121,6 +121,12 @@ impl Metrics {
             "Session pods in the index.",
             &[(String::new(), index_pods as u64)],
         );
+        self.render_upstream(&mut o);
+        o
+    }
+
+    /// The upstream connect histogram.
+    fn render_upstream(&self, o: &mut String) {
         let name = "session_ssh_gateway_upstream_connect_seconds";
         let _ = writeln!(
             o,
@@ -137,7 +143,6 @@ impl Metrics {
             self.upstream_micros.load(Relaxed) as f64 / 1e6
         );
         let _ = writeln!(o, "{name}_count {count}");
-        o
     }
 }
 

@@ -115,13 +115,28 @@ async fn hub_token_login_through_the_gateway() {
     let keys = GatewayKeys::generate(work.path()).unwrap();
     let ca = keys.user_ca_public.clone();
     let kubeconfig = gateway_kubeconfig(&wc, work.path()).await.unwrap();
+    // The gateway's host key certified by a host CA (ssh-keygen -s), as an admin would.
+    let host_ca = work.path().join("host_ca");
+    session_ssh_tests::gateway::keygen(&host_ca, "host CA").unwrap();
+    let signed = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&host_ca)
+        .args(["-I", "gateway", "-h", "-n", "127.0.0.1", "-V", "-1m:+1h"])
+        .arg(keys.host_key.with_extension("pub"))
+        .status()
+        .unwrap();
+    assert!(signed.success());
+    let host_cert = work.path().join("gateway_host_ed25519_key-cert.pub");
     let gw = Gateway::start(
         &keys,
         &kubeconfig,
         "jupyterhub",
         &[&ns],
         work.path(),
-        &[("GATEWAY_HUB_API_URL", &hub.api_url)],
+        &[
+            ("GATEWAY_HUB_API_URL", &hub.api_url),
+            ("GATEWAY_HOST_CERT", host_cert.to_str().unwrap()),
+        ],
     )
     .unwrap();
     // Alice's session takes hub-token logins of its hub user, and its connection
@@ -170,6 +185,25 @@ async fn hub_token_login_through_the_gateway() {
         out = ssh(&a, ALICE, "true").unwrap();
     }
     assert!(out.status.success(), "{}", diag("alice's key", &out));
+
+    // Only the host CA's line in known_hosts: the gateway's certificate is trusted.
+    let ca_known = work.path().join("ca_known_hosts");
+    std::fs::write(
+        &ca_known,
+        format!(
+            "@cert-authority * {}",
+            std::fs::read_to_string(host_ca.with_extension("pub")).unwrap()
+        ),
+    )
+    .unwrap();
+    let by_ca = ssh_opts(&alice.key, &ca_known, gw.port);
+    let out = ssh(&by_ca, ALICE, "echo via-host-ca").unwrap();
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "via-host-ca",
+        "{}",
+        diag("host certificate", &out)
+    );
     let served = std::fs::read_to_string(&alice.log).unwrap();
     assert!(
         served.contains("max_connections=17"),

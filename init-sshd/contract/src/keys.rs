@@ -534,5 +534,28 @@ impl fmt::Display for Refused {
     }
 }
 
+/// A host certificate (OpenSSH `-cert.pub` text) that a server holding `host_key` may
+/// present at `now` (unix seconds), or why not. The signature is the client's to check (it
+/// trusts the CA, the server need not know it): this only keeps a wrong file from being
+/// presented (init-sshd's `--host-cert`, the gateway's).
+pub fn host_certificate(
+    text: &str,
+    host_key: &PublicKey,
+    now: u64,
+) -> std::result::Result<Certificate, String> {
+    let cert =
+        Certificate::from_openssh(text.trim()).map_err(|e| format!("not a certificate: {e}"))?;
+    if cert.cert_type() != CertType::Host {
+        return Err("a user certificate, not a host certificate".into());
+    }
+    if cert.public_key() != host_key.key_data() {
+        return Err("certifies another key than this server's host key".into());
+    }
+    if cert.valid_before() <= now {
+        return Err("expired".into());
+    }
+    Ok(cert)
+}
+
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,11 @@ pub struct Cli {
     /// The gateway's own host key (OpenSSH private key; a Secret shared by the replicas).
     #[arg(long, env = "GATEWAY_HOST_KEY")]
     pub host_key: PathBuf,
+    /// The gateway's host certificate (OpenSSH `-cert.pub`), signed by the platform's host
+    /// CA for the gateway's name: clients with the `@cert-authority` line need no line for
+    /// the gateway itself. Missing, empty or not for the host key: the plain key (logged).
+    #[arg(long, env = "GATEWAY_HOST_CERT")]
+    pub host_cert: Option<PathBuf>,
     /// The user CA that signs the per-connection certificates (OpenSSH private key; a
     /// Secret only the gateway reads). Its public half is the webhook's
     /// `gateway.userCaPublicKey`.

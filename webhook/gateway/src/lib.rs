@@ -70,6 +70,38 @@ fn load_key(path: &std::path::Path) -> Result<russh::keys::PrivateKey> {
 }
 
 /// The server side's russh configuration.
+/// The host certificate to present, if `--host-cert` names a usable one (read at start).
+fn host_certificate(
+    cli: &Cli,
+    host_key: &russh::keys::PrivateKey,
+) -> Vec<russh::keys::Certificate> {
+    let Some(path) = &cli.host_cert else {
+        return Vec::new();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // The manifests mount an optional Secret: no file is the usual "no host CA".
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!(path = %path.display(), error = %e, "no host certificate; serving the plain host key");
+            return Vec::new();
+        }
+    };
+    let checked = session_ssh_contract::keys::host_certificate(&text, host_key.public_key(), now);
+    match checked {
+        Ok(cert) => {
+            tracing::info!(path = %path.display(), principals = ?cert.valid_principals(), valid_before = cert.valid_before(), "host certificate loaded");
+            vec![cert]
+        }
+        Err(reason) => {
+            tracing::warn!(path = %path.display(), %reason, "host certificate ignored; serving the plain host key");
+            Vec::new()
+        }
+    }
+}
+
 fn server_config(cli: &Cli, host_key: russh::keys::PrivateKey) -> russh::server::Config {
     let mut methods = MethodSet::empty();
     methods.push(MethodKind::PublicKey);
@@ -83,6 +115,7 @@ fn server_config(cli: &Cli, host_key: russh::keys::PrivateKey) -> russh::server:
         // Every refusal takes this long, whatever refused it (no user-name oracle).
         auth_rejection_time: Duration::from_millis(cli.rejection_ms),
         auth_rejection_time_initial: Some(Duration::ZERO),
+        certificates: host_certificate(cli, &host_key),
         keys: vec![host_key],
         window_size: 2 * 1024 * 1024,
         maximum_packet_size: 32 * 1024,

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use russh::keys::ssh_key::certificate::CertType;
 use russh::keys::{Certificate, PrivateKey};
 use russh::server::Config;
 
@@ -73,20 +72,9 @@ impl ConfigStore {
     }
 }
 
-/// A certificate usable with `host_key` at `now`, or why not.
+/// A certificate usable with `host_key` at `now`, or why not (the contract's check).
 pub fn check(text: &str, host_key: &PrivateKey, now: u64) -> Result<Certificate, String> {
-    let cert =
-        Certificate::from_openssh(text.trim()).map_err(|e| format!("not a certificate: {e}"))?;
-    if cert.cert_type() != CertType::Host {
-        return Err("a user certificate, not a host certificate".into());
-    }
-    if cert.public_key() != host_key.public_key().key_data() {
-        return Err("certifies another key than this server's host key".into());
-    }
-    if cert.valid_before() <= now {
-        return Err("expired".into());
-    }
-    Ok(cert)
+    session_ssh_contract::keys::host_certificate(text, host_key.public_key(), now)
 }
 
 fn unix_now() -> u64 {
@@ -99,7 +87,7 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use russh::keys::ssh_key::certificate::Builder;
+    use russh::keys::ssh_key::certificate::{Builder, CertType};
     use russh::keys::ssh_key::private::Ed25519Keypair;
 
     fn key(seed: u8) -> PrivateKey {

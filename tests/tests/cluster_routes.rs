@@ -409,10 +409,8 @@ async fn nodeport_mode_and_back_to_clusterip() {
 /// Installs the route CRDs the SNI modes use (test data from their Go modules).
 async fn install_route_crds(client: &kube::Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::api::{Patch, PatchParams};
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     let dir = session_ssh_tests::repo_root().join("tests/data/crds");
-    let mut names = Vec::new();
     for file in [
         "gateway.networking.k8s.io_tlsroutes.yaml",
         "traefik.io_ingressroutetcps.yaml",
@@ -424,35 +422,41 @@ async fn install_route_crds(client: &kube::Client) {
                 continue;
             }
             let crd: CustomResourceDefinition = serde_yaml::from_value(value).unwrap();
-            let name = crd.metadata.name.clone().unwrap();
-            crds.patch(
-                &name,
-                &PatchParams::apply("e2e").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap();
-            names.push(name);
+            apply_crd(&crds, &crd).await;
         }
     }
-    for name in names {
-        wait_for("CRD established", WAIT, || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let c = crds.get(&name).await?;
-                let ok = c
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                Ok(ok.then_some(()))
-            }
-        })
-        .await
-        .unwrap();
-    }
+}
+
+/// Applies a CRD and waits until the apiserver serves it.
+async fn apply_crd(
+    crds: &Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) {
+    use kube::api::{Patch, PatchParams};
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(
+        &name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .unwrap();
+    wait_for("CRD established", WAIT, || {
+        let crds = crds.clone();
+        let name = name.clone();
+        async move {
+            let c = crds.get(&name).await?;
+            let ok = c
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok(ok.then_some(()))
+        }
+    })
+    .await
+    .unwrap();
 }
 
 fn dynamic(
@@ -771,7 +775,6 @@ async fn loadbalancer_mode_publishes_the_address_once_assigned() {
 /// The TLSRoute CRD with only v1alpha2 served (clusters on older Gateway API releases).
 async fn install_tlsroute_v1alpha2_only(client: &kube::Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::api::{Patch, PatchParams};
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
     let path = session_ssh_tests::repo_root()
         .join("tests/data/crds/gateway.networking.k8s.io_tlsroutes.yaml");
@@ -782,30 +785,7 @@ async fn install_tlsroute_v1alpha2_only(client: &kube::Client) {
         v.served = old;
         v.storage = old;
     }
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    wait_for("CRD established", WAIT, || {
-        let crds = crds.clone();
-        let name = name.clone();
-        async move {
-            let c = crds.get(&name).await?;
-            let ok = c
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(ok.then_some(()))
-        }
-    })
-    .await
-    .unwrap();
+    apply_crd(&crds, &crd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

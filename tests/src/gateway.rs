@@ -16,7 +16,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use session_ssh_contract::names;
 
-use crate::cluster::webhook::{WebhookCluster, is_injected};
+use crate::cluster::webhook::{Platform, Tls, WebhookCluster, is_injected};
 use crate::cluster::{self, wait_for};
 use crate::injected::InjectedSession;
 use crate::reaper::{self, Proc};
@@ -449,6 +449,18 @@ pub async fn wait_published(pods: &Api<Pod>, name: &str) -> anyhow::Result<()> {
         }
     })
     .await
+}
+
+/// The JupyterHub example installed, its hub namespace ready for sessions (the example
+/// binds host-key rights there, so sessions get stable host keys the controller publishes
+/// for the gateway to pin): the cluster and that namespace.
+pub async fn hub_cluster() -> Result<(WebhookCluster, String)> {
+    let wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url).await?;
+    let ns = wc.session_namespaces[0].clone();
+    let probe = cluster::hub_pod("jupyter-probe", "probe", "")?;
+    wc.prepare_for(&ns, &probe).await?;
+    wc.wait_active(&ns, &probe).await?;
+    Ok((wc, ns))
 }
 
 /// A kubeconfig with a token of the manifests' gateway ServiceAccount: the gateway runs

@@ -10,8 +10,9 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use session_ssh_tests::cluster::webhook::{NAMESPACE, Platform, Tls, WebhookCluster, is_injected};
+use session_ssh_tests::cluster::webhook::{NAMESPACE, is_injected};
 use session_ssh_tests::cluster::{self, wait_for};
+use session_ssh_tests::gateway::hub_cluster;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -26,13 +27,7 @@ fn reason(pod: &Pod) -> String {
 
 #[tokio::test]
 async fn sessions_skip_ssh_until_the_init_image_is_on_every_node() {
-    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
-        .await
-        .unwrap();
-    let ns = wc.session_namespaces[0].clone();
-    let probe = cluster::hub_pod("jupyter-probe", "probe", "").unwrap();
-    wc.prepare_for(&ns, &probe).await.unwrap();
-    wc.wait_active(&ns, &probe).await.unwrap();
+    let (mut wc, ns) = hub_cluster().await.unwrap();
     // As the component's Deployment patch sets it (checked every second here).
     wc.set_env(&[
         (

@@ -16,6 +16,7 @@ use kube::api::Api;
 use session_ssh_tests::cluster;
 use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster};
 use session_ssh_tests::free_port;
+use session_ssh_tests::gateway::hub_cluster;
 use session_ssh_tests::gateway::{
     Gateway, GatewayKeys, Session, create_pod, gateway_kubeconfig, keygen, mark_ready, ssh,
     ssh_opts, start_session, tls_cert, wait_published,
@@ -281,15 +282,7 @@ fn text(b: &[u8]) -> String {
 
 #[tokio::test]
 async fn hub_users_reach_their_own_sessions_through_the_gateway() {
-    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
-        .await
-        .unwrap();
-    // The JupyterHub example binds host-key rights in its hub namespace: sessions there
-    // get stable host keys, which the controller publishes for the gateway to pin.
-    let ns = wc.session_namespaces[0].clone();
-    let probe = cluster::hub_pod("jupyter-probe", "probe", "").unwrap();
-    wc.prepare_for(&ns, &probe).await.unwrap();
-    wc.wait_active(&ns, &probe).await.unwrap();
+    let (mut wc, ns) = hub_cluster().await.unwrap();
 
     let work = tempfile::tempdir().unwrap();
     let keys = GatewayKeys::generate(work.path()).unwrap();
@@ -617,13 +610,7 @@ fn raw_exchange(port: u16, send: &[u8], within: Duration) -> (Vec<u8>, bool) {
 
 #[tokio::test]
 async fn key_options_refusals_bad_input_and_two_replicas() {
-    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
-        .await
-        .unwrap();
-    let ns = wc.session_namespaces[0].clone();
-    let probe = cluster::hub_pod("jupyter-probe", "probe", "").unwrap();
-    wc.prepare_for(&ns, &probe).await.unwrap();
-    wc.wait_active(&ns, &probe).await.unwrap();
+    let (mut wc, ns) = hub_cluster().await.unwrap();
     let client = wc.client().await.unwrap();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
 

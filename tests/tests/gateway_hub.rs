@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use session_ssh_tests::cluster;
-use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster};
+use session_ssh_tests::gateway::hub_cluster;
 use session_ssh_tests::gateway::{
     Gateway, GatewayKeys, gateway_kubeconfig, ssh, ssh_opts, start_session, start_session_cfg,
 };
@@ -100,13 +99,7 @@ fn askpass(dir: &Path) -> PathBuf {
 
 #[tokio::test]
 async fn hub_token_login_through_the_gateway() {
-    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
-        .await
-        .unwrap();
-    let ns = wc.session_namespaces[0].clone();
-    let probe = cluster::hub_pod("jupyter-probe", "probe", "").unwrap();
-    wc.prepare_for(&ns, &probe).await.unwrap();
-    wc.wait_active(&ns, &probe).await.unwrap();
+    let (mut wc, ns) = hub_cluster().await.unwrap();
 
     let work = tempfile::tempdir().unwrap();
     let hub = Hub::start(work.path(), "").unwrap();

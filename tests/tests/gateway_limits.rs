@@ -10,8 +10,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use session_ssh_tests::cluster;
-use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster};
+use session_ssh_tests::gateway::hub_cluster;
 use session_ssh_tests::gateway::{
     Gateway, GatewayKeys, gateway_kubeconfig, ssh, ssh_opts, start_session,
 };
@@ -52,13 +51,7 @@ fn closed(s: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn a_full_startup_table_evicts_the_oldest_instead_of_locking_users_out() {
-    let mut wc = WebhookCluster::start(Platform::Jupyterhub, Tls::Url)
-        .await
-        .unwrap();
-    let ns = wc.session_namespaces[0].clone();
-    let probe = cluster::hub_pod("jupyter-probe", "probe", "").unwrap();
-    wc.prepare_for(&ns, &probe).await.unwrap();
-    wc.wait_active(&ns, &probe).await.unwrap();
+    let (mut wc, ns) = hub_cluster().await.unwrap();
     let work = tempfile::tempdir().unwrap();
     let keys = GatewayKeys::generate(work.path()).unwrap();
     let gina = start_session(&mut wc, &ns, work.path(), "gina", "", &keys.user_ca_public)

@@ -141,20 +141,13 @@ pub fn decide<'a>(
     })
 }
 
-/// The pod's hub user, when hub-token logins are on: KubeSpawner's annotation holds the
-/// name as the hub spells it (its label may be an escaped form), so it comes first.
+/// The pod's hub user, when hub-token logins are on: as the hub spells it (the contract's
+/// reading, the one the gateway routes by).
 fn hub_user(pod: &Pod, cfg: &Config) -> Option<String> {
-    const KEY: &str = "hub.jupyter.org/username";
     if !cfg.gateway.hub_token_login {
         return None;
     }
-    let m = &pod.metadata;
-    m.annotations
-        .as_ref()
-        .and_then(|a| a.get(KEY))
-        .or_else(|| m.labels.as_ref().and_then(|l| l.get(KEY)))
-        .filter(|u| !u.is_empty())
-        .cloned()
+    login::hub_server(pod).map(|(user, _)| user)
 }
 
 /// Host and port for the information file, when admission knows them: the SSH gateway's

@@ -186,7 +186,7 @@ COMMON_GRANTS = {
     # controller routes of the SNI modes (gateway, traefik, ingress-nginx)
     (g, r, v) for (g, r) in (("gateway.networking.k8s.io", "tlsroutes"), ("traefik.io", "ingressroutetcps"),
                              ("networking.k8s.io", "ingresses"))
-    for v in ("get", "create", "patch", "delete")
+    for v in ("get", "list", "watch", "create", "patch", "delete")
 }
 HOST_KEY_VERBS = {"get", "list", "create", "delete"}
 # The Secret the documented hostKeys.ca.secretName names (README, manifests/base/rbac.yaml).

@@ -320,7 +320,11 @@ impl WebhookCluster {
             .env("KUBECONFIG", &self.kubeconfig)
             .env("POD_NAMESPACE", NAMESPACE)
             .env("POD_NAME", format!("session-ssh-webhook-e2e-{index}"))
-            .env("RUST_LOG", "info")
+            // SESSION_SSH_WEBHOOK_LOG: a filter for a debugging run, e.g. kube_runtime=debug.
+            .env(
+                "RUST_LOG",
+                std::env::var("SESSION_SSH_WEBHOOK_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -400,6 +404,19 @@ impl WebhookCluster {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// Every line of the webhook's log where the apiserver refused it something: the
+    /// manifests' RBAC lacks a verb the code uses (e.g. list/watch of its own routes).
+    /// Host-key Secrets are left out: a test namespace without the per-namespace binding
+    /// refuses them by design (the session then makes its own key).
+    pub fn forbidden_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("forbidden") && !l.contains("host-key Secret"))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `timeoutSeconds` of the installed webhook configuration.

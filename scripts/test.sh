@@ -31,6 +31,14 @@ cp_log=$(mktemp)
 (cd tests/controlplane && ./build.sh) >"$cp_log" 2>&1 &
 cp_pid=$!
 
+# So do the real node's session images (Debian + PyPI inside, no Rust binary; cached in
+# .work/images by content), which need only the network and buildah from setup.
+img_log=$(mktemp)
+scripts/node-images.sh build jupyter-session minimal named-user >"$img_log" 2>&1 &
+img_pid=$!
+# A stage that fails ends the run: the background builds end with it.
+trap 'kill "$cp_pid" "$img_pid" 2>/dev/null || true' EXIT
+
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 stage "architecture (loops, sizes)" python3 scripts/check-architecture.py
@@ -55,6 +63,21 @@ stage "control plane build (go)" wait_controlplane
 stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
 stage "manifests" scripts/validate-manifests.sh
 stage "images (buildah)" scripts/build-images.sh
+wait_node_images() {
+    if ! wait "$img_pid"; then
+        cat "$img_log"
+        echo "node session images build failed"
+        return 1
+    fi
+    cat "$img_log"
+}
+stage "node images (go on from bg)" wait_node_images
+# A real node (kubelet + containerd + kube-proxy on this machine, tests/controlplane/NODE.md):
+# the product installed with kubectl apply -k, sessions spawned by a real JupyterHub +
+# KubeSpawner, reached through port-forward, ClusterIP, the SNI route and the gateway;
+# then the first-law cases. Each run brings its cluster up and down.
+stage "real node: hub + gateway" scripts/node-e2e.sh --hub
+stage "real node: the first law" scripts/node-e2e.sh --first-law
 stage "demo --check" cargo run -q -p session-ssh-tests --bin session-ssh-demo -- --check \
     --webhook "$SESSION_SSH_WEBHOOK_BIN" --init-sshd "$INIT_SSHD_BIN"
 

@@ -168,7 +168,8 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 # backend the session Service's port 443 = ssh-tls). No Gateway controller runs here, so
 # this plays one: it reads the TLSRoutes the webhook's controller made and routes each
 # hostname, by the TLS SNI, unterminated, to its backend Service's ClusterIP (kube-proxy
-# then to the pod's 2443). Listens on the node IP only; re-read on every call.
+# then to the pod's ports.sshTls, 3443 in the overlay). Listens on the node IP only; re-read
+# on every call.
 router_sync() {
     local routes ns host svc port cip dup n=0
     mkdir -p "$ROUTER_DIR"
@@ -683,6 +684,13 @@ check_session() {
     kubectl -n "$NS" get pod "$pod" -o jsonpath='{.metadata.annotations.session-ssh\.io/ssh-config}' |
         sed "s/-connect %h:443/-connect $NODE_IP:443/" >"$TMP/sni_config.$pod"
     [ "$rhost" = "${route%% *}" ] || fail "ssh-host annotation '$rhost' is not the TLSRoute's hostname (${route%% *})"
+    # ports.sshTls of the overlay is not the default 2443: the Service must target it (and
+    # the logins below prove the server listens there).
+    local want_tls tport
+    want_tls=$(awk '$1 == "sshTls:" {print $2}' manifests/overlays/local-node/config.yaml)
+    tport=$(kubectl -n "$NS" get svc "$pod" -o jsonpath='{.spec.ports[?(@.port==443)].targetPort}')
+    [ -n "$want_tls" ] && [ "$tport" = "$want_tls" ] ||
+        fail "Service $pod: port 443 targets '$tport', want ports.sshTls '$want_tls'"
     printf '%s\n' "$known" >"$TMP/sni_known.$pod"
     alias=$(awk '$1 == "Host" {print $2; exit}' "$TMP/sni_config.$pod")
     grep -q "ProxyCommand openssl s_client" "$TMP/sni_config.$pod" && [ -n "$alias" ] ||
@@ -694,7 +702,7 @@ check_session() {
     out=$(timeout 60 "${SSHS[@]}" "$alias" 'echo "uid=$(id -u) var=$SESSION_IMAGE_VAR"' 2>"$TMP/ssh.err") ||
         fail "ssh through the SNI router on $NODE_IP:443 as $alias: $(tail -n 5 "$TMP/ssh.err")"
     [ "$out" = "uid=1000 var=from-image" ] || fail "ssh via SNI: '$out'"
-    ok "ssh via the SNI router on 443 (TLSRoute $route, $ROUTES routes; known_hosts = only '$(cut -c1-45 <<<"$known")...'): $out"
+    ok "ssh via the SNI router on 443 -> Service 443 -> pod port $tport (TLSRoute $route, $ROUTES routes; known_hosts = only '$(cut -c1-45 <<<"$known")...'): $out"
     # ... and the same with another key in that line is refused (the check can fail).
     ssh-keygen -q -t ed25519 -N '' -f "$TMP/other_host_key.$pod"
     awk '{print $1, $(NF-1)}' <<<"$known" | tr '\n' ' ' >"$TMP/sni_wrong.$pod"

@@ -18,23 +18,6 @@ use std::time::{Duration, Instant};
 use session_ssh_tests::sshd::run::run;
 use session_ssh_tests::sshd::{Bg, Builder, Sshd, T};
 
-/// The whole server log (DIR/init-sshd.log).
-fn log(s: &Sshd) -> String {
-    fs::read_to_string(s.dir.join("init-sshd.log")).unwrap_or_default()
-}
-
-/// Wait until the log has `n` lines containing `what`; false after `limit`.
-fn wait_log(s: &Sshd, what: &str, n: usize, limit: Duration) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if log(s).lines().filter(|l| l.contains(what)).count() >= n {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 /// A one-connection TCP relay (client → relay → server) that can turn into a black hole:
 /// it keeps both sockets open but forwards nothing more either way, like a client whose
 /// host vanished. It reports when the server closes its side.
@@ -137,7 +120,7 @@ fn a_dead_client_is_dropped_after_the_configured_keepalive_count() {
     c.arg("-N").arg(s.host());
     let _client = Bg::spawn(&mut c);
     assert!(
-        wait_log(&s, "login accepted", 1, Duration::from_secs(30)),
+        s.wait_log("login accepted", 1, Duration::from_secs(30)),
         "no login through the relay\n{}",
         s.logs()
     );
@@ -168,7 +151,7 @@ fn a_dead_client_is_dropped_after_the_configured_keepalive_count() {
         s.logs()
     );
     assert!(
-        wait_log(&s, "Keepalive timeout", 1, Duration::from_secs(5)),
+        s.wait_log("Keepalive timeout", 1, Duration::from_secs(5)),
         "{}",
         s.logs()
     );
@@ -208,7 +191,7 @@ fn an_idle_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
         assert_eq!(busy.stdout_str(), "1\n2\n3\n4\n5\n6\n");
     });
     assert!(
-        wait_log(&s, "Inactivity timeout", 1, Duration::from_secs(5)),
+        s.wait_log("Inactivity timeout", 1, Duration::from_secs(5)),
         "{}",
         s.logs()
     );
@@ -227,7 +210,7 @@ fn connections_beyond_max_connections_are_closed_until_one_ends() {
     let first = hold();
     let _second = hold();
     assert!(
-        wait_log(&s, "login accepted", 2, Duration::from_secs(30)),
+        s.wait_log("login accepted", 2, Duration::from_secs(30)),
         "two held connections did not log in\n{}",
         s.logs()
     );
@@ -243,7 +226,7 @@ fn connections_beyond_max_connections_are_closed_until_one_ends() {
         third.elapsed
     );
     assert!(
-        log(&s).contains("connection limit reached; closed"),
+        s.log_text().contains("connection limit reached; closed"),
         "{}",
         s.logs()
     );

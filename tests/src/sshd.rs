@@ -609,6 +609,26 @@ impl Sshd {
         s
     }
 
+    /// The whole of DIR/init-sshd.log (`logs` shows only its tail).
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.join("init-sshd.log")).unwrap_or_default()
+    }
+
+    /// Wait until `n` lines of DIR/init-sshd.log contain `what` (a line may be written just
+    /// after the client saw the connection end); false after `limit`.
+    pub fn wait_log(&self, what: &str, n: usize, limit: Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        loop {
+            if self.log_text().lines().filter(|l| l.contains(what)).count() >= n {
+                return true;
+            }
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Host pid of the running serve (from DIR/serve.pid, or the foreground child).
     pub fn serve_pid(&self) -> u32 {
         let ct = self.container();

@@ -1,20 +1,25 @@
-//! init-sshd limits and hygiene against the real OpenSSH client: the login grace time
-//! also bounds peers that never send an SSH version line, unauthenticated connections are
-//! capped (MaxStartups) so they cannot lock the user out, `-R` binds loopback only
+//! init-sshd limits and hygiene against the real OpenSSH client: peers that never send an
+//! SSH version line go at the version deadline, unauthenticated connections are capped
+//! (MaxStartups) and a new one evicts the oldest, so a flood of silent and slow peers
+//! cannot lock the user out, `-R` binds loopback only
 //! (OpenSSH's `GatewayPorts no`), and the audit log names every login and channel.
 
 // Helpers outside #[test] fns panic with a message on failure, like the tests.
 #![allow(clippy::expect_used)]
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use session_ssh_tests::sshd::net::{echo_server, free_port, wait_port};
 use session_ssh_tests::sshd::run::run;
 use session_ssh_tests::sshd::{Bg, Builder, Sshd, T};
+
+/// How long a log line may lag behind what the client saw.
+const WAIT: Duration = Duration::from_secs(5);
 
 /// A TCP peer that connects and then says nothing.
 fn silent(s: &Sshd) -> TcpStream {
@@ -37,51 +42,132 @@ fn until_closed(mut st: TcpStream) -> Duration {
 }
 
 #[test]
-fn silent_peers_are_dropped_after_the_grace_time_and_never_lock_the_user_out() {
+fn a_full_startup_table_evicts_the_oldest_and_silent_peers_go_at_the_version_deadline() {
     let s = Builder::new()
-        .image_env("INIT_SSHD_LOGIN_GRACE_SECS", "3")
+        .image_env("INIT_SSHD_LOGIN_GRACE_SECS", "120")
+        .image_env("INIT_SSHD_VERSION_TIMEOUT_SECS", "3")
         .image_env("INIT_SSHD_MAX_STARTUPS", "3")
         .start();
     assert_eq!(s.exec_ok("echo up"), "up\n");
 
-    // Three silent peers take every pre-auth slot: the next connection is closed at once.
-    let peers: Vec<TcpStream> = (0..3).map(|_| silent(&s)).collect();
+    // Three silent peers take every pre-auth place: the user's login evicts the oldest
+    // instead of being refused.
+    let mut peers: Vec<TcpStream> = (0..3).map(|_| silent(&s)).collect();
     thread::sleep(Duration::from_millis(300));
-    let refused = s.exec(&[], "echo in", b"", T);
+    assert_eq!(s.exec_ok("echo in"), "in\n");
+    let oldest = until_closed(peers.remove(0));
     assert!(
-        !refused.success(),
-        "a 4th unauthenticated connection got in past max-startups 3\n{}",
-        s.diag(&refused)
-    );
-    assert!(
-        s.logs().contains("too many unauthenticated connections"),
-        "{}",
+        oldest < Duration::from_secs(2),
+        "the evicted peer was held {oldest:?} more\n{}",
         s.logs()
     );
+    assert!(s.wait_log("max-startups reached", 1, WAIT), "{}", s.logs());
 
-    // Each silent peer is closed by the server once the grace time is over (3 s), not
-    // held forever waiting for a version line.
+    // The others are closed at the version deadline (3 s), long before the 120 s grace.
     let waits: Vec<Duration> = peers.into_iter().map(until_closed).collect();
     for w in &waits {
         assert!(
-            *w < Duration::from_secs(10),
-            "a silent peer was held {w:?} (grace 3 s)\n{}",
+            *w < Duration::from_secs(12),
+            "a silent peer was held {w:?} (version deadline 3 s)\n{}",
             s.logs()
         );
     }
     assert!(
-        s.logs()
-            .contains("no SSH version line within the login grace time"),
+        s.wait_log("no SSH version line in time", 2, WAIT),
         "{}",
         s.logs()
     );
-    // Their slots are free again: the user logs in.
     assert_eq!(s.exec_ok("echo back"), "back\n");
+}
+
+/// A bounded flood against one server until `stop` (at most 45 s): a burst of silent
+/// connections, then one more every 2 s, and 4 slow ones writing `SSH-2.0-...` one byte a
+/// second, each replaced (at most one a second) once the server closes it. Returns how
+/// many connections it opened.
+fn flood(port: u16, stop: &AtomicBool) -> usize {
+    let open = || TcpStream::connect(("127.0.0.1", port)).ok();
+    let line = b"SSH-2.0-slow-flood-client-that-never-ends\r\n";
+    let mut silent: Vec<TcpStream> = (0..20).filter_map(|_| open()).collect();
+    let mut slow: Vec<(TcpStream, usize)> = (0..4).filter_map(|_| open()).map(|t| (t, 0)).collect();
+    let mut opened = silent.len() + slow.len();
+    for tick in 0..180u32 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(250));
+        if tick % 8 == 0
+            && let Some(t) = open()
+        {
+            silent.push(t);
+            opened += 1;
+        }
+        if tick % 4 != 0 {
+            continue;
+        }
+        let mut replaced = false;
+        for (st, at) in &mut slow {
+            let ok = st.write_all(&line[*at % line.len()..][..1]).is_ok();
+            *at += 1;
+            if !ok
+                && !replaced
+                && let Some(fresh) = open()
+            {
+                (*st, *at, replaced) = (fresh, 0, true);
+                opened += 1;
+            }
+        }
+    }
+    opened
+}
+
+#[test]
+fn a_legitimate_login_succeeds_within_seconds_during_a_flood_of_silent_and_slow_peers() {
+    let s = Builder::new()
+        .image_env("INIT_SSHD_LOGIN_GRACE_SECS", "120")
+        .image_env("INIT_SSHD_MAX_STARTUPS", "4")
+        .start();
+    assert_eq!(s.exec_ok("echo up"), "up\n");
+    let stop = AtomicBool::new(false);
+    let port = s.port;
+    let opened = thread::scope(|scope| {
+        let flooding = scope.spawn(|| flood(port, &stop));
+        // The table is full of flood connections by now.
+        thread::sleep(Duration::from_secs(3));
+        for round in 0..3 {
+            let out = s.exec(&[], "echo ok", b"", T);
+            assert!(
+                out.success() && out.stdout_str() == "ok\n",
+                "login {round} during the flood\n{}",
+                s.diag(&out)
+            );
+            eprintln!("login {round} during the flood: {:?}", out.elapsed);
+            assert!(
+                out.elapsed < Duration::from_secs(10),
+                "login {round} took {:?} during the flood\n{}",
+                out.elapsed,
+                s.logs()
+            );
+            thread::sleep(Duration::from_secs(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        flooding.join().expect("flood")
+    });
+    assert!(opened >= 24, "the flood opened {opened} connections");
+    let evictions = s
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("max-startups reached") && l.contains("evicted="))
+        .count();
+    eprintln!("flood: {opened} connections opened, {evictions} evicted");
+    assert!(
+        evictions >= 20,
+        "{evictions} evictions logged\n{}",
+        s.logs()
+    );
 }
 
 #[test]
 fn a_peer_stalled_inside_the_key_exchange_is_cut_at_the_grace_time() {
-    use std::io::Write;
     let s = Builder::new()
         .image_env("INIT_SSHD_LOGIN_GRACE_SECS", "3")
         .start();
@@ -96,7 +182,7 @@ fn a_peer_stalled_inside_the_key_exchange_is_cut_at_the_grace_time() {
         s.logs()
     );
     assert!(
-        s.logs().contains("login grace time exceeded"),
+        s.wait_log("login grace time exceeded", 1, WAIT),
         "{}",
         s.logs()
     );

@@ -131,17 +131,20 @@ pub struct Server {
     /// Output kept per detached shell and replayed on attach, 4096 to 4194304 bytes
     /// (default 65536).
     pub detached_buffer_bytes: Option<u64>,
-    /// Close connections without traffic for this long (default 0: never; set, keepalives
-    /// are off).
+    /// Close connections without traffic for this long (default 0: never; set: no keepalives).
     pub idle_timeout_seconds: Option<u64>,
-    /// Keepalive interval; 4 unanswered drop the connection (default 30).
+    /// Keepalive interval (default 30).
     pub keepalive_seconds: Option<u64>,
+    /// Unanswered keepalives that drop the connection (default 4; 0: never).
+    pub keepalive_count: Option<u64>,
     /// Concurrent connections (default 64).
     pub max_connections: Option<u64>,
-    /// Connections not yet logged in (default 10).
+    /// Connections not yet logged in (default 10); a new one beyond it evicts the oldest.
     pub max_startups: Option<u64>,
     /// Seconds a connection may take to log in (default 60).
     pub login_grace_seconds: Option<u64>,
+    /// Seconds to the client's SSH version line (default 10; at most the grace time).
+    pub version_timeout_seconds: Option<u64>,
     /// Seconds between re-reads of the key sources (default 20; 0: never).
     pub keys_refresh_seconds: Option<u64>,
     /// Seconds between SSH activity reports to JupyterHub, at most one per interval and
@@ -158,9 +161,11 @@ impl Server {
             ("detached-buffer-bytes", self.detached_buffer_bytes),
             ("idle-timeout-secs", self.idle_timeout_seconds),
             ("keepalive-secs", self.keepalive_seconds),
+            ("keepalive-count", self.keepalive_count),
             ("max-connections", self.max_connections),
             ("max-startups", self.max_startups),
             ("login-grace-secs", self.login_grace_seconds),
+            ("version-timeout-secs", self.version_timeout_seconds),
             ("keys-refresh-secs", self.keys_refresh_seconds),
             ("activity-interval-secs", self.activity_interval_seconds),
         ]

@@ -933,14 +933,16 @@ fn server_settings_reach_start_and_are_all_serve_flags() {
         detached_buffer_bytes: Some(8192),
         idle_timeout_seconds: Some(900),
         keepalive_seconds: Some(15),
+        keepalive_count: Some(3),
         max_connections: Some(32),
         max_startups: Some(5),
         login_grace_seconds: Some(20),
+        version_timeout_seconds: Some(5),
         keys_refresh_seconds: Some(10),
         activity_interval_seconds: Some(120),
     };
     let args = c.server.serve_args();
-    assert_eq!(args.len(), 10, "every field is rendered");
+    assert_eq!(args.len(), 12, "every field is rendered");
     for (name, _) in &args {
         assert!(
             session_ssh_contract::argv::SERVE_SETTINGS.contains(name),
@@ -955,7 +957,7 @@ fn server_settings_reach_start_and_are_all_serve_flags() {
         .collect();
     assert!(given.contains(&"detached-keep-secs=600"), "{argv:?}");
     assert!(given.contains(&"max-startups=5"), "{argv:?}");
-    assert_eq!(given.len(), 10);
+    assert_eq!(given.len(), 12);
     // Unset: nothing passed, init-sshd's defaults hold.
     let argv = post_start(&apply(
         &original,

@@ -71,9 +71,11 @@ pub const SERVE_SETTINGS: &[&str] = &[
     "detached-buffer-bytes",
     "idle-timeout-secs",
     "keepalive-secs",
+    "keepalive-count",
     "max-connections",
     "max-startups",
     "login-grace-secs",
+    "version-timeout-secs",
     "keys-refresh-secs",
     "activity-interval-secs",
 ];

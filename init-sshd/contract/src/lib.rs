@@ -14,7 +14,9 @@
 //!   and the decision what a key may do (init-sshd now, the gateway next);
 //! - `algorithms` (feature `ssh`): the SSH algorithms every endpoint of ours offers;
 //! - `grace` (features `ssh` and `net`): the login grace time of a russh server session;
-//! - `tcp` (feature `net`): the socket wrapper both SSH servers accept connections with.
+//! - `tcp` (feature `net`): the socket wrapper both SSH servers accept connections with;
+//! - `startups` (feature `net`): the table of connections not yet logged in, where a new
+//!   one evicts the oldest.
 //!
 //! No dependency beyond the optional ones per feature: init-sshd links it into a static
 //! binary that must stay small.
@@ -32,6 +34,8 @@ pub mod login;
 pub mod names;
 #[cfg(feature = "k8s")]
 pub mod pod;
+#[cfg(feature = "net")]
+pub mod startups;
 #[cfg(feature = "net")]
 pub mod tcp;
 pub mod wildcard;

@@ -18,6 +18,7 @@ use std::time::Duration;
 use session_ssh_contract::argv::flag;
 use session_ssh_contract::grace;
 use session_ssh_contract::names::file;
+use session_ssh_contract::startups::Startups;
 use session_ssh_contract::tcp::{Cuttable, QuickAck};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,10 +66,14 @@ pub struct ServeOpts {
     /// Seconds a connection may take to authenticate.
     #[arg(long, env = "INIT_SSHD_LOGIN_GRACE_SECS", default_value_t = 60)]
     pub login_grace_secs: u64,
-    /// Connections not yet authenticated (OpenSSH MaxStartups); more are closed at once, so
-    /// silent or slow peers cannot take every slot from the user.
+    /// Connections not yet authenticated (OpenSSH MaxStartups); a new one beyond it evicts
+    /// the oldest, so silent or slow peers cannot lock the user out.
     #[arg(long, env = "INIT_SSHD_MAX_STARTUPS", default_value_t = 10)]
     pub max_startups: usize,
+    /// Seconds a connection may take to send its SSH version line (at most the login grace
+    /// time): silent peers go long before the grace time.
+    #[arg(long, env = "INIT_SSHD_VERSION_TIMEOUT_SECS", default_value_t = 10)]
+    pub version_timeout_secs: u64,
     /// Signed authentication attempts per connection.
     #[arg(long, env = "INIT_SSHD_MAX_AUTH_TRIES", default_value_t = 6)]
     pub max_auth_tries: usize,
@@ -77,9 +82,12 @@ pub struct ServeOpts {
     /// or dead client is then dropped after this time.
     #[arg(long, env = "INIT_SSHD_IDLE_TIMEOUT_SECS", default_value_t = 0)]
     pub idle_timeout_secs: u64,
-    /// Keepalive interval in seconds; 4 unanswered ones drop the connection.
+    /// Keepalive interval in seconds.
     #[arg(long, env = "INIT_SSHD_KEEPALIVE_SECS", default_value_t = 30)]
     pub keepalive_secs: u64,
+    /// Unanswered keepalives that drop the connection (at the next interval; 0: never).
+    #[arg(long, env = "INIT_SSHD_KEEPALIVE_COUNT", default_value_t = 4)]
+    pub keepalive_count: usize,
     /// Host certificate (OpenSSH `-cert.pub`) presented to clients that trust a host CA;
     /// re-read when it changes, ignored unless it certifies the host key. Default
     /// DIR/host-cert/ssh_host_ed25519_key-cert.pub (where the webhook mounts it).
@@ -114,6 +122,7 @@ impl ServeOpts {
                 .then(|| Duration::from_secs(self.idle_timeout_secs)),
             keepalive_interval: (self.idle_timeout_secs == 0)
                 .then(|| Duration::from_secs(self.keepalive_secs.max(1))),
+            keepalive_max: self.keepalive_count,
             ..Limits::default()
         }
     }
@@ -205,11 +214,12 @@ pub(crate) struct Accepted {
     _slot: OwnedSemaphorePermit,
 }
 
-/// Bounds on the time before authentication: the grace time and the number of
-/// connections that may be in it at once.
+/// Bounds on the time before authentication: the grace time, the shorter time to the
+/// client's version line, and the connections that may be in it at once.
 struct LoginGate {
     grace: Duration,
-    startups: Arc<Semaphore>,
+    version: Duration,
+    startups: Arc<Startups>,
 }
 
 impl Server {
@@ -243,7 +253,8 @@ impl Server {
             }),
             gate: LoginGate {
                 grace: Duration::from_secs(opts.login_grace_secs.max(1)),
-                startups: Arc::new(Semaphore::new(opts.max_startups.max(1))),
+                version: Duration::from_secs(opts.version_timeout_secs.max(1)),
+                startups: Startups::new(opts.max_startups),
             },
             ids: AtomicU64::new(0),
             host_fp,
@@ -270,28 +281,35 @@ impl Server {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (id, peer) = (conn.id, conn.peer);
-        let Ok(startup) = self.gate.startups.clone().try_acquire_owned() else {
-            tracing::warn!(conn = id, %peer, "too many unauthenticated connections; closed");
-            return;
-        };
         let grace = self.gate.grace;
         // russh keeps the socket in a task of its own: a peer stalled inside the key
-        // exchange would outlive the grace time unless the stream can be cut.
+        // exchange would outlive the grace time unless the stream can be cut (at the grace
+        // time, or when a newer connection evicts this one from a full startup table).
         let (sock, cut) = Cuttable::new(sock);
+        let (startup, evicted) = self.gate.startups.admit(id, cut.clone());
+        for old in evicted {
+            tracing::warn!(
+                conn = id,
+                evicted = old.id,
+                evicted_age_ms = old.age.as_millis() as u64,
+                "max-startups reached: cut the oldest connection not logged in"
+            );
+        }
         let (authed_tx, authed) = watch::channel(false);
         let handler = Conn::new(self.shared.clone(), id, conn.info, authed_tx);
-        // The grace time covers the version exchange too: russh waits for the client's
-        // version line without a bound, so a silent TCP peer would hold a slot forever.
+        // russh waits for the client's version line without a bound: a silent TCP peer
+        // would hold a startup place until the grace time.
         let deadline = tokio::time::Instant::now() + grace;
+        let version = self.gate.version.min(grace);
         let ssh = russh::server::run_stream(self.config.current(), sock, handler);
-        let session = match tokio::time::timeout_at(deadline, ssh).await {
+        let session = match tokio::time::timeout(version, ssh).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::info!(conn = id, %peer, error = %e, "handshake failed");
                 return;
             }
             Err(_) => {
-                tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "no SSH version line within the login grace time");
+                tracing::info!(conn = id, %peer, secs = version.as_secs(), "no SSH version line in time");
                 return;
             }
         };
@@ -332,7 +350,15 @@ mod tests {
         assert_eq!(l.keepalive_interval, Some(Duration::from_secs(30)));
         assert_eq!(l.idle_timeout, None);
         assert_eq!(l.max_auth_attempts, 6);
+        assert_eq!(l.keepalive_max, 4);
+        assert_eq!(o.version_timeout_secs, 10);
         assert_eq!(o.host_cert, None);
+    }
+
+    #[test]
+    fn keepalive_count_is_the_russh_maximum() {
+        let l = parse(&["--dir", "/d", "--keepalive-count", "2"]).limits();
+        assert_eq!(l.keepalive_max, 2);
     }
 
     #[test]

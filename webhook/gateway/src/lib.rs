@@ -191,7 +191,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         config: Arc::new(server_config(&cli, host_key)),
         grace: Duration::from_secs(cli.login_grace_secs.max(1)),
         connections: Arc::new(Semaphore::new(cli.max_connections.max(1))),
-        startups: crate::limits::Startups::new(cli.max_startups),
+        startups: session_ssh_contract::startups::Startups::new(cli.max_startups),
         tls,
     });
     l.run(listener).await;

@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use session_ssh_contract::grace;
+use session_ssh_contract::startups::{Startup, Startups};
 use session_ssh_contract::tcp::{Cut, Cuttable, QuickAck};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::limits::{Startup, Startups};
 use crate::server::{Conn, Shared};
 
 /// What the accept loop needs.
@@ -68,11 +68,11 @@ impl Listener {
         // connection evicted while sniffed goes at its first read, within the sniff time).
         let (sock, cut) = Cuttable::new(QuickAck::new(sock));
         let (startup, evicted) = self.startups.admit(id, cut.clone());
-        if evicted > 0 {
-            crate::metrics::get()
-                .startups_evicted
-                .fetch_add(evicted as u64, Ordering::Relaxed);
-            tracing::warn!(conn = id, client = %peer, evicted, "max-startups reached: cut the oldest connection not logged in");
+        crate::metrics::get()
+            .startups_evicted
+            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+        for old in evicted {
+            tracing::warn!(conn = id, client = %peer, evicted = old.id, evicted_age_ms = old.age.as_millis() as u64, "max-startups reached: cut the oldest connection not logged in");
         }
         let stages = (slot, startup, cut);
         match (crate::tls::sniff(sock.get_ref().get_ref()).await, &self.tls) {

@@ -220,6 +220,7 @@ fn server(cfg: &Config) -> Check {
         ("server.maxConnections", s.max_connections),
         ("server.maxStartups", s.max_startups),
         ("server.loginGraceSeconds", s.login_grace_seconds),
+        ("server.versionTimeoutSeconds", s.version_timeout_seconds),
     ] {
         if v == Some(0) {
             return err(

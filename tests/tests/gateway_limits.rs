@@ -119,7 +119,8 @@ async fn a_full_startup_table_evicts_the_oldest_instead_of_locking_users_out() {
         assert_eq!(
             closed(s),
             i < 3,
-            "silent connection {i} (the 3 oldest must be cut)"
+            "silent connection {i} (the 3 oldest must be cut)\n{}",
+            gw.log_text()
         );
     }
     assert!(

@@ -52,29 +52,30 @@ impl Listener {
             crate::metrics::get()
                 .connections_total
                 .fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(self.clone().unwrap(sock, peer, id, slot));
+            // Cuttable from the start, so that eviction ends this connection at any stage (a
+            // connection evicted while sniffed goes at its first read, within the sniff
+            // time). Admitted here, in accept order: a spawned task may run after one
+            // accepted later, and the oldest must be the first connected.
+            let (sock, cut) = Cuttable::new(QuickAck::new(sock));
+            let (startup, evicted) = self.startups.admit(id, cut.clone());
+            crate::metrics::get()
+                .startups_evicted
+                .fetch_add(evicted.len() as u64, Ordering::Relaxed);
+            for old in evicted {
+                tracing::warn!(conn = id, client = %peer, evicted = old.id, evicted_age_ms = old.age.as_millis() as u64, "max-startups reached: cut the oldest connection not logged in");
+            }
+            tokio::spawn(self.clone().unwrap(sock, peer, id, (slot, startup, cut)));
         }
     }
 
     /// Plain SSH, or SSH inside TLS: the first byte decides.
     async fn unwrap(
         self: Arc<Self>,
-        sock: TcpStream,
+        sock: Cuttable<QuickAck<TcpStream>>,
         peer: SocketAddr,
         id: u64,
-        slot: OwnedSemaphorePermit,
+        stages: (OwnedSemaphorePermit, Startup, Cut),
     ) {
-        // Cuttable from the start, so that eviction ends this connection at any stage (a
-        // connection evicted while sniffed goes at its first read, within the sniff time).
-        let (sock, cut) = Cuttable::new(QuickAck::new(sock));
-        let (startup, evicted) = self.startups.admit(id, cut.clone());
-        crate::metrics::get()
-            .startups_evicted
-            .fetch_add(evicted.len() as u64, Ordering::Relaxed);
-        for old in evicted {
-            tracing::warn!(conn = id, client = %peer, evicted = old.id, evicted_age_ms = old.age.as_millis() as u64, "max-startups reached: cut the oldest connection not logged in");
-        }
-        let stages = (slot, startup, cut);
         match (crate::tls::sniff(sock.get_ref().get_ref()).await, &self.tls) {
             (crate::tls::Wire::Ssh, _) => self.clone().serve(sock, peer, id, stages).await,
             (crate::tls::Wire::Tls, Some(acceptor)) => {

@@ -207,6 +207,29 @@ async fn hub_token_login_through_the_gateway() {
         served.contains("serving") && !served.contains("serving SSH inside TLS"),
         "ports.sshTls null still listens for TLS:\n{served}"
     );
+    // ... and her Service (the controller's, from the stored pod) has no ssh-tls port.
+    let services = kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(
+        wc.client().await.unwrap(),
+        &ns,
+    );
+    let ports =
+        session_ssh_tests::cluster::wait_for("alice's Service", Duration::from_secs(30), || {
+            let services = services.clone();
+            let name = alice.name.clone();
+            async move {
+                Ok(services.get_opt(&name).await?.map(|s| {
+                    let ports = s.spec.and_then(|s| s.ports).unwrap_or_default();
+                    ports.into_iter().filter_map(|p| p.name).collect::<Vec<_>>()
+                }))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ports,
+        ["ssh"],
+        "ports.sshTls null: the Service has only ssh"
+    );
 
     // The connection information in her session names the gateway: its command and its
     // known_hosts line work as written, with host-key checking on.

@@ -14,6 +14,8 @@
 //!   and the decision what a key may do (init-sshd now, the gateway next);
 //! - `algorithms` (feature `ssh`): the SSH algorithms every endpoint of ours offers;
 //! - `grace` (features `ssh` and `net`): the login grace time of a russh server session;
+//! - `metrics` (feature `metrics`): Prometheus text and the `/metrics` responder of both SSH
+//!   servers;
 //! - `tcp` (feature `net`): the socket wrapper both SSH servers accept connections with.
 //!
 //! No dependency beyond the optional ones per feature: init-sshd links it into a static
@@ -29,6 +31,8 @@ pub mod grace;
 pub mod keys;
 #[cfg(feature = "k8s")]
 pub mod login;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod names;
 #[cfg(feature = "k8s")]
 pub mod pod;

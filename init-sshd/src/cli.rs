@@ -123,6 +123,10 @@ pub struct StartArgs {
     /// Address serve wraps SSH in TLS on, or `off` (passed to `serve --tls-listen`; unset: serve's default).
     #[arg(long = flag::TLS_LISTEN, env = "INIT_SSHD_TLS_LISTEN")]
     pub tls_listen: Option<crate::serve::tls::TlsListen>,
+    /// Address serve answers Prometheus scrapes on, or `off` (passed to `serve
+    /// --metrics-listen`; unset: serve's default).
+    #[arg(long = flag::METRICS_LISTEN, env = "INIT_SSHD_METRICS_LISTEN")]
+    pub metrics_listen: Option<session_ssh_contract::metrics::Listen>,
     /// Milliseconds to wait for serve to accept connections.
     #[arg(long, env = "INIT_SSHD_START_WAIT_MS", default_value_t = 2000)]
     pub wait_ms: u64,
@@ -238,6 +242,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             dir: a.dir,
             listen: a.listen,
             tls_listen: a.tls_listen,
+            metrics_listen: a.metrics_listen,
             wait: Duration::from_millis(a.wait_ms),
             env_wait: Duration::from_millis(a.env_wait_ms),
             log_max_bytes: cli.log_max_bytes,
@@ -301,6 +306,7 @@ mod tests {
             gateway: Some(("ssh-ed25519 AAAAgw".into(), "sess-1".into())),
             gateway_hub_user: Some("alice".into()),
             audit_log: Some(argv::CONTAINER_LOG.into()),
+            metrics_listen: Some(argv::metrics_listen_all(Some(9122))),
             serve: vec![("idle-timeout-secs", 900)],
             original_hook: vec!["sh".into(), "-c".into(), "echo --dir".into()],
         };
@@ -312,6 +318,10 @@ mod tests {
         assert_eq!(s.dir, PathBuf::from("/opt/session-ssh"));
         assert_eq!(s.listen, "0.0.0.0:2022".parse().unwrap());
         assert_eq!(s.tls_listen.map(|t| t.to_string()).as_deref(), Some("off"));
+        assert_eq!(
+            s.metrics_listen.map(|m| m.to_string()).as_deref(),
+            Some("0.0.0.0:9122")
+        );
         assert_eq!(s.info.info_host.as_deref(), Some("alice.ssh.example.org"));
         assert_eq!(s.info.info_port, Some(443));
         assert_eq!(s.info.info_user.as_deref(), Some("alice"));

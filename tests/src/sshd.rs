@@ -201,6 +201,9 @@ impl Builder {
                 // loopback and run in parallel, so it is off (serve reads it from the env
                 // that `start` passes on).
                 ("INIT_SSHD_TLS_LISTEN".into(), "off".into()),
+                // Likewise the metrics endpoint (default 0.0.0.0:9122); the metrics test
+                // sets a loopback port of its own.
+                ("INIT_SSHD_METRICS_LISTEN".into(), "off".into()),
             ],
             entry_exports: Vec::new(),
             profile: RESETTING_PROFILE.into(),

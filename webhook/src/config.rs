@@ -466,7 +466,8 @@ pub struct Quantities {
     pub memory: Option<String>,
 }
 
-/// Ports added to the session container (named `session-ssh` and `session-ssh-tls`).
+/// Ports added to the session container (named `session-ssh`, `session-ssh-tls` and
+/// `session-ssh-met`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Ports {
@@ -475,6 +476,9 @@ pub struct Ports {
     /// Port reserved for SSH inside TLS (SNI routing through an ingress). Default 2443;
     /// null leaves it out.
     pub ssh_tls: Option<u16>,
+    /// The SSH server's Prometheus metrics (GET /metrics; a pod already using the port gets
+    /// SSH without them; `prometheus.io/*` unless the pod has its own). Default 9122; null: off.
+    pub metrics: Option<u16>,
 }
 
 /// Sources of authorized keys. Every source is optional at run time: a missing file or

@@ -17,6 +17,7 @@ use crate::hostkey::SecretRef;
 mod decide;
 mod ops;
 mod render;
+mod scrape;
 pub use decide::{Decision, Plan, decide};
 use ops::MetaOps;
 pub use ops::pointer;

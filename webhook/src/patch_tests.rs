@@ -148,7 +148,11 @@ fn jupyterhub_pod_gets_ssh() {
         .collect();
     assert_eq!(
         ports[1..],
-        [(PORT_SSH.to_owned(), 2222), (PORT_SSH_TLS.to_owned(), 2443)]
+        [
+            (PORT_SSH.to_owned(), 2222),
+            (PORT_SSH_TLS.to_owned(), 2443),
+            (names::PORT_METRICS.to_owned(), 9122)
+        ]
     );
     assert!(
         c.volume_mounts
@@ -166,7 +170,9 @@ fn jupyterhub_pod_gets_ssh() {
             "--dir",
             "/opt/session-ssh",
             "--audit-log",
-            "/proc/1/fd/1"
+            "/proc/1/fd/1",
+            "--metrics-listen",
+            "0.0.0.0:9122"
         ]
     );
     assert_eq!(ann(&p, STATUS), Some("injected"));
@@ -320,6 +326,8 @@ fn existing_exec_hook_is_chained() {
             "/opt/session-ssh",
             "--audit-log",
             "/proc/1/fd/1",
+            "--metrics-listen",
+            "0.0.0.0:9122",
             "--",
             "sh",
             "-c",
@@ -675,10 +683,13 @@ fn non_default_port_is_passed_to_start() {
             "--tls-listen",
             "off",
             "--audit-log",
-            "/proc/1/fd/1"
+            "/proc/1/fd/1",
+            "--metrics-listen",
+            "0.0.0.0:9122"
         ]
     );
-    assert_eq!(ct.ports.as_ref().unwrap().len(), 2);
+    // ssh and the metrics port (sshTls is null).
+    assert_eq!(ct.ports.as_ref().unwrap().len(), 2 + 1);
     // A non-default sshTls port: the server listens where the Service points.
     c.ports.ssh_tls = Some(2444);
     let out = apply(&p, &mutate(&p, &c));
@@ -964,4 +975,80 @@ fn server_settings_reach_start_and_are_all_serve_flags() {
         &mutate(&original, &cfg(Platform::Jupyterhub)),
     ));
     assert!(!argv.iter().any(|a| a == "--serve-arg"));
+}
+
+/// The value after `--metrics-listen` in the start argv.
+fn metrics_flag(p: &Pod) -> Option<String> {
+    let argv = post_start(p);
+    let i = argv.iter().position(|a| a == "--metrics-listen")?;
+    argv.get(i + 1).cloned()
+}
+
+fn metrics_port(p: &Pod) -> Option<i32> {
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    c.ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(names::PORT_METRICS))
+        .map(|p| p.container_port)
+}
+
+#[test]
+fn metrics_port_annotations_and_flag() {
+    let c = cfg(Platform::Jupyterhub);
+    let plain = jupyterhub("alice");
+    let out = apply(&plain, &mutate(&plain, &c));
+    assert_eq!(metrics_port(&out), Some(9122));
+    assert_eq!(metrics_flag(&out).as_deref(), Some("0.0.0.0:9122"));
+    assert_eq!(ann(&out, "prometheus.io/scrape"), Some("true"));
+    assert_eq!(ann(&out, "prometheus.io/port"), Some("9122"));
+    assert_eq!(ann(&out, "prometheus.io/path"), Some("/metrics"));
+
+    // An admin's prometheus.io annotation (even just one) is left alone; the port stays.
+    let mut own = jupyterhub("bob");
+    own.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("prometheus.io/scrape".into(), "false".into());
+    let out = apply(&own, &mutate(&own, &c));
+    assert_eq!(ann(&out, "prometheus.io/scrape"), Some("false"));
+    assert_eq!(ann(&out, "prometheus.io/port"), None);
+    assert_eq!(ann(&out, "prometheus.io/path"), None);
+    assert_eq!(metrics_port(&out), Some(9122));
+
+    // The port declared by another container: SSH without metrics, and a warning.
+    let mut taken = jupyterhub("carol");
+    taken.spec.as_mut().unwrap().containers.push(
+        serde_json::from_value(json!({
+            "name": "exporter", "image": "x",
+            "ports": [{ "containerPort": 9122 }],
+        }))
+        .unwrap(),
+    );
+    let m = mutate(&taken, &c);
+    expect_patch(&m);
+    assert!(
+        m.warnings().iter().any(|w| w.contains("without metrics")),
+        "{:?}",
+        m.warnings()
+    );
+    let out = apply(&taken, &m);
+    assert_eq!(ann(&out, names::STATUS), Some(names::STATUS_INJECTED));
+    assert_eq!(metrics_port(&out), None);
+    assert_eq!(metrics_flag(&out).as_deref(), Some("none"));
+    assert_eq!(ann(&out, "prometheus.io/scrape"), None);
+
+    // Turned off in the config; another port number reaches start.
+    let mut off = c.clone();
+    off.ports.metrics = None;
+    let out = apply(&plain, &mutate(&plain, &off));
+    assert_eq!(metrics_port(&out), None);
+    assert_eq!(metrics_flag(&out).as_deref(), Some("none"));
+    assert_eq!(ann(&out, "prometheus.io/scrape"), None);
+    let mut moved = c;
+    moved.ports.metrics = Some(9400);
+    let out = apply(&plain, &mutate(&plain, &moved));
+    assert_eq!(metrics_port(&out), Some(9400));
+    assert_eq!(metrics_flag(&out).as_deref(), Some("0.0.0.0:9400"));
+    assert_eq!(ann(&out, "prometheus.io/port"), Some("9400"));
 }

@@ -26,7 +26,11 @@ const EXPECTED: &[(&str, &str)] = &[
     ("edge-already-injected", "not injected (already-injected)"),
     ("edge-annotation-escaping", "injected"),
     ("edge-bare-generatename", "injected"),
+    // SSH without the metrics port (a sidecar has 9122), and without scrape annotations.
+    ("edge-metrics-port-taken", "injected"),
     ("edge-port-taken", "not injected (port-taken)"),
+    // The pod's own prometheus.io annotations are kept; the metrics port is added.
+    ("edge-prometheus-annotated", "injected"),
     ("edge-workload-deployment", "injected"),
     ("jupyterhub-alice", "injected"),
     ("jupyterhub-high-uid-readonly", "injected"),

@@ -58,6 +58,8 @@ pub mod flag {
     /// Where serve also writes its login audit lines: the container log, through the main
     /// process's stdout (start, serve).
     pub const AUDIT_LOG: &str = "audit-log";
+    /// Prometheus metrics listen address, or `off` (start, serve).
+    pub const METRICS_LISTEN: &str = "metrics-listen";
 }
 
 /// The session container's log as serve can reach it: PID 1's stdout.
@@ -140,6 +142,8 @@ pub struct Start {
     pub gateway_hub_user: Option<String>,
     /// Where login audit lines also go ([`CONTAINER_LOG`]).
     pub audit_log: Option<String>,
+    /// Metrics: `0.0.0.0:PORT`, `off`, or None for serve's default.
+    pub metrics_listen: Option<String>,
     /// Serve settings (a name of [`SERVE_SETTINGS`], its value) from the webhook's config.
     pub serve: Vec<(&'static str, u64)>,
     /// The container's own exec hook, run after the server is up.
@@ -192,6 +196,9 @@ impl Start {
         if let Some(a) = &self.audit_log {
             push(&mut v, flag::AUDIT_LOG, a);
         }
+        if let Some(m) = &self.metrics_listen {
+            push(&mut v, flag::METRICS_LISTEN, m);
+        }
         for (name, value) in &self.serve {
             push(&mut v, flag::SERVE_ARG, &format!("{name}={value}"));
         }
@@ -206,6 +213,14 @@ impl Start {
 /// `0.0.0.0:PORT`, or None for the default port (the argv then leaves the flag out).
 pub fn listen_all(port: u16) -> Option<String> {
     (port != names::DEFAULT_SSH_PORT).then(|| format!("0.0.0.0:{port}"))
+}
+
+/// The metrics listener for `ports.metrics`: `0.0.0.0:PORT`, or `none` for none (not `off`:
+/// `inject` writes YAML, and YAML 1.1 readers such as kubectl's read a bare `off` as
+/// `false`). Always explicit, so a session's port is the webhook's choice whatever serve's
+/// default.
+pub fn metrics_listen_all(port: Option<u16>) -> String {
+    port.map_or_else(|| "none".to_owned(), |p| format!("0.0.0.0:{p}"))
 }
 
 /// The TLS listener for `ports.sshTls`: `off` for none, None for the default port.
@@ -265,6 +280,7 @@ mod tests {
             gateway: Some(("ssh-ed25519 AAAA gw".into(), "0123abcd".into())),
             gateway_hub_user: Some("alice@x.org".into()),
             audit_log: None,
+            metrics_listen: Some(metrics_listen_all(Some(9122))),
             serve: vec![("detached-keep-secs", 600)],
             original_hook: vec!["sh".into(), "-c".into(), "echo hi".into()],
         };
@@ -285,6 +301,8 @@ mod tests {
                 "0123abcd",
                 "--gateway-hub-user",
                 "alice@x.org",
+                "--metrics-listen",
+                "0.0.0.0:9122",
                 "--serve-arg",
                 "detached-keep-secs=600",
                 "--",
@@ -296,5 +314,6 @@ mod tests {
         assert_eq!(listen_all(2222), None);
         assert_eq!(tls_listen_all(Some(names::DEFAULT_SSH_TLS_PORT)), None);
         assert_eq!(tls_listen_all(None).as_deref(), Some("off"));
+        assert_eq!(metrics_listen_all(None), "none");
     }
 }

@@ -14,6 +14,8 @@
 //!   and the decision what a key may do (init-sshd now, the gateway next);
 //! - `algorithms` (feature `ssh`): the SSH algorithms every endpoint of ours offers;
 //! - `grace` (features `ssh` and `net`): the login grace time of a russh server session;
+//! - `metrics` (feature `metrics`): Prometheus text and the `/metrics` responder of both SSH
+//!   servers;
 //! - `tcp` (feature `net`): the socket wrapper both SSH servers accept connections with;
 //! - `startups` (feature `net`): the table of connections not yet logged in, where a new
 //!   one evicts the oldest.
@@ -31,6 +33,8 @@ pub mod grace;
 pub mod keys;
 #[cfg(feature = "k8s")]
 pub mod login;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod names;
 #[cfg(feature = "k8s")]
 pub mod pod;

@@ -68,6 +68,8 @@ pub const INIT_CONTAINER: &str = "session-ssh-install";
 pub const PORT_SSH: &str = "session-ssh";
 /// Port name of SSH inside TLS.
 pub const PORT_SSH_TLS: &str = "session-ssh-tls";
+/// Port name of init-sshd's Prometheus metrics.
+pub const PORT_METRICS: &str = "session-ssh-met";
 
 /// Where the shared volume is mounted unless configured otherwise.
 pub const DEFAULT_DIR: &str = "/opt/session-ssh";
@@ -77,6 +79,8 @@ pub const HOST_KEY_MOUNT: &str = "/session-ssh-host-key";
 pub const DEFAULT_SSH_PORT: u16 = 2222;
 /// SSH-inside-TLS port in the pod.
 pub const DEFAULT_SSH_TLS_PORT: u16 = 2443;
+/// Prometheus metrics port of init-sshd in the pod.
+pub const DEFAULT_METRICS_PORT: u16 = 9122;
 
 /// Files in the shared directory (DIR), relative to it.
 pub mod file {

@@ -10,7 +10,7 @@
 //! session alive either.
 //!
 //! The channel I/O paths only store the time into an atomic ([`from_client`],
-//! [`to_client`]): nothing on a connection waits for the platform. One background task
+//! [`to_client`], which also count the bytes for `serve::metrics`): nothing on a connection waits for the platform. One background task
 //! ([`report`]) looks at it once per interval and sends at most one report then.
 //!
 //! Where to: JupyterHub, the way `jupyterhub-singleuser` does it (`JUPYTERHUB_ACTIVITY_URL`
@@ -64,14 +64,17 @@ pub struct Marks {
 /// The server's marks, set by every channel worker.
 pub static MARKS: Marks = Marks::new();
 
-/// Bytes from the client arrived on a counted channel.
-pub fn from_client() {
+/// `n` bytes from the client arrived on a counted channel (also the bytes metric: one
+/// hook where channel data is seen, for both).
+pub fn from_client(n: usize) {
     Marks::mark(&MARKS.from_client);
+    crate::serve::metrics::get().from_client(n);
 }
 
-/// Bytes went to the client on a counted channel.
-pub fn to_client() {
+/// `n` bytes went to the client on a counted channel.
+pub fn to_client(n: usize) {
     Marks::mark(&MARKS.to_client);
+    crate::serve::metrics::get().to_client(n);
 }
 
 /// Now in Unix seconds (0 before 1970: a broken clock reports nothing new).

@@ -7,6 +7,7 @@ pub mod channel;
 pub mod connctx;
 pub mod handler;
 pub mod keysync;
+pub mod metrics;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -112,6 +113,9 @@ pub struct ServeOpts {
     /// SSH activity reported to JupyterHub: --activity-interval-secs, --activity-counts.
     #[command(flatten)]
     pub activity: crate::serve::activity::ActivityOpts,
+    /// Prometheus metrics and /healthz: --metrics-listen.
+    #[command(flatten)]
+    pub metrics: crate::serve::metrics::MetricsOpts,
 }
 
 impl ServeOpts {
@@ -145,6 +149,7 @@ pub async fn run(opts: ServeOpts) -> Result<()> {
     );
     tracing::info!(listen = %local, host_key = %server.host_fp, max_connections = opts.max_connections, "serving");
     activity::spawn(&opts.activity);
+    metrics::spawn(&opts.metrics);
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     {
         // The TLS listener runs next to this one; its failures are only logged.
@@ -212,6 +217,8 @@ pub(crate) struct Accepted {
     info: Option<ConnInfo>,
     /// Its place under --max-connections, held until it ends.
     _slot: OwnedSemaphorePermit,
+    /// Counted as open until it ends.
+    _open: metrics::OpenConnection,
 }
 
 /// Bounds on the time before authentication: the grace time, the shorter time to the
@@ -250,6 +257,7 @@ impl Server {
                 )),
                 gateway: opts.gateway.trust(),
                 audit: opts.audit.open(),
+                max_auth_tries: opts.limits().max_auth_attempts,
             }),
             gate: LoginGate {
                 grace: Duration::from_secs(opts.login_grace_secs.max(1)),
@@ -272,6 +280,7 @@ impl Server {
             peer,
             info,
             _slot: slot,
+            _open: metrics::get().connection(),
         }
     }
 
@@ -288,6 +297,7 @@ impl Server {
         let (sock, cut) = Cuttable::new(sock);
         let (startup, evicted) = self.gate.startups.admit(id, cut.clone());
         for old in evicted {
+            metrics::get().startup_evicted();
             tracing::warn!(
                 conn = id,
                 evicted = old.id,
@@ -310,12 +320,14 @@ impl Server {
             }
             Err(_) => {
                 tracing::info!(conn = id, %peer, secs = version.as_secs(), "no SSH version line in time");
+                metrics::get().auth_failure(metrics::Reason::GraceTime);
                 return;
             }
         };
         let ended = grace::run(session, authed, deadline, cut, startup).await;
         if ended.grace_exceeded {
             tracing::info!(conn = id, %peer, grace_secs = grace.as_secs(), "login grace time exceeded");
+            metrics::get().auth_failure(metrics::Reason::GraceTime);
         }
         let result = ended.result;
         match result {

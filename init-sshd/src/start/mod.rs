@@ -51,6 +51,8 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Passed to `serve --tls-listen` when set.
     pub tls_listen: Option<crate::serve::tls::TlsListen>,
+    /// Passed to `serve --metrics-listen` when set.
+    pub metrics_listen: Option<session_ssh_contract::metrics::Listen>,
     /// How long to wait for serve to accept a TCP connection.
     pub wait: Duration,
     /// How long to wait for an entrypoint script to exec its program before the snapshot.
@@ -207,6 +209,18 @@ fn cloexec_inherited() {
     }
 }
 
+/// serve's optional listeners, as start was given them (unset: serve's defaults).
+fn listen_args(opts: &Options) -> Vec<String> {
+    let tls = opts.tls_listen.map(|t| (flag::TLS_LISTEN, t.to_string()));
+    let metrics = opts
+        .metrics_listen
+        .map(|m| (flag::METRICS_LISTEN, m.to_string()));
+    tls.into_iter()
+        .chain(metrics)
+        .flat_map(|(f, v)| [argv::long(f), v])
+        .collect()
+}
+
 /// Launch serve double-forked in a new session; returns its pid.
 fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
     let dir = &opts.dir;
@@ -247,9 +261,7 @@ fn launch(opts: &Options, snap: &envsnap::Snapshot) -> Result<u32> {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
     }
-    if let Some(t) = opts.tls_listen {
-        cmd.arg(argv::long(flag::TLS_LISTEN)).arg(t.to_string());
-    }
+    cmd.args(listen_args(opts));
     cmd.args(opts.gateway.args());
     cmd.args(opts.audit.args());
     for (name, value) in &opts.serve_args {

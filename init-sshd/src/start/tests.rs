@@ -136,6 +136,7 @@ fn launch_detaches_with_snapshot_env() {
         dir: dir.clone(),
         listen: "127.0.0.1:1".parse().unwrap(),
         tls_listen: None,
+        metrics_listen: None,
         wait: Duration::from_millis(10),
         env_wait: Duration::ZERO,
         log_max_bytes: 1 << 20,

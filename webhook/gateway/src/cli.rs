@@ -80,21 +80,8 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
-/// An address to listen on, or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listen(pub Option<SocketAddr>);
-
-impl std::str::FromStr for Listen {
-    type Err = String;
-    fn from_str(v: &str) -> Result<Listen, String> {
-        if v == "off" {
-            return Ok(Listen(None));
-        }
-        v.parse()
-            .map(|a| Listen(Some(a)))
-            .map_err(|e| format!("{v:?}: {e}"))
-    }
-}
+/// An address to listen on, or `off` (the same value as init-sshd's `--metrics-listen`).
+pub use session_ssh_contract::metrics::Listen;
 
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -24,6 +24,7 @@ impl Config {
             ports: Ports {
                 ssh: names::DEFAULT_SSH_PORT,
                 ssh_tls: Some(names::DEFAULT_SSH_TLS_PORT),
+                metrics: Some(names::DEFAULT_METRICS_PORT),
             },
             keys: keys(platform),
             ingress: ingress(),

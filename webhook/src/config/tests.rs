@@ -36,9 +36,11 @@ fn match_labels_are_replaced_not_merged() {
 
 #[test]
 fn null_disables_an_optional_default() {
-    let c = load("keys:\n  annotation: null\nports:\n  sshTls: null\n").unwrap();
+    let c = load("keys:\n  annotation: null\nports:\n  sshTls: null\n  metrics: null\n").unwrap();
     assert_eq!(c.keys.annotation, None);
     assert_eq!(c.ports.ssh_tls, None);
+    assert_eq!(c.ports.metrics, None);
+    assert_eq!(load("").unwrap().ports.metrics, Some(9122));
 }
 
 #[test]
@@ -79,6 +81,9 @@ fn semantic_errors_name_the_field() {
     let cases = [
         ("mountPath: relative/dir\n", "mountPath"),
         ("ports:\n  ssh: 2443\n", "ports.sshTls"),
+        ("ports:\n  metrics: 2222\n", "ports.metrics"),
+        ("ports:\n  metrics: 2443\n", "ports.metrics"),
+        ("ports:\n  metrics: 0\n", "ports.metrics"),
         ("keys:\n  files: [\"/a/../b\"]\n", "keys.files[0]"),
         (
             "keys:\n  userSecret: \"keys-{unclosed\"\n",
@@ -177,6 +182,7 @@ fn effective_yaml_lists_every_field_and_round_trips() {
             "ports:",
             "ssh:",
             "sshTls:",
+            "metrics:",
             "keys:",
             "files:",
             "userSecret:",

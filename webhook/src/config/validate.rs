@@ -62,6 +62,14 @@ fn init_container_and_ports(cfg: &Config) -> Check {
             "must be 1-65535 and differ from ports.ssh".into(),
         );
     }
+    if let Some(m) = cfg.ports.metrics
+        && (m == 0 || m == cfg.ports.ssh || Some(m) == cfg.ports.ssh_tls)
+    {
+        return err(
+            "ports.metrics",
+            "must be 1-65535 and differ from ports.ssh and ports.sshTls".into(),
+        );
+    }
     Ok(())
 }
 

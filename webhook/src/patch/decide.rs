@@ -37,6 +37,8 @@ pub struct Plan<'a> {
     pub info: Box<argv::Info>,
     /// The hub user whose hub-token logins the session accepts (`gateway.hubTokenLogin`).
     pub hub_user: Option<String>,
+    /// The server's metrics port and scrape annotations (None: no metrics).
+    pub metrics: Option<super::scrape::Scrape>,
 }
 
 /// The outcome of [`decide`].
@@ -138,6 +140,7 @@ pub fn decide<'a>(
         session_id,
         info,
         hub_user: hub_user(pod, cfg),
+        metrics: super::scrape::plan(pod, spec, cfg, warnings),
     })
 }
 

@@ -26,6 +26,9 @@ pub(super) fn injection(meta: &mut MetaOps, cfg: &Config, plan: &Plan<'_>) -> Ve
     if let Some(v) = &plan.session_id {
         meta.label(SESSION_ID, v);
     }
+    if let Some(s) = &plan.metrics {
+        super::scrape::annotate(meta, s);
+    }
     ops.append(&mut meta.ops);
     append_all(
         &mut ops,
@@ -99,6 +102,7 @@ fn session_container(ops: &mut Vec<PatchOperation>, cfg: &Config, plan: &Plan<'_
     if let Some(tls) = cfg.ports.ssh_tls {
         ports.push(json!({ "name": PORT_SSH_TLS, "containerPort": tls, "protocol": "TCP" }));
     }
+    ports.extend(plan.metrics.as_ref().map(super::scrape::container_port));
     append_all(
         ops,
         &[&base[..], &["ports"]].concat(),
@@ -239,6 +243,7 @@ fn post_start_command(session: &Container, cfg: &Config, plan: &Plan) -> Vec<Str
             .map(|(ca, id)| (ca.trim().to_owned(), id.to_owned())),
         gateway_hub_user: plan.hub_user.clone(),
         audit_log: Some(argv::CONTAINER_LOG.to_owned()),
+        metrics_listen: Some(argv::metrics_listen_all(plan.metrics.map(|s| s.port))),
         serve: cfg.server.serve_args(),
         original_hook,
     }

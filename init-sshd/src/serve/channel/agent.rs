@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::serve::channel::forward::{Counted, copy_bidi};
 use crate::serve::connctx::ConnCtx;
+use crate::serve::metrics;
 
 /// Longest base directory we try; sun_path holds 108 bytes with the NUL.
 const MAX_DIR_LEN: usize = 64;
@@ -75,7 +76,10 @@ impl AgentForward {
                 let gone = gone.clone();
                 tokio::spawn(async move {
                     match handle.channel_open_agent().await {
-                        Ok(ch) => copy_bidi(ch, stream, gone, Counted::No).await,
+                        Ok(ch) => {
+                            let _open = metrics::get().channel(metrics::Channel::Agent);
+                            copy_bidi(ch, stream, gone, Counted::No).await
+                        }
                         Err(e) => tracing::info!(conn, error = %e, "client refused agent channel"),
                     }
                 });

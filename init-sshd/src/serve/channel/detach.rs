@@ -134,7 +134,7 @@ async fn pump(m: Arc<pty::Master>, ring: Arc<Ring>, exit: Arc<PtyExit>) {
 /// The attached client's output: the ring, as the client's window allows.
 async fn write_out(ring: Arc<Ring>, out: Arc<russh::ChannelWriteHalf<russh::server::Msg>>) -> bool {
     while let Some(chunk) = ring.next(READ_CHUNK).await {
-        crate::serve::activity::to_client();
+        crate::serve::activity::to_client(chunk.len());
         if out.data_bytes(chunk).await.is_err() {
             return false;
         }

@@ -315,7 +315,7 @@ pub async fn input_loop(mut read: ChannelReadHalf, mut input: Input, pgid: Pid) 
         match msg {
             ChannelMsg::Data { data } => {
                 if !data.is_empty() {
-                    activity::from_client();
+                    activity::from_client(data.len());
                 }
                 match &mut input {
                     Input::Pipe(stdin) => {
@@ -395,7 +395,7 @@ async fn pump<R: AsyncRead + Unpin>(
 }
 
 async fn send(w: &ChannelWriteHalf<Msg>, ext: Option<u32>, chunk: Bytes) -> io::Result<()> {
-    activity::to_client();
+    activity::to_client(chunk.len());
     let r = match ext {
         None => w.data_bytes(chunk).await,
         Some(e) => w.extended_data_bytes(e, chunk).await,

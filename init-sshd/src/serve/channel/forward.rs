@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::serve::activity;
 use crate::serve::connctx::ConnCtx;
+use crate::serve::metrics;
 
 /// Errors of forwarding.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,7 @@ pub fn direct_tcpip(
         match connect_tcp(&host, port).await {
             Ok(sock) => {
                 reply.accept().await;
+                let _open = metrics::get().channel(metrics::Channel::DirectTcpip);
                 copy_bidi(channel, sock, gone, Counted::Yes).await;
                 tracing::debug!(conn, host, port, "direct-tcpip closed");
             }
@@ -95,6 +97,7 @@ pub fn direct_streamlocal(
         match UnixStream::connect(&path).await {
             Ok(sock) => {
                 reply.accept().await;
+                let _open = metrics::get().channel(metrics::Channel::DirectStreamlocal);
                 copy_bidi(channel, sock, gone, Counted::Yes).await;
                 tracing::debug!(conn, path = %path.display(), "direct-streamlocal closed");
             }
@@ -133,7 +136,7 @@ pub async fn copy_bidi<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             match msg {
                 ChannelMsg::Data { data } if open => {
                     if counted && !data.is_empty() {
-                        activity::from_client();
+                        activity::from_client(data.len());
                     }
                     // On a write error keep draining so the connection flows.
                     open = sock_write.write_all(&data).await.is_ok();
@@ -154,9 +157,9 @@ pub async fn copy_bidi<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             buf.reserve(BUF);
             match sock_read.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {
+                Ok(n) => {
                     if counted {
-                        activity::to_client();
+                        activity::to_client(n);
                     }
                     if ch_write.data_bytes(buf.split().freeze()).await.is_err() {
                         return;
@@ -241,7 +244,10 @@ impl RemoteForwards {
                         )
                         .await
                     {
-                        Ok(ch) => copy_bidi(ch, sock, gone, Counted::Yes).await,
+                        Ok(ch) => {
+                            let _open = metrics::get().channel(metrics::Channel::ForwardedTcpip);
+                            copy_bidi(ch, sock, gone, Counted::Yes).await
+                        }
                         Err(e) => {
                             tracing::info!(conn, error = %e, "client refused forwarded-tcpip")
                         }

@@ -21,6 +21,7 @@ use crate::serve::channel::detach::{Keep, Registry, attach};
 use crate::serve::channel::exec::{Launch, Program, PtyRequest};
 use crate::serve::channel::forward::RemoteForwards;
 use crate::serve::connctx::ConnCtx;
+use crate::serve::metrics::{self, Method};
 use crate::user::User;
 use session_ssh_contract::keys::{Decision, Permissions};
 
@@ -36,6 +37,8 @@ pub struct Shared {
     pub gateway: Option<super::passport::Trust>,
     /// Login audit lines in the container log.
     pub audit: crate::serve::audit::Audit,
+    /// Refused authentication requests after which russh closes a connection.
+    pub max_auth_tries: usize,
 }
 
 /// A session channel between open and its exec/shell/subsystem request.
@@ -64,6 +67,14 @@ pub struct Conn {
     /// One clone per running session process or SFTP server of this
     /// connection, to cap them like OpenSSH's MaxSessions.
     pub(super) live: Arc<()>,
+    /// Refused authentication requests so far (the `none` probe included, as russh counts).
+    pub(super) tries: usize,
+    /// The method of the last attempt: a connection that ends without a login is a refused
+    /// login of this method.
+    pub(super) last_method: Option<Method>,
+    /// The open session channels, by kind, for the metrics (forwards and agent channels
+    /// are counted by their workers, once connected).
+    pub(super) channels: HashMap<ChannelId, metrics::OpenChannel>,
 }
 
 /// Session channels per connection (OpenSSH MaxSessions is 10; VS Code and
@@ -89,7 +100,24 @@ impl Conn {
             remote: RemoteForwards::default(),
             gone: watch::channel(()).0,
             live: Arc::new(()),
+            tries: 0,
+            last_method: None,
+            channels: HashMap::new(),
         }
+    }
+
+    /// Channel `id` is open as `kind` now (a session channel changes kind on its request).
+    pub(super) fn opened(&mut self, id: ChannelId, kind: metrics::Channel) {
+        self.channels.insert(id, metrics::get().channel(kind));
+    }
+
+    /// A key offered without a signature is refused (a probe: no audit line, the client may
+    /// go on with another key).
+    pub(super) fn refuse_offer(&mut self, reason: &str) -> Auth {
+        self.tries += 1;
+        self.last_method = Some(Method::Publickey);
+        metrics::get().auth_failure(metrics::Reason::of(reason));
+        Auth::reject()
     }
 
     /// What this connection's channel workers are given.
@@ -117,7 +145,9 @@ impl Conn {
         keys.authorize_key(key, self.peer().map(|p| p.ip()), SystemTime::now())
     }
 
-    pub(super) fn accept(&mut self, user: &str, perms: Permissions, kind: &str) -> Auth {
+    pub(super) fn accept(&mut self, user: &str, perms: Permissions, method: Method) -> Auth {
+        let kind = method.as_str();
+        metrics::get().login(true, method);
         tracing::info!(
             conn = self.id,
             user,
@@ -140,13 +170,23 @@ impl Conn {
             detail: &format!("{kind} {}", perms.source),
         });
         self.ssh_user = user.to_owned();
+        self.last_method = Some(method);
         self.perms = Some(perms);
         self.authenticated.send_replace(true);
         Auth::Accept
     }
 
-    pub(super) fn reject(&self, user: &str, fingerprint: &str, reason: &str) -> Auth {
-        tracing::info!(conn = self.id, user, peer = %self.peer_str(), fingerprint, reason, "key rejected");
+    pub(super) fn reject(
+        &mut self,
+        user: &str,
+        fingerprint: &str,
+        reason: &str,
+        method: Method,
+    ) -> Auth {
+        tracing::info!(conn = self.id, user, peer = %self.peer_str(), fingerprint, reason, method = method.as_str(), "key rejected");
+        self.tries += 1;
+        self.last_method = Some(method);
+        metrics::get().auth_failure(metrics::Reason::of(reason));
         self.shared.audit.login(&Login {
             outcome: "refused",
             conn: self.id,
@@ -190,6 +230,7 @@ impl Conn {
         {
             tracing::info!(conn = self.id, channel = %id, kind = "attach", "channel");
             attach::start(channel, which, pty, keep, self.ctx(session));
+            self.opened(id, metrics::Channel::Attach);
             return true;
         }
         let env_inputs = EnvInputs {
@@ -200,6 +241,10 @@ impl Conn {
             original_command: original.as_deref(),
         };
         let env = policy::session_env(&self.shared.user, self.info.as_ref(), &env_inputs);
+        let counted = match program {
+            Program::LoginShell => metrics::Channel::Shell,
+            Program::Command(_) => metrics::Channel::Exec,
+        };
         let kind = match (&program, pty.is_some()) {
             (Program::LoginShell, true) => "shell-pty",
             (Program::LoginShell, false) => "shell",
@@ -216,7 +261,10 @@ impl Conn {
             keep: Some(keep),
         };
         match crate::serve::channel::exec::start(channel, launch) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.opened(id, counted);
+                true
+            }
             Err(e) => {
                 tracing::warn!(conn = self.id, channel = %id, error = %e, "session start failed");
                 false
@@ -226,6 +274,24 @@ impl Conn {
 
     pub(super) fn forwarding_allowed(&self) -> bool {
         self.perms.as_ref().is_some_and(|p| p.port_forwarding)
+    }
+}
+
+impl Drop for Conn {
+    /// The end of a connection that tried keys and never logged in: a refused login, and
+    /// one that used up its tries is also an authentication failure of its own.
+    fn drop(&mut self) {
+        if self.perms.is_some() {
+            return;
+        }
+        let Some(method) = self.last_method else {
+            return;
+        };
+        let m = metrics::get();
+        m.login(false, method);
+        if self.tries >= self.shared.max_auth_tries {
+            m.auth_failure(metrics::Reason::TooManyTries);
+        }
     }
 }
 

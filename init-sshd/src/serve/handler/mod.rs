@@ -23,6 +23,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, Pty};
 
 use crate::serve::channel::agent::AgentForward;
 use crate::serve::channel::exec::PtyRequest;
+use crate::serve::metrics::{Channel as ChannelKind, Method};
 pub use conn::{Conn, Shared};
 use conn::{MAX_SESSIONS, PendingSession, fingerprint, reply};
 use session_ssh_contract::keys::Decision;
@@ -40,6 +41,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Handler for Conn {
     type Error = Error;
 
+    /// The client's `none` probe: refused, and counted as russh counts it toward
+    /// --max-auth-tries.
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth> {
+        self.tries += 1;
+        Ok(Auth::reject())
+    }
+
     async fn auth_publickey_offered(
         &mut self,
         user: &str,
@@ -50,6 +58,7 @@ impl Handler for Conn {
                 user,
                 &fingerprint(offer.public_key),
                 "signature algorithm not allowed",
+                Method::Publickey,
             ));
         }
         // A certificate's key is offered as a plain key here; russh cannot tell
@@ -61,7 +70,7 @@ impl Handler for Conn {
         }
         Ok(match self.decide_key(offer.public_key) {
             Decision::Accept(_) => Auth::Accept,
-            Decision::Reject(_) => Auth::reject(),
+            Decision::Reject(reason) => self.refuse_offer(&reason),
         })
     }
 
@@ -71,11 +80,17 @@ impl Handler for Conn {
                 user,
                 &fingerprint(key.public_key),
                 "signature algorithm not allowed",
+                Method::Publickey,
             ));
         }
         Ok(match self.decide_key(key.public_key) {
-            Decision::Accept(perms) => self.accept(user, perms, "publickey"),
-            Decision::Reject(reason) => self.reject(user, &fingerprint(key.public_key), &reason),
+            Decision::Accept(perms) => self.accept(user, perms, Method::Publickey),
+            Decision::Reject(reason) => self.reject(
+                user,
+                &fingerprint(key.public_key),
+                &reason,
+                Method::Publickey,
+            ),
         })
     }
 
@@ -99,11 +114,14 @@ impl Handler for Conn {
             return Ok(match decision {
                 Decision::Accept(perms) => {
                     tracing::info!(conn = self.id, via = %via, "through the gateway");
-                    self.accept(user, perms, "gateway")
+                    self.accept(user, perms, Method::Gateway)
                 }
-                Decision::Reject(reason) => {
-                    self.reject(user, &fp, &format!("gateway: {reason} ({via})"))
-                }
+                Decision::Reject(reason) => self.reject(
+                    user,
+                    &fp,
+                    &format!("gateway: {reason} ({via})"),
+                    Method::Gateway,
+                ),
             });
         }
         Ok(
@@ -120,9 +138,9 @@ impl Handler for Conn {
                         serial = certificate.serial(),
                         "certificate"
                     );
-                    self.accept(user, perms, "certificate")
+                    self.accept(user, perms, Method::Certificate)
                 }
-                Decision::Reject(reason) => self.reject(user, &fp, &reason),
+                Decision::Reject(reason) => self.reject(user, &fp, &reason, Method::Certificate),
             },
         )
     }
@@ -151,12 +169,14 @@ impl Handler for Conn {
                 ..Default::default()
             },
         );
+        self.opened(id, ChannelKind::Session);
         reply.accept().await;
         Ok(())
     }
 
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<()> {
         self.sessions.remove(&channel);
+        self.channels.remove(&channel);
         Ok(())
     }
 
@@ -274,6 +294,7 @@ impl Handler for Conn {
                         self.ctx(session),
                         self.shared.user.home.clone(),
                     );
+                    self.opened(channel, ChannelKind::Sftp);
                     true
                 }
                 None => false,

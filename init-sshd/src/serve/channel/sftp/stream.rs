@@ -62,7 +62,7 @@ impl<S: AsyncRead + Unpin + Send + 'static> AsyncRead for SftpStream<S> {
             Some(s) => {
                 let r = Pin::new(s).poll_read(cx, buf);
                 if buf.filled().len() > before {
-                    crate::serve::activity::from_client();
+                    crate::serve::activity::from_client(buf.filled().len() - before);
                 }
                 r
             }
@@ -83,8 +83,10 @@ impl<S: AsyncWrite + Unpin + Send + 'static> AsyncWrite for SftpStream<S> {
         match self.inner.as_mut() {
             Some(s) => {
                 let r = Pin::new(s).poll_write(cx, buf);
-                if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-                    crate::serve::activity::to_client();
+                if let Poll::Ready(Ok(n)) = &r
+                    && *n > 0
+                {
+                    crate::serve::activity::to_client(*n);
                 }
                 r
             }

@@ -466,18 +466,16 @@ pub struct Quantities {
     pub memory: Option<String>,
 }
 
-/// Ports added to the session container (named `session-ssh`, `session-ssh-tls` and
-/// `session-ssh-met`).
+/// Ports added to the session container (`session-ssh`, `session-ssh-tls`, `-met`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Ports {
     /// Plain SSH port in the pod. Default 2222 (what `init-sshd serve` listens on).
     pub ssh: u16,
-    /// Port reserved for SSH inside TLS (SNI routing through an ingress). Default 2443;
-    /// null leaves it out.
+    /// SSH inside TLS (SNI routing through an ingress). Default 2443; null: none.
     pub ssh_tls: Option<u16>,
-    /// The SSH server's Prometheus metrics (GET /metrics; a pod already using the port gets
-    /// SSH without them; `prometheus.io/*` unless the pod has its own). Default 9122; null: off.
+    /// Prometheus /metrics of the SSH server (left out where the pod uses the port;
+    /// `prometheus.io/*` unless the pod has its own). Default 9122; null: off.
     pub metrics: Option<u16>,
 }
 

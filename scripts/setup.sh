@@ -4,7 +4,8 @@
 # the PyPI tools in .venv. Idempotent; safe to re-run.
 #
 #   scripts/setup.sh          demo needs only (packages + musl + russh patch)
-#   scripts/setup.sh --tests  also the test tools (PyPI venv, sshd, nginx, buildah...)
+#   scripts/setup.sh --tests  also the test tools (PyPI venv, sshd, nginx, buildah,
+#                             nightly + cargo-fuzz...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,13 @@ if $with_tests; then
         command -v npm >/dev/null || sudo_ env DEBIAN_FRONTEND=noninteractive \
             apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends npm >/dev/null
         npm install --silent --no-audit --no-fund --prefix .venv/chp configurable-http-proxy@4
+    fi
+    # Fuzzing (scripts/fuzz.sh): cargo-fuzz needs a nightly toolchain (sanitizer flags).
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+        rustup toolchain install nightly --profile minimal
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        cargo install cargo-fuzz --locked
     fi
 fi
 echo "setup: done"

@@ -40,7 +40,16 @@ pub enum Wire {
 pub async fn sniff(sock: &TcpStream) -> Wire {
     let mut b = [0u8; 1];
     match tokio::time::timeout(SNIFF, sock.peek(&mut b)).await {
-        Ok(Ok(1)) if b[0] == TLS_HANDSHAKE => Wire::Tls,
+        Ok(Ok(n)) => classify(&b[..n]),
+        _ => Wire::Ssh,
+    }
+}
+
+/// What the first bytes a client sent say it speaks (none yet: SSH, whose clients may
+/// wait for the server's version line). Pure, so the fuzz target `demux` drives it too.
+pub fn classify(first: &[u8]) -> Wire {
+    match first.first() {
+        Some(&TLS_HANDSHAKE) => Wire::Tls,
         _ => Wire::Ssh,
     }
 }
@@ -75,4 +84,21 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_byte_decides() {
+        assert_eq!(classify(&[]), Wire::Ssh, "a silent client gets SSH first");
+        assert_eq!(classify(b"SSH-2.0-OpenSSH_9.6\r\n"), Wire::Ssh);
+        assert_eq!(classify(&[0x16, 0x03, 0x01, 0x02, 0x00]), Wire::Tls);
+        assert_eq!(
+            classify(&[0x17, 0x03, 0x03]),
+            Wire::Ssh,
+            "only a handshake starts TLS"
+        );
+    }
 }

@@ -93,16 +93,6 @@ pub fn start(channel: Channel<Msg>, ctx: ConnCtx, home: PathBuf) {
         gone,
         live,
     } = ctx;
-    let handler = Sftp {
-        home,
-        conn,
-        handles: HashMap::new(),
-        next: 0,
-    };
-    let cfg = russh_sftp::server::Config {
-        // Room for a 255 KiB write plus header (OpenSSH's client max).
-        max_client_packet_len: 512 * 1024,
-    };
     let id = channel.id();
     let stream = SftpStream {
         inner: Some(channel.into_stream()),
@@ -113,7 +103,28 @@ pub fn start(channel: Channel<Msg>, ctx: ConnCtx, home: PathBuf) {
         end: Some((handle, id)),
         _live: live,
     };
-    tokio::spawn(russh_sftp::server::run_with_config(stream, handler, cfg));
+    tokio::spawn(serve(stream, home, conn));
+}
+
+/// The SFTP server on any byte stream: russh-sftp's packet framing and request decoding,
+/// then this module's handler. `start` gives it the channel; the fuzz target
+/// `sftp_request` an in-memory pipe. The server loop runs as its own task (russh-sftp
+/// spawns it) until the stream ends.
+pub async fn serve<S>(stream: S, home: PathBuf, conn: u64)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let handler = Sftp {
+        home,
+        conn,
+        handles: HashMap::new(),
+        next: 0,
+    };
+    let cfg = russh_sftp::server::Config {
+        // Room for a 255 KiB write plus header (OpenSSH's client max).
+        max_client_packet_len: 512 * 1024,
+    };
+    russh_sftp::server::run_with_config(stream, handler, cfg).await;
 }
 
 /// Resolve a client path: relative to home, "" and "." mean home.

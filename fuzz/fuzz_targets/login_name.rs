@@ -12,7 +12,12 @@ use libfuzzer_sys::fuzz_target;
 use session_ssh_gateway::index::{Index, Route};
 use session_ssh_gateway::route::{self, Preset};
 
-const PRESETS: [Preset; 4] = [Preset::Jupyterhub, Preset::Renku, Preset::Kubeflow, Preset::Generic];
+const PRESETS: [Preset; 4] = [
+    Preset::Jupyterhub,
+    Preset::Renku,
+    Preset::Kubeflow,
+    Preset::Generic,
+];
 
 fn pod(user: &str, server: &str) -> Pod {
     let annotations = BTreeMap::from([
@@ -20,11 +25,15 @@ fn pod(user: &str, server: &str) -> Pod {
         ("hub.jupyter.org/servername".to_owned(), server.to_owned()),
         (
             "session-ssh.io/host-public-key".to_owned(),
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".to_owned(),
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+                .to_owned(),
         ),
     ]);
     let labels = BTreeMap::from([
-        ("session-ssh.io/session-id".to_owned(), "0123456789abcdef".to_owned()),
+        (
+            "session-ssh.io/session-id".to_owned(),
+            "0123456789abcdef".to_owned(),
+        ),
         ("notebook-name".to_owned(), user.to_owned()),
     ]);
     Pod {
@@ -56,7 +65,11 @@ fuzz_target!(|data: &[u8]| {
     for preset in PRESETS {
         if let Some(n) = route::normalize(login, preset) {
             assert!(!n.is_empty());
-            assert_eq!(route::normalize(&n, preset).as_deref(), Some(n.as_str()), "idempotent");
+            assert_eq!(
+                route::normalize(&n, preset).as_deref(),
+                Some(n.as_str()),
+                "idempotent"
+            );
         }
         let p = pod(user, server);
         let names = route::names(&p, preset);
@@ -71,7 +84,10 @@ fuzz_target!(|data: &[u8]| {
         // Any other login reaches it only when it normalizes to one of its names.
         if let Route::Session(_) = index.lookup(login) {
             let n = route::normalize(login, preset).expect("a found login normalizes");
-            assert!(names.contains(&n), "{preset:?}: {login:?} reached a pod named {names:?}");
+            assert!(
+                names.contains(&n),
+                "{preset:?}: {login:?} reached a pod named {names:?}"
+            );
         }
     }
 });

@@ -599,6 +599,9 @@ check_session() {
 
     # ssh through kubectl port-forward, the published host key pinned for that address.
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # (the log of an earlier call says "Forwarding" too: gone first, so the wait below
+    # cannot see it before this port-forward has truncated the file)
+    rm -f "$TMP/pf.log"
     kubectl -n "$NS" port-forward --address 127.0.0.1 "pod/$pod" "$port:2222" >"$TMP/pf.log" 2>&1 &
     PF_PID="$PF_PID $!"
     wait_for "port-forward 127.0.0.1:$port -> $pod:2222" grep -q Forwarding "$TMP/pf.log"

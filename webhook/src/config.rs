@@ -147,8 +147,7 @@ pub struct Server {
     pub version_timeout_seconds: Option<u64>,
     /// Seconds between re-reads of the key sources (default 20; 0: never).
     pub keys_refresh_seconds: Option<u64>,
-    /// Seconds between SSH activity reports to JupyterHub, at most one per interval and
-    /// none while nothing moves (default 60; 0: never report).
+    /// Seconds between SSH activity reports to JupyterHub (default 60; 0: never).
     pub activity_interval_seconds: Option<u64>,
 }
 
@@ -474,8 +473,7 @@ pub struct Ports {
     pub ssh: u16,
     /// SSH inside TLS (SNI routing through an ingress). Default 2443; null: none.
     pub ssh_tls: Option<u16>,
-    /// Prometheus /metrics of the SSH server (left out where the pod uses the port;
-    /// `prometheus.io/*` unless the pod has its own). Default 9122; null: off.
+    /// Prometheus /metrics of the SSH server (default 9122; null: off).
     pub metrics: Option<u16>,
 }
 

@@ -44,6 +44,8 @@
 # Pod Security restricted) as a pod, with a verdict line each; exits 1 while one is broken.
 # --bench: create->Ready p50/p95 with and without injection (NODE_BENCH_N pairs, default
 # 10), the SSH server's RSS/CPU idle and during NODE_BENCH_MIB (1024) MiB up and down.
+# --hub-bench: the same for servers KubeSpawner makes through the hub (NODE_BENCH_N, default
+# 20, of each: profiles "ssh" and "nossh"), from the REST API's POST to the pod's Ready.
 # --demo: scripts/demo.sh --cluster (a hub on 127.0.0.1:8000 for a person; DEMO_MINUTES).
 # Exits 0 only when every check holds; each prints "ok   ..." or "FAIL ...".
 # Env: NODE_E2E_TIMEOUT (seconds per wait, default 180), KEEP_CLUSTER=1.
@@ -57,11 +59,12 @@ POD=jupyter-alice
 MODE=pod
 case ${1:-} in
     --hub) MODE=hub ;;
+    --hub-bench) MODE=hub HUB_BENCH=1 ;;
     --bench) MODE=bench ;;
     --first-law) MODE=firstlaw ;;
     --demo) MODE=demo ;;
     "") ;;
-    *) echo "usage: $0 [--hub | --bench | --first-law | --demo]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--hub | --hub-bench | --bench | --first-law | --demo]" >&2; exit 2 ;;
 esac
 NODE_IP=${CLUSTER_NODE_IP:-10.250.0.1}
 HUB_DIR=$ROOT/.work/hub
@@ -227,6 +230,17 @@ hub_deps() {
     fi
 }
 
+# --hub-bench: the hub offers two profiles, with and without SSH (run_hub_bench).
+HUB_EXTRA_CONFIG=$(cat <<'PY'
+c.KubeSpawner.profile_list = [
+    {"display_name": "with SSH", "slug": "ssh", "default": True},
+    {"display_name": "without SSH", "slug": "nossh", "kubespawner_override": {"extra_labels": {
+        "hub.jupyter.org/network-access-hub": "true", "session-ssh.io/inject": "false"}}},
+]
+PY
+)
+[ "${HUB_BENCH:-0}" = 1 ] || HUB_EXTRA_CONFIG=""
+
 hub_api() { # METHOD PATH [JSON]
     curl -sf -X "$1" -H "Authorization: token $HUB_TOKEN" ${3:+-d "$3"} "http://127.0.0.1:8000/hub/api$2"
 }
@@ -268,6 +282,7 @@ c.KubeSpawner.start_timeout = $TIMEOUT
 c.KubeSpawner.http_timeout = $TIMEOUT
 c.KubeSpawner.events_enabled = True
 c.KubeSpawner.extra_labels = {"hub.jupyter.org/network-access-hub": "true"}
+${HUB_EXTRA_CONFIG:-}
 PYEOF
     (cd "$HUB_DIR/run" && KUBECONFIG=$KUBECONFIG_FILE exec "$HUB_DIR/venv/bin/jupyterhub" \
         -f "$HUB_DIR/run/jupyterhub_config.py" >"$HUB_DIR/run/hub.log" 2>&1) &
@@ -968,6 +983,50 @@ run_bench() {
     echo "BENCH   container cgroup memory now $(( $(cat "$memcg/memory.usage_in_bytes") / 1048576 )) MiB, peak since reset $(( $(cat "$memcg/memory.max_usage_in_bytes") / 1048576 )) MiB"
 }
 
+# --- --hub-bench: create -> Ready of servers that KubeSpawner makes through the hub ----------
+# Alice's named servers b1..bN started by the hub's REST API, alternately with the profile
+# "ssh" (injected) and "nossh" (KubeSpawner adds session-ssh.io/inject: "false"), one at a
+# time; each is timed from the POST to its pod's Ready condition, then stopped and removed.
+
+hub_bench_one() { # NAME PROFILE: milliseconds from the POST to the pod's Ready
+    local name=$1 profile=$2 pod=jupyter-alice--$1 t0 t1 post init
+    t0=$(now_ms)
+    hub_api POST "/users/alice/servers/$name" "{\"profile\": \"$profile\"}" >/dev/null &
+    post=$!
+    pod_made() { kubectl -n "$NS" get pod "$pod" >/dev/null 2>&1; }
+    wait_for "KubeSpawner creates $pod" pod_made
+    kubectl -n "$NS" wait --for=condition=Ready "pod/$pod" --timeout="${TIMEOUT}s" >/dev/null || fail "$pod not Ready"
+    t1=$(now_ms)
+    wait "$post" || fail "hub API: POST /users/alice/servers/$name"
+    init=$(kubectl -n "$NS" get pod "$pod" -o jsonpath='{.spec.initContainers[*].name}')
+    if [ "$profile" = ssh ]; then [ "$init" = session-ssh-install ] || fail "$pod not injected"; else [ -z "$init" ] || fail "$pod injected"; fi
+    hub_api DELETE "/users/alice/servers/$name" '{"remove": true}' >/dev/null || fail "hub API: DELETE server $name"
+    kubectl -n "$NS" wait --for=delete "pod/$pod" --timeout="${TIMEOUT}s" >/dev/null 2>&1 || true
+    echo $((t1 - t0))
+}
+
+run_hub_bench() {
+    local n=${NODE_BENCH_N:-20} i ms p50a p95a p50b p95b
+    : >"$TMP/hub-plain.ms"
+    : >"$TMP/hub-inject.ms"
+    # Warm both paths once, not counted.
+    hub_bench_one warm1 nossh >/dev/null
+    hub_bench_one warm2 ssh >/dev/null
+    for i in $(seq 1 "$n"); do
+        ms=$(hub_bench_one "p$i" nossh)
+        echo "$ms" >>"$TMP/hub-plain.ms"
+        ms=$(hub_bench_one "s$i" ssh)
+        echo "$ms" >>"$TMP/hub-inject.ms"
+        log "pair $i: without $(tail -n 1 "$TMP/hub-plain.ms") ms, with $ms ms"
+    done
+    p50a=$(pctl 50 "$TMP/hub-plain.ms"); p95a=$(pctl 95 "$TMP/hub-plain.ms")
+    p50b=$(pctl 50 "$TMP/hub-inject.ms"); p95b=$(pctl 95 "$TMP/hub-inject.ms")
+    echo "BENCH hub POST -> pod Ready, n=$n servers each (KubeSpawner through JupyterHub, alternating, same node):"
+    echo "BENCH   without injection: p50 ${p50a} ms  p95 ${p95a} ms  (all: $(sort -n "$TMP/hub-plain.ms" | tr '\n' ' '))"
+    echo "BENCH   with injection:    p50 ${p50b} ms  p95 ${p95b} ms  (all: $(sort -n "$TMP/hub-inject.ms" | tr '\n' ' '))"
+    echo "BENCH   overhead:          p50 +$((p50b - p50a)) ms  p95 +$((p95b - p95a)) ms"
+}
+
 # --- --first-law: what each bad environment does to a session on this node ------------------
 # observe POD: wait up to FIRST_LAW_WAIT seconds for Ready, then print one line of what the
 # kubelet did: phase, Ready, the init and session containers' states, restarts, hook events.
@@ -1169,6 +1228,12 @@ if [ "$MODE" = bench ]; then
     SSHC=(ssh -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
         -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10)
     run_bench
+    log "benchmark done"
+    exit 0
+fi
+
+if [ "${HUB_BENCH:-0}" = 1 ]; then
+    run_hub_bench
     log "benchmark done"
     exit 0
 fi

@@ -97,21 +97,26 @@ impl SniRouter {
     /// Write the config, check it with `nginx -t`, start nginx in the foreground and wait
     /// until it accepts.
     pub fn start(routes: &[(&str, u16)]) -> SniRouter {
-        Self::start_with(|dir, port| config(dir, port, routes))
+        Self::start_with(None, |dir, port| config(dir, port, routes))
+    }
+
+    /// The same on 127.0.0.1:`port` (443: what the README's `-connect %h:443` reaches).
+    pub fn start_on(port: u16, routes: &[(&str, u16)]) -> SniRouter {
+        Self::start_with(Some(port), |dir, port| config(dir, port, routes))
     }
 
     /// A TCP load balancer over `backends` (see [`balancer_config`]).
     pub fn balancer(backends: &[u16]) -> SniRouter {
-        Self::start_with(|dir, port| balancer_config(dir, port, backends))
+        Self::start_with(None, |dir, port| balancer_config(dir, port, backends))
     }
 
-    fn start_with(make: impl FnOnce(&Path, u16) -> String) -> SniRouter {
+    fn start_with(port: Option<u16>, make: impl FnOnce(&Path, u16) -> String) -> SniRouter {
         let tmp = tempfile::Builder::new()
             .prefix("sni-router-")
             .tempdir()
             .expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let port = net::free_port();
+        let port = port.unwrap_or_else(net::free_port);
         let conf = dir.join("nginx.conf");
         fs::write(&conf, make(&dir, port)).expect("write nginx.conf");
         let base = |c: &mut Command| {

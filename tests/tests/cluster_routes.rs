@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
 };
-use serde::Deserialize;
+use session_ssh_tests::cluster::crds::{apply_crd, install_route_crds};
 use session_ssh_tests::cluster::webhook::{Platform, Tls, WebhookCluster, is_injected};
 use session_ssh_tests::cluster::{self, wait_for};
 
@@ -400,59 +400,6 @@ async fn nodeport_mode_and_back_to_clusterip() {
             Ok((annotation(&p, "session-ssh.io/ssh-host") == Some(want)
                 && annotation(&p, "session-ssh.io/ssh-port").as_deref() == Some("22"))
             .then_some(()))
-        }
-    })
-    .await
-    .unwrap();
-}
-
-/// Installs the route CRDs the SNI modes use (test data from their Go modules).
-async fn install_route_crds(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    let dir = session_ssh_tests::repo_root().join("tests/data/crds");
-    for file in [
-        "gateway.networking.k8s.io_tlsroutes.yaml",
-        "traefik.io_ingressroutetcps.yaml",
-    ] {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_yaml::Value::deserialize(doc).unwrap();
-            if value.is_null() {
-                continue;
-            }
-            let crd: CustomResourceDefinition = serde_yaml::from_value(value).unwrap();
-            apply_crd(&crds, &crd).await;
-        }
-    }
-}
-
-/// Applies a CRD and waits until the apiserver serves it.
-async fn apply_crd(
-    crds: &Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
-    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-) {
-    use kube::api::{Patch, PatchParams};
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(crd),
-    )
-    .await
-    .unwrap();
-    wait_for("CRD established", WAIT, || {
-        let crds = crds.clone();
-        let name = name.clone();
-        async move {
-            let c = crds.get(&name).await?;
-            let ok = c
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(ok.then_some(()))
         }
     })
     .await

@@ -704,11 +704,16 @@ check_session() {
     [ "$rhost" = "${route%% *}" ] || fail "ssh-host annotation '$rhost' is not the TLSRoute's hostname (${route%% *})"
     # ports.sshTls of the overlay is not the default 2443: the Service must target it (and
     # the logins below prove the server listens there).
-    local want_tls tport
+    # (The Service targets the container port by its name; the pod's spec gives its number.)
+    local want_tls target tport
     want_tls=$(awk '$1 == "sshTls:" {print $2}' manifests/overlays/local-node/config.yaml)
-    tport=$(kubectl -n "$NS" get svc "$pod" -o jsonpath='{.spec.ports[?(@.port==443)].targetPort}')
+    target=$(kubectl -n "$NS" get svc "$pod" -o jsonpath='{.spec.ports[?(@.port==443)].targetPort}')
+    case $target in
+        '' | *[!0-9]*) tport=$(kubectl -n "$NS" get pod "$pod" -o jsonpath="{.spec.containers[*].ports[?(@.name==\"$target\")].containerPort}") ;;
+        *) tport=$target ;;
+    esac
     [ -n "$want_tls" ] && [ "$tport" = "$want_tls" ] ||
-        fail "Service $pod: port 443 targets '$tport', want ports.sshTls '$want_tls'"
+        fail "Service $pod: port 443 targets '$target' = pod port '$tport', want ports.sshTls '$want_tls'"
     printf '%s\n' "$known" >"$TMP/sni_known.$pod"
     alias=$(awk '$1 == "Host" {print $2; exit}' "$TMP/sni_config.$pod")
     grep -q "ProxyCommand openssl s_client" "$TMP/sni_config.$pod" && [ -n "$alias" ] ||
@@ -720,7 +725,7 @@ check_session() {
     out=$(timeout 60 "${SSHS[@]}" "$alias" 'echo "uid=$(id -u) var=$SESSION_IMAGE_VAR"' 2>"$TMP/ssh.err") ||
         fail "ssh through the SNI router on $NODE_IP:443 as $alias: $(tail -n 5 "$TMP/ssh.err")"
     [ "$out" = "uid=1000 var=from-image" ] || fail "ssh via SNI: '$out'"
-    ok "ssh via the SNI router on 443 -> Service 443 -> pod port $tport (TLSRoute $route, $ROUTES routes; known_hosts = only '$(cut -c1-45 <<<"$known")...'): $out"
+    ok "ssh via the SNI router on 443 -> Service 443 -> $target = pod port $tport (TLSRoute $route, $ROUTES routes; known_hosts = only '$(cut -c1-45 <<<"$known")...'): $out"
     # ... and the same with another key in that line is refused (the check can fail).
     ssh-keygen -q -t ed25519 -N '' -f "$TMP/other_host_key.$pod"
     awk '{print $1, $(NF-1)}' <<<"$known" | tr '\n' ' ' >"$TMP/sni_wrong.$pod"

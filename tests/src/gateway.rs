@@ -191,6 +191,31 @@ impl Drop for Gateway {
     }
 }
 
+/// The per-user Secret `ssh-keys-<slug>` holding `authorized_keys`, as the JupyterHub
+/// guide tells users to store their keys.
+pub async fn create_key_secret(
+    client: &kube::Client,
+    ns: &str,
+    slug: &str,
+    authorized_keys: &str,
+) -> Result<()> {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("ssh-keys-{slug}")),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "authorized_keys".to_owned(),
+            ByteString(authorized_keys.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    Ok(())
+}
+
 /// OpenSSH client options for `key` through a gateway on `port` (host key pinned).
 pub fn ssh_opts(key: &Path, known_hosts: &Path, port: u16) -> Vec<String> {
     [
@@ -298,20 +323,7 @@ pub async fn start_session_cfg(
         "{options}{}{public}",
         if options.is_empty() { "" } else { " " }
     );
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(format!("ssh-keys-{slug}")),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "authorized_keys".to_owned(),
-            ByteString(line.into_bytes()),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await?;
+    create_key_secret(&client, ns, &slug, &line).await?;
     // Each session's server gets its own port (the sandbox shares the host's network).
     let port = free_port(0);
     wc.set_config_extra(&format!(

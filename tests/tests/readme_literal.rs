@@ -11,18 +11,17 @@
 // Test support code: a panic with its message is the failure report.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use session_ssh_tests::cluster::crds::install_route_crds;
 use session_ssh_tests::cluster::{self, wait_for};
-use session_ssh_tests::gateway::{create_pod, hub_cluster, mark_ready, wait_published};
+use session_ssh_tests::gateway::{
+    create_key_secret, create_pod, hub_cluster, keygen, mark_ready, wait_published,
+};
 use session_ssh_tests::injected::InjectedSession;
 use session_ssh_tests::repo_root;
 use session_ssh_tests::sni::SniRouter;
@@ -131,25 +130,9 @@ async fn the_readme_block_and_the_published_known_hosts_line_get_in_in_every_sni
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let key = dir.join("id_ed25519");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "alice@laptop", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("ssh-keys-alice".into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "authorized_keys".to_owned(),
-            ByteString(std::fs::read(key.with_extension("pub")).unwrap()),
-        )])),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
+    keygen(&key, "alice@laptop").unwrap();
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    create_key_secret(&client, &ns, "alice", &public)
         .await
         .unwrap();
     let (original, stored) = create_pod(&client, &ns, "jupyter-alice", "alice")
@@ -202,12 +185,7 @@ async fn the_readme_block_and_the_published_known_hosts_line_get_in_in_every_sni
         );
         // The check can fail: the same line with another key in it is refused.
         let other = dir.join("other");
-        let st = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&other)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        keygen(&other, "not the session").unwrap();
         let other_key = std::fs::read_to_string(other.with_extension("pub")).unwrap();
         let names = line.split_whitespace().next().unwrap();
         let wrong = dir.join("known_hosts.wrong");

@@ -13,6 +13,7 @@ examples/ directories, and everything from a `#[cfg(test)]` line on.
 Usage: scripts/check-architecture.py [--report]   (exit 1 on any violation)
 """
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -28,13 +29,17 @@ SUPER_RE = re.compile(r"\b((?:super::)+)(\w+)")
 MOD_RE = re.compile(r"^\s*(pub(\([^)]*\))?\s+)?mod\s+(\w+)\s*;")
 
 
+# Build output and scratch trees, which background builds create and delete while this runs.
+SKIP_DIRS = {"target", "node_modules", "bin"}
+
+
 def crates(root):
-    for manifest in sorted(root.rglob("Cargo.toml")):
-        if "target" in manifest.parts or ".venv" in manifest.parts:
-            continue
-        src = manifest.parent / "src"
-        if src.is_dir():
-            yield manifest.parent
+    found = []
+    for top, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
+        if "Cargo.toml" in files and os.path.isdir(os.path.join(top, "src")):
+            found.append(Path(top))
+    return sorted(found)
 
 
 def is_test_file(path: Path) -> bool:

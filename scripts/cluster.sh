@@ -508,13 +508,17 @@ authorization:
 podLogsDir: $STATE/kubelet/pod-logs
 # No cluster DNS; pods get no resolver of the host either (their traffic stays on this node).
 resolvConf: ""
-# A shared build machine: never evict for disk or image-fs pressure the tests did not cause,
-# and never garbage-collect the locally built images (they cannot be pulled again).
+# A shared build machine: never evict for pressure the tests did not cause (a CI run lost
+# every webhook replica to a memory-pressure eviction while cargo linked beside it). "0%" on
+# every signal leaves the kubelet no threshold at all; it logs HardEvictionThresholds [].
+# Never garbage-collect the locally built images either (they cannot be pulled again).
 evictionHard:
-  memory.available: 100Mi
-  nodefs.available: 1%
-  imagefs.available: 1%
-  nodefs.inodesFree: 1%
+  memory.available: "0%"
+  nodefs.available: "0%"
+  nodefs.inodesFree: "0%"
+  imagefs.available: "0%"
+  imagefs.inodesFree: "0%"
+  pid.available: "0%"
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false

@@ -92,8 +92,14 @@ kubectl() { "$ROOT/tests/controlplane/bin/controlplane" kubectl --kubeconfig "$K
 diagnostics() {
     [ -f "$KUBECONFIG_FILE" ] || return 0
     {
+        # Node pressure first: a pod the kubelet failed says so in .status.reason.
+        echo "--- node conditions"
+        kubectl get nodes -o jsonpath='{range .items[*].status.conditions[*]}{.type}={.status} {.reason}{"\n"}{end}' 2>&1
+        echo "--- pods failed by the node"
+        kubectl get pods -A -o jsonpath='{range .items[?(@.status.reason)]}{.metadata.namespace}/{.metadata.name}: {.status.reason} {.status.message}{"\n"}{end}' 2>&1 | tail -n 10
+        free -m; df -h / 2>&1 | tail -n 1
         echo "--- pods"
-        kubectl get pods -A -o wide 2>&1 | tail -n 20
+        kubectl get pods -A -o wide 2>&1 | grep -v Evicted | tail -n 20
         echo "--- events ($NS, session-ssh)"
         kubectl -n "$NS" get events --sort-by=.lastTimestamp 2>&1 | tail -n 15
         kubectl -n session-ssh get events --sort-by=.lastTimestamp 2>&1 | tail -n 10

@@ -151,6 +151,18 @@ fn open_channels(m: &Scrape) -> f64 {
         .sum()
 }
 
+/// A scrape once no connection and no channel is open (they close asynchronously; ≤ 30 s).
+fn settled(mport: u16) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = scrape(mport);
+        if (m.v(OPEN) == 0.0 && open_channels(&m) == 0.0) || Instant::now() > deadline {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn counters_move_by_the_work_done() {
     let (s, mport) = with_metrics();
@@ -160,7 +172,17 @@ fn counters_move_by_the_work_done() {
         ("HTTP/1.1 200 OK", "ok\n")
     );
     assert!(get(mport, "/nope").0.starts_with("HTTP/1.1 404"));
-    let before = scrape(mport);
+    // The harness's readiness probes may still be queued: a banner on a connection of our own
+    // (the listen queue is FIFO) means they were accepted, then wait for all to close.
+    let mut probe = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+    probe
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut banner = [0u8; 8];
+    probe.read_exact(&mut banner).expect("banner");
+    assert_eq!(&banner, b"SSH-2.0-");
+    drop(probe);
+    let before = settled(mport);
     assert_eq!(before.v(OPEN), 0.0);
     assert_eq!(
         before.v(&format!(
@@ -207,15 +229,7 @@ fn counters_move_by_the_work_done() {
     let refused = run(&mut c, b"", T);
     assert!(!refused.success(), "an unknown key must be refused");
 
-    // Connections close asynchronously: wait (bounded) until none is open.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let after = loop {
-        let m = scrape(mport);
-        if (m.v(OPEN) == 0.0 && open_channels(&m) == 0.0) || Instant::now() > deadline {
-            break m;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let after = settled(mport);
     let diff = |k: &str| after.v(k) - before.v(k);
     let page = get(mport, "/metrics").1;
     assert_eq!(after.v(OPEN), 0.0, "connections still open\n{page}");

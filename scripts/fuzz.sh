@@ -8,6 +8,7 @@
 #
 #   scripts/fuzz.sh [SECONDS]           all targets
 #   FUZZ_TARGETS="demux config" scripts/fuzz.sh 600
+#   FUZZ_JOBS=2 scripts/fuzz.sh         two targets at a time
 #
 # Installs what it needs when missing: the nightly toolchain (sanitizer flags), cargo-fuzz
 # (crates.io), and bubblewrap: sftp_request acts on the real filesystem, so it runs with /
@@ -28,16 +29,15 @@ command -v bwrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y
 bin=$root/fuzz/target/x86_64-unknown-linux-gnu/release
 scratch=$root/target/fuzz
 
-total=0
-failed=()
-summary=()
-for t in "${targets[@]}"; do
-    corpus=$scratch/corpus/$t
-    artifacts=$scratch/artifacts/$t
+jobs=${FUZZ_JOBS:-1}
+
+# run_target T: fuzzes T for $secs; its summary line goes to $scratch/T.result.
+run_target() {
+    local t=$1 corpus=$scratch/corpus/$1 artifacts=$scratch/artifacts/$1
     mkdir -p "$corpus" "$artifacts"
-    dirs=("$corpus" "$root/fuzz/corpus/$t")
+    local dirs=("$corpus" "$root/fuzz/corpus/$t")
     [ -d "fuzz/regressions/$t" ] && dirs+=("$root/fuzz/regressions/$t")
-    run=("$bin/$t" -max_total_time="$secs" -print_final_stats=1 -timeout=30 -rss_limit_mb=2048
+    local run=("$bin/$t" -max_total_time="$secs" -print_final_stats=1 -timeout=30 -rss_limit_mb=2048
         -artifact_prefix="$artifacts/" "${dirs[@]}")
     if [ "$t" = sftp_request ]; then
         # / read-only (bwrap binds recursively), a private /tmp for the SFTP homes; only the
@@ -47,20 +47,34 @@ for t in "${targets[@]}"; do
             -- "${run[@]}")
     fi
     echo "=== fuzz $t (${secs}s)"
-    log=$scratch/$t.log
-    rc=0
+    local log=$scratch/$t.log rc=0 execs
     nice "${run[@]}" </dev/null >"$log" 2>&1 || rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    execs=${execs:-0}
-    total=$((total + execs))
     if [ "$rc" -ne 0 ]; then
         tail -n 60 "$log"
         grep -h -E 'Test unit written to|artifact_prefix' "$log" || true
-        failed+=("$t")
-        summary+=("$(printf '%-16s %12s executions  FAILED (exit %s, log %s)' "$t" "$execs" "$rc" "$log")")
+        echo "${execs:-0} FAILED (exit $rc, log $log)" >"$scratch/$t.result"
     else
-        summary+=("$(printf '%-16s %12s executions  ok' "$t" "$execs")")
+        echo "${execs:-0} ok" >"$scratch/$t.result"
     fi
+}
+
+# FUZZ_JOBS targets at a time (each libFuzzer run is one process on one core).
+for t in "${targets[@]}"; do
+    rm -f "$scratch/$t.result"
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    run_target "$t" &
+done
+wait
+
+total=0
+failed=()
+summary=()
+for t in "${targets[@]}"; do
+    read -r execs verdict <"$scratch/$t.result" || { execs=0; verdict="FAILED (no result)"; }
+    total=$((total + execs))
+    case $verdict in ok) ;; *) failed+=("$t") ;; esac
+    summary+=("$(printf '%-16s %12s executions  %s' "$t" "$execs" "$verdict")")
 done
 echo
 echo "=== fuzz summary (${secs}s per target)"

@@ -26,21 +26,64 @@ stage() {
 
 stage "setup (apt, musl, venv)" scripts/setup.sh --tests
 
-# The Go control plane builds in the background while cargo works.
-cp_log=$(mktemp)
-(cd tests/controlplane && ./build.sh) >"$cp_log" 2>&1 &
-cp_pid=$!
+# Background jobs: each logs to its own file and ends with its wall and CPU time, which the
+# stage that waits for it prints and adds to the stage table.
+declare -a bg_pids=()
+# in_bg VAR LOG CMD...: runs CMD in the background, its pid in VAR (not a $(...) subshell:
+# the job must be this shell's child for `wait`).
+in_bg() {
+    local var=$1 log=$2
+    shift 2
+    (
+        t0=$(date +%s)
+        rc=0
+        "$@" || rc=$?
+        cpu=$(times | tail -n 1 | awk '{print $1 " user + " $2 " sys"}')
+        echo "background job: $(($(date +%s) - t0)) s wall, $cpu CPU, exit $rc"
+        exit "$rc"
+    ) >"$log" 2>&1 &
+    bg_pids+=($!)
+    printf -v "$var" %s $!
+}
+wait_bg() {
+    local pid=$1 log=$2 what=$3
+    if ! wait "$pid"; then
+        tail -n 80 "$log"
+        echo "$what failed (log $log)"
+        return 1
+    fi
+    tail -n 40 "$log"
+    timings+=("$(printf '  %-26s %s' "$what" "$(tail -n 1 "$log")")")
+}
+# A stage that fails ends the run: the background jobs end with it, compilers included.
+kill_tree() {
+    local p
+    for p in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$p"; done
+    kill "$1" 2>/dev/null || true
+}
+trap 'for p in "${bg_pids[@]}"; do kill_tree "$p"; done' EXIT
 
-# So do the real node's session images (Debian + PyPI inside, no Rust binary; cached in
-# .work/images by content), which need only the network and buildah from setup.
+# The Go control plane builds while cargo works; so do the real node's session images (Debian
+# + PyPI inside, no Rust binary; cached in .work/images by content), which need only the
+# network and buildah from setup. The fuzz targets build and run at the lowest priority: they
+# take what the node stages leave idle.
+cp_pid='' img_pid='' fuzz_pid=''
+cp_log=$(mktemp)
+in_bg cp_pid "$cp_log" sh -c 'cd tests/controlplane && ./build.sh'
 img_log=$(mktemp)
-scripts/node-images.sh build jupyter-session minimal named-user >"$img_log" 2>&1 &
-img_pid=$!
-# A stage that fails ends the run: the background builds end with it.
-trap 'kill "$cp_pid" "$img_pid" 2>/dev/null || true' EXIT
+in_bg img_pid "$img_log" scripts/node-images.sh build jupyter-session minimal named-user
+fuzz_log=$(mktemp)
+in_bg fuzz_pid "$fuzz_log" nice -n 19 env FUZZ_JOBS=2 scripts/fuzz.sh 60
+
+# Clippy lints every workspace crate as it compiles for the tests (clippy-driver as the
+# workspace's rustc wrapper, as `cargo clippy` runs it), so the dependency tree is built once
+# for lints and tests, not twice. Any warning fails the build.
+RUSTC_WORKSPACE_WRAPPER=$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)
+export RUSTC_WORKSPACE_WRAPPER
+export CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 
 stage "cargo fmt --check" cargo fmt --all -- --check
-stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+stage "clippy + test build" cargo test --workspace --all-targets --no-run
 stage "architecture (loops, sizes)" python3 scripts/check-architecture.py
 stage "static release binaries" cargo build --release --target "$musl" \
     -p init-sshd -p session-ssh-webhook -p session-ssh-gateway -p session-ssh-certs
@@ -50,34 +93,19 @@ stage "static check" bash -c "for b in init-sshd session-ssh-webhook session-ssh
     echo \"\$b: static, \$(stat -c %s \$f) bytes stripped\"
 done"
 
-wait_controlplane() {
-    if ! wait "$cp_pid"; then
-        cat "$cp_log"
-        echo "control plane build failed"
-        return 1
-    fi
-    cat "$cp_log"
-}
-stage "control plane build (go)" wait_controlplane
+stage "control plane build (go)" wait_bg "$cp_pid" "$cp_log" "control plane build (bg)"
 
 stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
 stage "manifests" scripts/validate-manifests.sh
 stage "images (buildah)" scripts/build-images.sh
-wait_node_images() {
-    if ! wait "$img_pid"; then
-        cat "$img_log"
-        echo "node session images build failed"
-        return 1
-    fi
-    cat "$img_log"
-}
-stage "node images (go on from bg)" wait_node_images
+stage "node images" wait_bg "$img_pid" "$img_log" "node images (bg)"
 # A real node (kubelet + containerd + kube-proxy on this machine, tests/controlplane/NODE.md):
 # the product installed with kubectl apply -k, sessions spawned by a real JupyterHub +
 # KubeSpawner, reached through port-forward, ClusterIP, the SNI route and the gateway;
 # then the first-law cases. Each run brings its cluster up and down.
 stage "real node: hub + gateway" scripts/node-e2e.sh --hub
 stage "real node: the first law" scripts/node-e2e.sh --first-law
+stage "fuzz (60 s per target)" wait_bg "$fuzz_pid" "$fuzz_log" "fuzz build + run (bg)"
 stage "demo --check" cargo run -q -p session-ssh-tests --bin session-ssh-demo -- --check \
     --webhook "$SESSION_SSH_WEBHOOK_BIN" --init-sshd "$INIT_SSHD_BIN"
 

@@ -353,9 +353,12 @@ def main():
         time.sleep(1)
         if time.time() - last >= 60:
             last = time.time()
+            # RSS every minute: a plateau and a leak look alike at the end, not on the way.
+            rss = [s.sample()[0] for s in servers if os.path.exists(f"/proc/{s.pid}")]
             with stats.lock:
                 print(f"soak: {int(stop - time.time())} s left, ops {sum(stats.ops.values())}, "
-                      f"failed {sum(stats.fails.values())}", flush=True)
+                      f"failed {sum(stats.fails.values())}, RSS KiB median "
+                      f"{int(statistics.median(rss))} max {max(rss)}", flush=True)
     time.sleep(5)
     end = [s.sample() for s in servers]
     left = {s.port: descendants(s.pid) for s in servers}

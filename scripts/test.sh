@@ -31,13 +31,18 @@ cp_log=$(mktemp)
 (cd tests/controlplane && ./build.sh) >"$cp_log" 2>&1 &
 cp_pid=$!
 
+# So does real Traefik v3, the real node's SNI ingress (tests/traefik/build.sh).
+tr_log=$(mktemp)
+tests/traefik/build.sh >"$tr_log" 2>&1 &
+tr_pid=$!
+
 # So do the real node's session images (Debian + PyPI inside, no Rust binary; cached in
 # .work/images by content), which need only the network and buildah from setup.
 img_log=$(mktemp)
 scripts/node-images.sh build jupyter-session minimal named-user >"$img_log" 2>&1 &
 img_pid=$!
 # A stage that fails ends the run: the background builds end with it.
-trap 'kill "$cp_pid" "$img_pid" 2>/dev/null || true' EXIT
+trap 'kill "$cp_pid" "$tr_pid" "$img_pid" 2>/dev/null || true' EXIT
 
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
@@ -72,9 +77,19 @@ wait_node_images() {
     cat "$img_log"
 }
 stage "node images (go on from bg)" wait_node_images
+wait_traefik() {
+    if ! wait "$tr_pid"; then
+        cat "$tr_log"
+        echo "Traefik build failed"
+        return 1
+    fi
+    cat "$tr_log"
+}
+stage "traefik build (go, bg)" wait_traefik
 # A real node (kubelet + containerd + kube-proxy on this machine, tests/controlplane/NODE.md):
 # the product installed with kubectl apply -k, sessions spawned by a real JupyterHub +
-# KubeSpawner, reached through port-forward, ClusterIP, the SNI route and the gateway;
+# KubeSpawner, reached through port-forward, ClusterIP, the SNI routes (real Traefik: a
+# TLSRoute through its Gateway API provider, an IngressRouteTCP through its CRD one) and the gateway;
 # then the first-law cases. Each run brings its cluster up and down.
 stage "real node: hub + gateway" scripts/node-e2e.sh --hub
 stage "real node: the first law" scripts/node-e2e.sh --first-law

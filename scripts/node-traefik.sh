@@ -174,7 +174,7 @@ traefik_start() {
     for ns in $TRAEFIK_WATCH; do list="$list\"$ns\", "; done
     cat >"$TRAEFIK_DIR/traefik.yml" <<YAML
 global: {checkNewVersion: false, sendAnonymousUsage: false}
-log: {level: INFO}
+log: {level: INFO, noColor: true}
 entryPoints:
   websecure: {address: "$NODE_IP:443"}
   traefik: {address: "$TRAEFIK_API"}
@@ -184,6 +184,7 @@ providers:
   kubernetesCRD:
     namespaces: [${list%, }]
     disableClusterScopeResources: true
+    safeNaming: true
   kubernetesGateway:
     namespaces: [${list%, }]
     statusAddress: {ip: "$NODE_IP"}

@@ -688,7 +688,7 @@ check_session() {
         fail "ssh through the SNI router on $NODE_IP:443 as $alias: $(tail -n 5 "$TMP/ssh.err")"
     [ "$out" = "uid=1000 var=from-image" ] || fail "ssh via SNI: '$out'"
     wait_for "Traefik accepts TLSRoute $NS/$pod" tlsroute_accepted "$pod"
-    ok "ssh via Traefik on 443 (router $(traefik_router_of "$rhost" | tr ' ' '@'), TLSRoute Accepted by traefik.io/gateway-controller) -> Service 443 -> $target = pod port $tport (TLSRoute $route, $ROUTES TCP routers; known_hosts = only '$(cut -c1-45 <<<"$known")...'): $out"
+    ok "ssh via Traefik on 443 (router $(traefik_router_of "$rhost"), TLSRoute Accepted by traefik.io/gateway-controller) -> Service 443 -> $target = pod port $tport (TLSRoute $route, $ROUTES TCP routers; known_hosts = only '$(cut -c1-45 <<<"$known")...'): $out"
     # ... and the same with another key in that line is refused (the check can fail).
     ssh-keygen -q -t ed25519 -N '' -f "$TMP/other_host_key.$pod"
     awk '{print $1, $(NF-1)}' <<<"$known" | tr '\n' ' ' >"$TMP/sni_wrong.$pod"

@@ -243,13 +243,13 @@ router_sync() {
     done
 }
 
-# traefik_router_of HOST: "name provider" of Traefik's TCP router for HOST.
+# traefik_router_of HOST: the name (NAME@PROVIDER) of Traefik's TCP router for HOST.
 traefik_router_of() {
     curl -sf "http://$TRAEFIK_API/api/tcp/routers" | python3 -c '
 import json, re, sys
 for r in json.load(sys.stdin):
     if re.search(r"HostSNI\([`\"]" + re.escape(sys.argv[1]) + r"[`\"]\)", r.get("rule", "")):
-        print(r["name"], r.get("provider", "?"))' "$1"
+        print(r["name"])' "$1"
 }
 
 # tlsroute_accepted POD: Traefik set Accepted=True on the pod's TLSRoute (for its Gateway).
@@ -299,6 +299,13 @@ json.dump(cm, sys.stdout)' "$want" | kubectl replace -f - >/dev/null || fail "Co
     kubectl -n session-ssh rollout restart deploy/session-ssh-webhook >/dev/null
     kubectl -n session-ssh rollout status deploy/session-ssh-webhook --timeout="${TIMEOUT}s" >&2 ||
         fail "webhook not rolled out with ingress.mode $want"
+    # The old pods' controllers still reconcile while they terminate (the old mode's route
+    # comes back for a moment): the checks start when only the new pods are left.
+    only_new_pods() {
+        [ "$(kubectl -n session-ssh get pods -l app.kubernetes.io/name=session-ssh-webhook -o name | wc -l)" = \
+            "$(kubectl -n session-ssh get deploy session-ssh-webhook -o jsonpath='{.spec.replicas}')" ]
+    }
+    wait_for "the webhook's old pods gone" only_new_pods
     ok "ConfigMap session-ssh/$cm: ingress.mode $want, webhook restarted and rolled out ($((SECONDS - t)) s)"
 }
 
@@ -312,15 +319,18 @@ check_traefik_mode() {
     t=$SECONDS
     only() { kubectl -n "$NS" get "$1" "$pod" >/dev/null 2>&1 && ! kubectl -n "$NS" get "$2" "$pod" >/dev/null 2>&1; }
     wait_for "the controller replaces TLSRoute $pod by an IngressRouteTCP" only ingressroutetcps.traefik.io tlsroutes.gateway.networking.k8s.io
-    ok "controller: IngressRouteTCP $NS/$pod ($(kubectl -n "$NS" get ingressroutetcps.traefik.io "$pod" -o jsonpath='{.spec.entryPoints} {.spec.routes[0].match} -> {.spec.routes[0].services[0].name}:{.spec.routes[0].services[0].port} passthrough={.spec.tls.passthrough}')), its TLSRoute deleted ($((SECONDS - t)) s)"
+    local irt
+    irt=$(kubectl -n "$NS" get ingressroutetcps.traefik.io "$pod" -o jsonpath='{.spec.entryPoints} {.spec.routes[0].match} -> {.spec.routes[0].services[0].name}:{.spec.routes[0].services[0].port} passthrough={.spec.tls.passthrough}') ||
+        fail "IngressRouteTCP $NS/$pod gone again"
+    ok "controller: IngressRouteTCP $NS/$pod ($irt), its TLSRoute deleted ($((SECONDS - t)) s)"
     router_sync
     sni_login "$pod"
-    ok "ssh via Traefik on 443, router $(traefik_router_of "$host" | tr ' ' '@') (IngressRouteTCP), as $SNI_ALIAS with only the published known_hosts line: uid 1000; another key in that line refused"
+    ok "ssh via Traefik on 443, router $(traefik_router_of "$host") (IngressRouteTCP), as $SNI_ALIAS with only the published known_hosts line: uid 1000; another key in that line refused"
     set_ingress_mode gateway
     t=$SECONDS
     wait_for "the controller replaces IngressRouteTCP $pod by a TLSRoute" only tlsroutes.gateway.networking.k8s.io ingressroutetcps.traefik.io
     wait_for "Traefik accepts TLSRoute $NS/$pod" tlsroute_accepted "$pod"
     router_sync
     sni_login "$pod"
-    ok "back to ingress.mode gateway: TLSRoute $pod again ($((SECONDS - t)) s), accepted; ssh via Traefik's router $(traefik_router_of "$host" | tr ' ' '@'): uid 1000, another key refused"
+    ok "back to ingress.mode gateway: TLSRoute $pod again ($((SECONDS - t)) s), accepted; ssh via Traefik's router $(traefik_router_of "$host"): uid 1000, another key refused"
 }

@@ -22,10 +22,11 @@
 #  6. ssh through `kubectl port-forward` to port 2222 with the Secret's key and the
 #     published host key (StrictHostKeyChecking yes): id -u = 1000, SESSION_IMAGE_VAR
 #     = from-image, PATH is the image's; through the Service ClusterIP: PTY shell, the VS
-#     Code pattern, scp/sftp of 256 MiB; through the SNI router on 443 (the overlay's
-#     TLSRoute per session, served by Debian nginx ssl_preread on the node IP) with the
-#     published ssh-config block and a known_hosts file of only the published line
-#     (and refused with another key in it); rsync of 256 MiB both ways over that route.
+#     Code pattern, scp/sftp of 256 MiB; through the SNI route on 443 (the overlay's
+#     TLSRoute per session on the Gateway session-ssh/ssh, served by real Traefik v3 on
+#     the node IP, scripts/node-traefik.sh) with the published ssh-config block and a
+#     known_hosts file of only the published line (and refused with another key in it);
+#     rsync of 256 MiB both ways over that route.
 # With --hub, step 4 is a real JupyterHub on this machine instead (PyPI jupyterhub +
 # jupyterhub-kubespawner, npm configurable-http-proxy, in .work/hub/): DummyAuthenticator,
 # KubeSpawner configured as zero-to-jupyterhub does (namespace jhub, uid 1000, fsGid 100,
@@ -38,6 +39,9 @@
 # key), stop the server through the hub (pod, Service, TLSRoute garbage-collected, the
 # host-key Secret kept; started again: same key), the webhook scaled to 0 (a server
 # starts uninjected, the apiserver logs "failing open"; scaled back, injection again).
+# Last, ingress.mode traefik: the webhook's ConfigMap switched and the Deployment restarted,
+# the controller replaces the session's TLSRoute by an IngressRouteTCP, and the same login
+# through Traefik's kubernetesCRD provider; then back to gateway and the login again.
 # Without --hub, the main-process kill runs against the plain session pod.
 # --first-law: after the plain setup, each bad environment of issue 15 (init image absent,
 # install OOM, volume full = binary missing at postStart, runAsNonRoot with a named USER,
@@ -73,8 +77,6 @@ HUB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 KUBECONFIG_FILE=$ROOT/.work/cluster/admin.kubeconfig
 TMP=$(mktemp -d /tmp/node-e2e.XXXXXX)
 PF_PID=""
-ROUTER_PID=""
-ROUTER_DIR=$TMP/router
 T0=$SECONDS
 
 # fd 3 and 4: the script's own stdout and stderr, also from inside a redirected command
@@ -109,6 +111,7 @@ diagnostics() {
         kubectl -n "$NS" logs "$POD" -c notebook --tail=20 2>&1
         kubectl -n "$NS" logs "$POD" -c session-ssh-install --tail=20 2>&1
         [ -f "$TMP/pf.log" ] && { echo "--- port-forward"; tail -n 5 "$TMP/pf.log"; }
+        [ -f "$TMP/traefik/traefik.log" ] && { echo "--- traefik"; tail -n 15 "$TMP/traefik/traefik.log"; }
     } >&2 || true
 }
 
@@ -116,10 +119,7 @@ cleanup() {
     local rc=$?
     # shellcheck disable=SC2086 # a list of pids
     [ -z "$PF_PID" ] || kill $PF_PID 2>/dev/null || true
-    if [ -n "$ROUTER_PID" ]; then
-        kill "$ROUTER_PID" 2>/dev/null || true
-        wait "$ROUTER_PID" 2>/dev/null || true
-    fi
+    ! declare -F traefik_stop >/dev/null || traefik_stop
     if [ -n "$HUB_PID" ]; then
         kill "$HUB_PID" 2>/dev/null || true
         wait "$HUB_PID" 2>/dev/null || true
@@ -169,53 +169,11 @@ need_pkgs=()
 command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need_pkgs+=(openssh-client)
 command -v rsync >/dev/null || need_pkgs+=(rsync)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
-[ -x /usr/sbin/nginx ] && [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need_pkgs+=(nginx-light libnginx-mod-stream)
 [ ${#need_pkgs[@]} = 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_pkgs[@]}" >/dev/null
 
-# --- the Gateway's port 443: Debian nginx, ssl_preread passthrough -------------------------
-# The overlay puts every session on a Gateway API TLSRoute (hostname <pod>.ssh.node.test,
-# backend the session Service's port 443 = ssh-tls). No Gateway controller runs here, so
-# this plays one: it reads the TLSRoutes the webhook's controller made and routes each
-# hostname, by the TLS SNI, unterminated, to its backend Service's ClusterIP (kube-proxy
-# then to the pod's ports.sshTls, 3443 in the overlay). Listens on the node IP only; re-read
-# on every call.
-router_sync() {
-    local routes ns host svc port cip dup n=0
-    mkdir -p "$ROUTER_DIR"
-    routes=$(kubectl get tlsroutes.gateway.networking.k8s.io -A -o jsonpath='{range .items[*]}{.metadata.namespace} {.spec.hostnames[0]} {.spec.rules[0].backendRefs[0].name} {.spec.rules[0].backendRefs[0].port}{"\n"}{end}')
-    {
-        echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
-        echo "daemon off; pid $ROUTER_DIR/nginx.pid; error_log $ROUTER_DIR/error.log info;"
-        echo "events {}"
-        echo "stream {"
-        echo "  map \$ssl_preread_server_name \$backend {"
-        while read -r ns host svc port; do
-            [ -n "$port" ] || continue
-            cip=$(kubectl -n "$ns" get svc "$svc" -o jsonpath='{.spec.clusterIP}' 2>/dev/null) || continue
-            echo "    $host $cip:$port;"
-            n=$((n + 1))
-        done <<<"$routes"
-        echo "    default 127.0.0.1:9;"
-        echo "  }"
-        echo "  server { listen $NODE_IP:443; ssl_preread on; proxy_pass \$backend; proxy_connect_timeout 5s; }"
-        echo "}"
-    } >"$ROUTER_DIR/nginx.conf"
-    # Two routes for one hostname: a Gateway accepts only one of them; here it is an error.
-    dup=$(awk '$2 ~ /;$/ && $1 != "default" {print $1}' "$ROUTER_DIR/nginx.conf" | sort | uniq -d)
-    [ -z "$dup" ] || fail "two TLSRoutes claim the hostname(s) $dup: $(grep -F "$dup" <<<"$routes")"
-    /usr/sbin/nginx -t -q -e "$ROUTER_DIR/error.log" -p "$ROUTER_DIR" -c "$ROUTER_DIR/nginx.conf" 2>"$ROUTER_DIR/t.err" ||
-        fail "nginx -t: $(tail -n 5 "$ROUTER_DIR/t.err")"
-    if [ -n "$ROUTER_PID" ] && kill -0 "$ROUTER_PID" 2>/dev/null; then
-        kill -HUP "$ROUTER_PID"
-        sleep 1 # the new workers take over
-    else
-        /usr/sbin/nginx -e "$ROUTER_DIR/error.log" -p "$ROUTER_DIR" -c "$ROUTER_DIR/nginx.conf" &
-        ROUTER_PID=$!
-        router_listens() { ss -Hltn "sport = :443" | grep -qF "$NODE_IP:443"; }
-        wait_for "nginx listening on $NODE_IP:443" router_listens
-    fi
-    ROUTES=$n
-}
+# --- the SNI ingress on 443: real Traefik v3 on the host ----------------------------------
+# shellcheck source=scripts/node-traefik.sh
+. "$ROOT/scripts/node-traefik.sh"
 
 # --- a real JupyterHub (--hub) ------------------------------------------------------------
 hub_deps() {
@@ -431,7 +389,8 @@ check_gateway() {
     ok "through the gateway with alice's hub API token and no key: uid 1000; a made-up token refused"
 }
 
-# 1. cluster and images
+# 1. cluster and images (Traefik first: a build that fails costs no cluster)
+traefik_build
 t=$SECONDS
 scripts/cluster.sh up >&2 || fail "scripts/cluster.sh up"
 ok "cluster up ($((SECONDS - t)) s): $(kubectl get nodes --no-headers | awk '{print $1, $2, $5}')"
@@ -442,12 +401,8 @@ ok "images built and imported ($((SECONDS - t)) s)"
 # 2. install as an admin
 kubectl create namespace "$NS" >/dev/null
 kubectl label namespace "$NS" session-ssh.io/enabled=true >/dev/null
-# The Gateway API's TLSRoute CRD (an unchanged copy of gateway-api v1.6.0's, see
-# tests/data/crds/README.md), as a cluster with a Gateway implementation has it.
-kubectl apply -f tests/data/crds/gateway.networking.k8s.io_tlsroutes.yaml >/dev/null ||
-    fail "kubectl apply the TLSRoute CRD"
-kubectl wait --for=condition=Established crd/tlsroutes.gateway.networking.k8s.io --timeout="${TIMEOUT}s" >/dev/null ||
-    fail "TLSRoute CRD not established"
+# The route kinds' CRDs, as a cluster with Traefik and the Gateway API has them.
+traefik_crds
 OVERLAY=manifests/overlays/local-node
 if [ "$MODE" = hub ]; then
     # The SSH gateway too (issue 15 item 6): its two keys, the webhook told its user CA and
@@ -478,6 +433,7 @@ ok "pre-pull DaemonSet ready, the webhook's init-image gate open ($((SECONDS - t
 ca_bundle() { kubectl get mutatingwebhookconfiguration session-ssh -o jsonpath='{.webhooks[0].clientConfig.caBundle}'; }
 wait_for "caBundle patched by the webhook" test -n "$(ca_bundle)"
 ok "self-managed TLS: caBundle set ($(ca_bundle | base64 -d | openssl x509 -noout -subject 2>/dev/null || echo '?')), Secret $(kubectl -n session-ssh get secret session-ssh-webhook-tls -o name)"
+traefik_install
 
 # 3-4. the key, a stand-in hub API, the session pod
 ssh-keygen -q -t ed25519 -N '' -C alice@node-e2e -f "$TMP/id_alice"
@@ -696,8 +652,8 @@ check_session() {
         ok "scp up + sftp down of $size MiB via ClusterIP, sha256 equal ($((SECONDS - t0)) s)"
     fi
 
-    # Through the SNI router on 443 (the Gateway's port, nginx above), with nothing but
-    # what the pod publishes: its ssh-config block (the router answers on the node IP,
+    # Through the SNI route on 443 (the Gateway's port, Traefik), with nothing but
+    # what the pod publishes: its ssh-config block (Traefik answers on the node IP,
     # not on the .test name: -connect there, the name stays the SNI) and a known_hosts
     # file holding only the annotation's line, verbatim; StrictHostKeyChecking yes.
     local route rhost alias
@@ -731,7 +687,8 @@ check_session() {
     out=$(timeout 60 "${SSHS[@]}" "$alias" 'echo "uid=$(id -u) var=$SESSION_IMAGE_VAR"' 2>"$TMP/ssh.err") ||
         fail "ssh through the SNI router on $NODE_IP:443 as $alias: $(tail -n 5 "$TMP/ssh.err")"
     [ "$out" = "uid=1000 var=from-image" ] || fail "ssh via SNI: '$out'"
-    ok "ssh via the SNI router on 443 -> Service 443 -> $target = pod port $tport (TLSRoute $route, $ROUTES routes; known_hosts = only '$(cut -c1-45 <<<"$known")...'): $out"
+    wait_for "Traefik accepts TLSRoute $NS/$pod" tlsroute_accepted "$pod"
+    ok "ssh via Traefik on 443 (router $(traefik_router_of "$rhost"), TLSRoute Accepted by traefik.io/gateway-controller) -> Service 443 -> $target = pod port $tport (TLSRoute $route, $ROUTES TCP routers; known_hosts = only '$(cut -c1-45 <<<"$known")...'): $out"
     # ... and the same with another key in that line is refused (the check can fail).
     ssh-keygen -q -t ed25519 -N '' -f "$TMP/other_host_key.$pod"
     awk '{print $1, $(NF-1)}' <<<"$known" | tr '\n' ' ' >"$TMP/sni_wrong.$pod"
@@ -1257,6 +1214,7 @@ if [ "$MODE" = hub ]; then
     check_kill_main jupyter-alice
     check_stop_start jupyter-alice
     check_webhook_down
+    check_traefik_mode jupyter-alice
 else
     check_kill_main "$POD"
 fi

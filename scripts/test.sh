@@ -67,9 +67,12 @@ trap 'for p in "${bg_pids[@]}"; do kill_tree "$p"; done' EXIT
 # + PyPI inside, no Rust binary; cached in .work/images by content), which need only the
 # network and buildah from setup. The fuzz targets build and run at the lowest priority: they
 # take what the node stages leave idle.
-cp_pid='' img_pid='' fuzz_pid=''
+cp_pid='' tr_pid='' img_pid='' fuzz_pid=''
 cp_log=$(mktemp)
 in_bg cp_pid "$cp_log" sh -c 'cd tests/controlplane && ./build.sh'
+# So does real Traefik v3, the real node's SNI ingress (tests/traefik/build.sh).
+tr_log=$(mktemp)
+in_bg tr_pid "$tr_log" tests/traefik/build.sh
 img_log=$(mktemp)
 in_bg img_pid "$img_log" scripts/node-images.sh build jupyter-session minimal named-user
 fuzz_log=$(mktemp)
@@ -99,9 +102,11 @@ stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
 stage "manifests" scripts/validate-manifests.sh
 stage "images (buildah)" scripts/build-images.sh
 stage "node images" wait_bg "$img_pid" "$img_log" "node images (bg)"
+stage "traefik build" wait_bg "$tr_pid" "$tr_log" "traefik build (bg)"
 # A real node (kubelet + containerd + kube-proxy on this machine, tests/controlplane/NODE.md):
 # the product installed with kubectl apply -k, sessions spawned by a real JupyterHub +
-# KubeSpawner, reached through port-forward, ClusterIP, the SNI route and the gateway;
+# KubeSpawner, reached through port-forward, ClusterIP, the SNI routes (real Traefik: a
+# TLSRoute through its Gateway API provider, an IngressRouteTCP through its CRD one) and the gateway;
 # then the first-law cases. Each run brings its cluster up and down.
 stage "real node: hub + gateway" scripts/node-e2e.sh --hub
 stage "real node: the first law" scripts/node-e2e.sh --first-law

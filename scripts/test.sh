@@ -31,13 +31,18 @@ cp_log=$(mktemp)
 (cd tests/controlplane && ./build.sh) >"$cp_log" 2>&1 &
 cp_pid=$!
 
+# And helm (tests/helm: the Helm CLI the chart's tests use, pinned, from the Go module proxy).
+helm_log=$(mktemp)
+(cd tests/helm && ./build.sh) >"$helm_log" 2>&1 &
+helm_pid=$!
+
 # So do the real node's session images (Debian + PyPI inside, no Rust binary; cached in
 # .work/images by content), which need only the network and buildah from setup.
 img_log=$(mktemp)
 scripts/node-images.sh build jupyter-session minimal named-user >"$img_log" 2>&1 &
 img_pid=$!
 # A stage that fails ends the run: the background builds end with it.
-trap 'kill "$cp_pid" "$img_pid" 2>/dev/null || true' EXIT
+trap 'kill "$cp_pid" "$helm_pid" "$img_pid" 2>/dev/null || true' EXIT
 
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
@@ -59,6 +64,15 @@ wait_controlplane() {
     cat "$cp_log"
 }
 stage "control plane build (go)" wait_controlplane
+wait_helm() {
+    if ! wait "$helm_pid"; then
+        cat "$helm_log"
+        echo "helm build failed"
+        return 1
+    fi
+    cat "$helm_log"
+}
+stage "helm build (go)" wait_helm
 
 stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
 stage "manifests" scripts/validate-manifests.sh

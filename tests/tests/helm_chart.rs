@@ -384,6 +384,30 @@ fn comparison_and_chart_catch_what_they_must() {
     assert!(found("NetworkPolicy extra/session-ssh-sessions: only in the chart"), "{diffs:#?}");
     assert_eq!(diffs.len(), 3, "{diffs:#?}");
 
+    // The objects around the config follow it: the host CA Secret the webhook may read
+    // and the ports the sessions' policy fences.
+    let derived = helm
+        .template(
+            Some(values),
+            &["--set", "config.hostKeys.ca.secretName=my-ca", "--set", "config.ports.sshTls=3000"],
+        )
+        .unwrap();
+    let find = |kind: &str, name: &str| {
+        derived
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let ca = find("Role", "session-ssh-webhook-host-ca");
+    assert_eq!(ca["rules"][0]["resourceNames"], serde_json::json!(["my-ca"]));
+    let fence = find("NetworkPolicy", "session-ssh-sessions");
+    assert_eq!(
+        fence["spec"]["ingress"][0]["ports"][1],
+        serde_json::json!({"protocol": "TCP", "port": 2223, "endPort": 2999})
+    );
+    assert_eq!(fence["spec"]["ingress"][2]["ports"][0]["port"], 3000);
+
     let out = helm
         .output(&["template", RELEASE, CHART, "--set", "tls.mode=self-signed"])
         .unwrap();

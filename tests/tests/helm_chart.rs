@@ -110,7 +110,9 @@ impl Helm {
     fn new() -> Result<Helm> {
         Ok(Helm {
             bin: helm_bin()?,
-            home: tempfile::Builder::new().prefix("session-ssh-helm-").tempdir()?,
+            home: tempfile::Builder::new()
+                .prefix("session-ssh-helm-")
+                .tempdir()?,
         })
     }
 
@@ -289,7 +291,10 @@ fn diff_values(path: &str, chart: &Value, kustomized: &Value, out: &mut Vec<Stri
         (Value::Object(a), Value::Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let (x, y) = (a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null));
+                let (x, y) = (
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                );
                 diff_values(&format!("{path}.{k}"), x, y, out);
             }
         }
@@ -316,11 +321,22 @@ fn validate(name: &str, objects: &[Value], dir: &Path) -> Result<()> {
         .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
     let out = Command::new(&python)
         .arg(repo_root().join("scripts/validate_manifests.py"))
-        .args(["--k8s-version", K8S_VERSION, "--name", name, "--check-config"])
+        .args([
+            "--k8s-version",
+            K8S_VERSION,
+            "--name",
+            name,
+            "--check-config",
+        ])
         .arg(webhook::webhook_bin()?)
         .arg(&file)
         .output()
-        .with_context(|| format!("run {} (scripts/setup.sh --tests makes it)", python.display()))?;
+        .with_context(|| {
+            format!(
+                "run {} (scripts/setup.sh --tests makes it)",
+                python.display()
+            )
+        })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     print!("{stdout}");
     if !out.status.success() || !stdout.contains(", 0 errors") {
@@ -371,7 +387,12 @@ fn comparison_and_chart_catch_what_they_must() {
     let changed = helm
         .template(
             Some(values),
-            &["--set", "webhook.replicas=3", "--set", "sessionNamespaces={jhub,extra}"],
+            &[
+                "--set",
+                "webhook.replicas=3",
+                "--set",
+                "sessionNamespaces={jhub,extra}",
+            ],
         )
         .unwrap();
     let diffs = compare(&changed, &kustomized).unwrap();
@@ -380,8 +401,14 @@ fn comparison_and_chart_catch_what_they_must() {
         found("Deployment session-ssh/session-ssh-webhook.spec.replicas: chart 3, kustomize 2"),
         "{diffs:#?}"
     );
-    assert!(found("RoleBinding extra/session-ssh-webhook-host-keys: only in the chart"), "{diffs:#?}");
-    assert!(found("NetworkPolicy extra/session-ssh-sessions: only in the chart"), "{diffs:#?}");
+    assert!(
+        found("RoleBinding extra/session-ssh-webhook-host-keys: only in the chart"),
+        "{diffs:#?}"
+    );
+    assert!(
+        found("NetworkPolicy extra/session-ssh-sessions: only in the chart"),
+        "{diffs:#?}"
+    );
     assert_eq!(diffs.len(), 3, "{diffs:#?}");
 
     // The objects around the config follow it: the host CA Secret the webhook may read
@@ -389,7 +416,12 @@ fn comparison_and_chart_catch_what_they_must() {
     let derived = helm
         .template(
             Some(values),
-            &["--set", "config.hostKeys.ca.secretName=my-ca", "--set", "config.ports.sshTls=3000"],
+            &[
+                "--set",
+                "config.hostKeys.ca.secretName=my-ca",
+                "--set",
+                "config.ports.sshTls=3000",
+            ],
         )
         .unwrap();
     let find = |kind: &str, name: &str| {
@@ -400,7 +432,10 @@ fn comparison_and_chart_catch_what_they_must() {
             .clone()
     };
     let ca = find("Role", "session-ssh-webhook-host-ca");
-    assert_eq!(ca["rules"][0]["resourceNames"], serde_json::json!(["my-ca"]));
+    assert_eq!(
+        ca["rules"][0]["resourceNames"],
+        serde_json::json!(["my-ca"])
+    );
     let fence = find("NetworkPolicy", "session-ssh-sessions");
     assert_eq!(
         fence["spec"]["ingress"][0]["ports"][1],
@@ -427,9 +462,15 @@ async fn injected_pod(wc: &WebhookCluster, ns: &str, user: &str, image: &str) ->
     let pods = Api::<Pod>::namespaced(wc.client().await?, ns);
     let created = pods.create(&PostParams::default(), &pod).await?;
     if !is_injected(&created) {
-        bail!("pod {ns}/jupyter-{user} not injected:\n{}", wc.webhook_log());
+        bail!(
+            "pod {ns}/jupyter-{user} not injected:\n{}",
+            wc.webhook_log()
+        );
     }
-    let init = created.spec.as_ref().and_then(|s| s.init_containers.as_ref());
+    let init = created
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref());
     let install = init
         .into_iter()
         .flatten()
@@ -441,7 +482,9 @@ async fn injected_pod(wc: &WebhookCluster, ns: &str, user: &str, image: &str) ->
     // Its host-key Secret, made with the chart's RoleBinding in that namespace.
     let secrets = Api::<Secret>::namespaced(wc.client().await?, ns);
     wait_for("host-key Secret", WAIT, || async {
-        let list = secrets.list(&ListParams::default().labels(HOST_KEY_LABEL)).await?;
+        let list = secrets
+            .list(&ListParams::default().labels(HOST_KEY_LABEL))
+            .await?;
         Ok((!list.items.is_empty()).then_some(()))
     })
     .await
@@ -454,14 +497,17 @@ async fn stored(client: &kube::Client, objects: &[Value]) -> Result<Vec<(String,
     for o in objects {
         let api_version = o["apiVersion"].as_str().unwrap_or_default();
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let gvk = kube::api::GroupVersionKind::gvk(group, version, o["kind"].as_str().unwrap_or(""));
+        let gvk =
+            kube::api::GroupVersionKind::gvk(group, version, o["kind"].as_str().unwrap_or(""));
         let (ar, caps) = discovery
             .resolve_gvk(&gvk)
             .ok_or_else(|| anyhow!("{}: unknown kind", key(o)))?;
         let api: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => {
-                Api::namespaced_with(client.clone(), o["metadata"]["namespace"].as_str().unwrap_or(""), &ar)
-            }
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                &ar,
+            ),
             Scope::Cluster => Api::all_with(client.clone(), &ar),
         };
         let name = o["metadata"]["name"].as_str().unwrap_or_default();
@@ -481,9 +527,17 @@ async fn labelled_leftovers(client: &kube::Client) -> Result<Vec<String>> {
                 continue;
             }
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            for o in api.list(&ListParams::default().labels(&selector)).await?.items {
+            for o in api
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+            {
                 let ns = o.metadata.namespace.unwrap_or_default();
-                left.push(format!("{} {ns}/{}", ar.kind, o.metadata.name.unwrap_or_default()));
+                left.push(format!(
+                    "{} {ns}/{}",
+                    ar.kind,
+                    o.metadata.name.unwrap_or_default()
+                ));
             }
         }
     }
@@ -491,7 +545,12 @@ async fn labelled_leftovers(client: &kube::Client) -> Result<Vec<String>> {
     let records = Api::<Secret>::namespaced(client.clone(), NAMESPACE)
         .list(&ListParams::default().labels(&format!("owner=helm,name={RELEASE}")))
         .await?;
-    left.extend(records.items.into_iter().map(|s| format!("helm record {:?}", s.metadata.name)));
+    left.extend(
+        records
+            .items
+            .into_iter()
+            .map(|s| format!("helm record {:?}", s.metadata.name)),
+    );
     Ok(left)
 }
 
@@ -523,7 +582,11 @@ async fn install_inject_upgrade_uninstall() {
     let kc = cp.kubeconfig().display().to_string();
     // The release namespace as manifests/base/namespace.yaml makes it (Pod Security
     // restricted), and two session namespaces.
-    let ns = kustomize("manifests").unwrap().into_iter().find(|o| o["kind"] == "Namespace").unwrap();
+    let ns = kustomize("manifests")
+        .unwrap()
+        .into_iter()
+        .find(|o| o["kind"] == "Namespace")
+        .unwrap();
     let labels: Vec<(String, String)> = ns["metadata"]["labels"]
         .as_object()
         .unwrap()
@@ -531,23 +594,44 @@ async fn install_inject_upgrade_uninstall() {
         .filter(|(k, _)| k.starts_with("pod-security."))
         .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
         .collect();
-    let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let labels: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     assert_eq!(labels.len(), 2, "{labels:?}");
     create_namespace(&client, NAMESPACE, &labels).await.unwrap();
     for s in ["jhub", "renku"] {
-        create_namespace(&client, s, &[("session-ssh.io/enabled", "true")]).await.unwrap();
+        create_namespace(&client, s, &[("session-ssh.io/enabled", "true")])
+            .await
+            .unwrap();
     }
 
     let values = "manifests/helm/session-ssh/examples/jupyterhub.yaml";
-    let base = ["--namespace", NAMESPACE, "--kubeconfig", kc.as_str(), "--values", values];
-    let notes = helm.run(&[&["install", RELEASE, CHART][..], &base].concat()).unwrap();
+    let base = [
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        kc.as_str(),
+        "--values",
+        values,
+    ];
+    let notes = helm
+        .run(&[&["install", RELEASE, CHART][..], &base].concat())
+        .unwrap();
     assert!(notes.contains("Host keys are kept in: jhub."), "{notes}");
     let installed = helm.manifest(&kc).unwrap();
-    let missing: Vec<_> = stored(&client, &installed).await.unwrap().into_iter().filter(|(_, s)| !s).collect();
+    let missing: Vec<_> = stored(&client, &installed)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, s)| !s)
+        .collect();
     assert!(missing.is_empty(), "not stored after install: {missing:?}");
 
     let mut wc = WebhookCluster::attach(cp, installed.clone()).await.unwrap();
-    injected_pod(&wc, "jhub", "alice", "ghcr.io/session-ssh/init-sshd:0.1.0").await.unwrap();
+    injected_pod(&wc, "jhub", "alice", "ghcr.io/session-ssh/init-sshd:0.1.0")
+        .await
+        .unwrap();
     let bundle = ca_bundle(&client).await.unwrap();
     assert!(bundle.is_some(), "the webhook set no caBundle");
 
@@ -557,28 +641,65 @@ async fn install_inject_upgrade_uninstall() {
     let upgrade = [
         &["upgrade", RELEASE, CHART][..],
         &base,
-        &["--set", &set_image, "--set", "sessionNamespaces={jhub,renku}"],
+        &[
+            "--set",
+            &set_image,
+            "--set",
+            "sessionNamespaces={jhub,renku}",
+        ],
     ]
     .concat();
     helm.run(&upgrade).unwrap();
     let upgraded = helm.manifest(&kc).unwrap();
-    let (old_cm, new_cm) = (config_map_name(&installed).unwrap(), config_map_name(&upgraded).unwrap());
+    let (old_cm, new_cm) = (
+        config_map_name(&installed).unwrap(),
+        config_map_name(&upgraded).unwrap(),
+    );
     assert_ne!(old_cm, new_cm, "a config change must make a new ConfigMap");
     let cms = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE);
-    assert!(cms.get_opt(&old_cm).await.unwrap().is_none(), "old ConfigMap {old_cm} kept");
+    assert!(
+        cms.get_opt(&old_cm).await.unwrap().is_none(),
+        "old ConfigMap {old_cm} kept"
+    );
     assert!(cms.get_opt(&new_cm).await.unwrap().is_some());
     let rb = Api::<RoleBinding>::namespaced(client.clone(), "renku");
-    assert!(rb.get_opt("session-ssh-webhook-host-keys").await.unwrap().is_some());
-    assert_eq!(ca_bundle(&client).await.unwrap(), bundle, "helm upgrade changed the webhook's caBundle");
+    assert!(
+        rb.get_opt("session-ssh-webhook-host-keys")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        ca_bundle(&client).await.unwrap(),
+        bundle,
+        "helm upgrade changed the webhook's caBundle"
+    );
     wc.reload_installed(upgraded.clone()).await.unwrap();
     injected_pod(&wc, "renku", "bob", image).await.unwrap();
-    assert_eq!(wc.forbidden_lines(), Vec::<String>::new(), "the chart's RBAC refused the webhook");
+    assert_eq!(
+        wc.forbidden_lines(),
+        Vec::<String>::new(),
+        "the chart's RBAC refused the webhook"
+    );
     wc.stop_webhook();
 
-    helm.run(&["uninstall", RELEASE, "--namespace", NAMESPACE, "--kubeconfig", &kc]).unwrap();
+    helm.run(&[
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        NAMESPACE,
+        "--kubeconfig",
+        &kc,
+    ])
+    .unwrap();
     let all: Vec<Value> = installed.into_iter().chain(upgraded).collect();
     let left = wait_for("uninstall", WAIT, || async {
-        let mut left: Vec<String> = stored(&client, &all).await?.into_iter().filter(|(_, s)| *s).map(|(k, _)| k).collect();
+        let mut left: Vec<String> = stored(&client, &all)
+            .await?
+            .into_iter()
+            .filter(|(_, s)| *s)
+            .map(|(k, _)| k)
+            .collect();
         left.extend(labelled_leftovers(&client).await?);
         if left.is_empty() {
             return Ok(Some(()));

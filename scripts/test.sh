@@ -67,9 +67,12 @@ trap 'for p in "${bg_pids[@]}"; do kill_tree "$p"; done' EXIT
 # + PyPI inside, no Rust binary; cached in .work/images by content), which need only the
 # network and buildah from setup. The fuzz targets build and run at the lowest priority: they
 # take what the node stages leave idle.
-cp_pid='' tr_pid='' img_pid='' fuzz_pid=''
+cp_pid='' helm_pid='' tr_pid='' img_pid='' fuzz_pid=''
 cp_log=$(mktemp)
 in_bg cp_pid "$cp_log" sh -c 'cd tests/controlplane && ./build.sh'
+# And helm (tests/helm: the Helm CLI the chart's tests use, pinned, from the Go module proxy).
+helm_log=$(mktemp)
+in_bg helm_pid "$helm_log" sh -c 'cd tests/helm && ./build.sh'
 # So does real Traefik v3, the real node's SNI ingress (tests/traefik/build.sh).
 tr_log=$(mktemp)
 in_bg tr_pid "$tr_log" tests/traefik/build.sh
@@ -97,6 +100,7 @@ stage "static check" bash -c "for b in init-sshd session-ssh-webhook session-ssh
 done"
 
 stage "control plane build (go)" wait_bg "$cp_pid" "$cp_log" "control plane build (bg)"
+stage "helm build (go)" wait_bg "$helm_pid" "$helm_log" "helm build (bg)"
 
 stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
 stage "manifests" scripts/validate-manifests.sh

@@ -143,24 +143,7 @@ impl WebhookCluster {
             Tls::SelfManaged => None,
         };
         let rendered = render(work.path(), platform, tls, port, ca_bundle.as_deref())?;
-
-        let mwc = rendered
-            .iter()
-            .find(|o| o["kind"] == "MutatingWebhookConfiguration")
-            .ok_or_else(|| anyhow!("manifests have no MutatingWebhookConfiguration"))?;
-        let namespace_labels: BTreeMap<String, String> =
-            serde_json::from_value(mwc["webhooks"][0]["namespaceSelector"]["matchLabels"].clone())
-                .unwrap_or_default();
-        // Namespaces the manifests expect to exist (RoleBindings in session namespaces).
-        let mut session_namespaces: Vec<String> = rendered
-            .iter()
-            .filter(|o| o["kind"] != "Namespace")
-            .filter_map(|o| o["metadata"]["namespace"].as_str())
-            .filter(|ns| *ns != NAMESPACE)
-            .map(String::from)
-            .collect();
-        session_namespaces.sort();
-        session_namespaces.dedup();
+        let (namespace_labels, session_namespaces) = namespaces_of(&rendered)?;
         let labels: Vec<(&str, &str)> = namespace_labels
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -169,6 +152,47 @@ impl WebhookCluster {
             create_namespace(&client, ns, &labels).await?;
         }
         apply_all(&client, &rendered).await?;
+        Self::launch(cp, work, rendered, tls, (port, metrics_port), replicas).await
+    }
+
+    /// session-ssh installed by other means (`helm install`): `installed` are the objects
+    /// as installed, their session namespaces already made. Starts the webhook with their
+    /// args (self-managed TLS), config and ServiceAccount, and routes their Service to it.
+    pub async fn attach(cp: ControlPlane, installed: Vec<Value>) -> Result<WebhookCluster> {
+        let work = tempfile::Builder::new()
+            .prefix("session-ssh-e2e-")
+            .tempdir()?;
+        std::fs::create_dir_all(work.path().join("tls"))?;
+        let ports = (free_port()?, free_port()?);
+        Self::launch(cp, work, installed, Tls::SelfManaged, ports, 1).await
+    }
+
+    /// The webhook's config read again from the installed objects' ConfigMap (e.g. after
+    /// `helm upgrade` made a new one), then a restart so the webhook uses it.
+    pub async fn reload_installed(&mut self, installed: Vec<Value>) -> Result<()> {
+        let config = config_of(&self.client().await?, &installed).await?;
+        std::fs::write(&self.config_path, &config)?;
+        self.config_base = config;
+        self.rendered = installed;
+        self.start_webhook().await
+    }
+
+    /// Starts `replicas` webhook processes for the installed `rendered` objects.
+    async fn launch(
+        cp: ControlPlane,
+        work: tempfile::TempDir,
+        rendered: Vec<Value>,
+        tls: Tls,
+        (port, metrics_port): (u16, u16),
+        replicas: usize,
+    ) -> Result<WebhookCluster> {
+        let client = cp.client().await?;
+        let tls_dir = work.path().join("tls");
+        let (namespace_labels, session_namespaces) = namespaces_of(&rendered)?;
+        let mwc = rendered
+            .iter()
+            .find(|o| o["kind"] == "MutatingWebhookConfiguration")
+            .ok_or_else(|| anyhow!("manifests have no MutatingWebhookConfiguration"))?;
 
         // The webhook's own identity: a token of the manifests' ServiceAccount.
         let token = service_account_token(&client, NAMESPACE, SERVICE_ACCOUNT, 3600).await?;
@@ -503,6 +527,28 @@ impl Drop for WebhookCluster {
     }
 }
 
+/// The labels a namespace needs to be selected by the webhook configuration, and the
+/// namespaces the manifests bind rights in (besides the webhook's own).
+fn namespaces_of(rendered: &[Value]) -> Result<(BTreeMap<String, String>, Vec<String>)> {
+    let mwc = rendered
+        .iter()
+        .find(|o| o["kind"] == "MutatingWebhookConfiguration")
+        .ok_or_else(|| anyhow!("manifests have no MutatingWebhookConfiguration"))?;
+    let labels: BTreeMap<String, String> =
+        serde_json::from_value(mwc["webhooks"][0]["namespaceSelector"]["matchLabels"].clone())
+            .unwrap_or_default();
+    let mut namespaces: Vec<String> = rendered
+        .iter()
+        .filter(|o| o["kind"] != "Namespace")
+        .filter_map(|o| o["metadata"]["namespace"].as_str())
+        .filter(|ns| *ns != NAMESPACE)
+        .map(String::from)
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    Ok((labels, namespaces))
+}
+
 /// `args` with --listen / --metrics-listen set to the given 127.0.0.1 ports.
 fn with_ports(args: &[String], port: u16, metrics_port: u16) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
@@ -630,7 +676,7 @@ fn render(
 
 /// `$SESSION_SSH_KUSTOMIZE` (e.g. `kustomize build`), else the control plane
 /// binary's `kustomize` (kubectl 1.35's kustomize, so no kubectl is needed).
-fn kustomize_command() -> Result<(String, Vec<String>)> {
+pub fn kustomize_command() -> Result<(String, Vec<String>)> {
     if let Ok(cmd) = std::env::var("SESSION_SSH_KUSTOMIZE") {
         let mut words = cmd.split_whitespace().map(String::from);
         let program = words

@@ -10,6 +10,8 @@
 #       alice, any password); when alice starts her server from the hub page, the demo
 #       prints the lines to ssh into it. Ctrl-C (or DEMO_MINUTES, default 60) ends it and
 #       brings the cluster down. (scripts/node-e2e.sh --demo; tests/controlplane/NODE.md)
+#   scripts/demo.sh --cluster --check   the same, with the script as the newcomer: it starts
+#       alice's server through the hub API, runs the printed ssh lines once, and ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 musl=x86_64-unknown-linux-musl
@@ -18,8 +20,11 @@ scripts/setup.sh
 echo "demo: building the static binaries (a few minutes on a cold cache)"
 cargo build -q --release --target "$musl" -p init-sshd -p session-ssh-webhook
 if [ "${1:-}" = --cluster ]; then
-    [ "$(id -u)" -eq 0 ] || exec sudo scripts/node-e2e.sh --demo
-    exec scripts/node-e2e.sh --demo
+    # --cluster --check: the script starts alice's server itself and runs the printed lines.
+    check=0
+    [ "${2:-}" != --check ] || check=1
+    [ "$(id -u)" -eq 0 ] || exec sudo env DEMO_CHECK=$check scripts/node-e2e.sh --demo
+    DEMO_CHECK=$check exec scripts/node-e2e.sh --demo
 fi
 cargo build -q -p session-ssh-tests --bin session-ssh-demo
 if [ "$(id -u)" -ne 0 ]; then

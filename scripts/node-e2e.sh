@@ -1148,6 +1148,12 @@ run_demo() {
   The demo prints the ssh lines when the server is up; Ctrl-C ends it (cluster down).
 
 MSG
+    # DEMO_CHECK=1 (demo.sh --cluster --check): the script plays the newcomer, starts the
+    # server through the hub's REST API, runs the lines it printed once, and ends.
+    if [ "${DEMO_CHECK:-0}" = 1 ]; then
+        spawn_via_hub
+        deadline=$((SECONDS + TIMEOUT))
+    fi
     while [ $SECONDS -lt $deadline ]; do
         pod=$(kubectl -n "$NS" get pods -l component=singleuser-server,hub.jupyter.org/username=alice \
             -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.metadata.name}{"\n"}{end}' 2>/dev/null | head -n 1)
@@ -1170,11 +1176,31 @@ MSG
 
 MSG
                 shown=$pod
+                if [ "${DEMO_CHECK:-0}" = 1 ]; then
+                    demo_check_lines "$cip"
+                    return 0
+                fi
             fi
         fi
         sleep 3
     done
+    [ "${DEMO_CHECK:-0}" = 0 ] || fail "demo: no ssh lines printed within ${TIMEOUT} s"
     log "demo: $minutes minutes are up"
+}
+
+# demo_check_lines CLUSTER_IP: the two ssh lines the demo printed, run as printed (from the
+# repository root, as a newcomer who copies them) with `id -u`.
+demo_check_lines() {
+    local host uid
+    host=$(awk '$1 == "Host" {print $2; exit}' .work/demo/ssh_config)
+    uid=$(ssh -i .work/demo/id_alice -o UserKnownHostsFile=.work/demo/known_hosts -o BatchMode=yes \
+        -o StrictHostKeyChecking=yes "alice@$1" id -u) || fail "demo: the ClusterIP line does not log in"
+    [ "$uid" = 1000 ] || fail "demo: the ClusterIP line gives uid '$uid', not 1000"
+    ok "demo: the printed ClusterIP line logs in (uid $uid)"
+    uid=$(ssh -F .work/demo/ssh_config -i .work/demo/id_alice -o UserKnownHostsFile=.work/demo/known_hosts \
+        -o BatchMode=yes -o StrictHostKeyChecking=yes "$host" id -u) || fail "demo: the SNI line does not log in"
+    [ "$uid" = 1000 ] || fail "demo: the SNI line gives uid '$uid', not 1000"
+    ok "demo: the printed SNI line logs in through Traefik on $NODE_IP:443 (uid $uid)"
 }
 
 if [ "$MODE" = demo ]; then

@@ -75,9 +75,10 @@ stage "node images (go on from bg)" wait_node_images
 # A real node (kubelet + containerd + kube-proxy on this machine, tests/controlplane/NODE.md):
 # the product installed with kubectl apply -k, sessions spawned by a real JupyterHub +
 # KubeSpawner, reached through port-forward, ClusterIP, the SNI route and the gateway;
-# then the first-law cases. Each run brings its cluster up and down.
+# then the first-law cases and the README followed literally in ingress modes none, nodeport
+# and loadbalancer (one cluster for both). Each run brings its cluster up and down.
 stage "real node: hub + gateway" scripts/node-e2e.sh --hub
-stage "real node: the first law" scripts/node-e2e.sh --first-law
+stage "real node: first law, modes" scripts/node-e2e.sh --first-law --ingress-modes
 stage "demo --check" cargo run -q -p session-ssh-tests --bin session-ssh-demo -- --check \
     --webhook "$SESSION_SSH_WEBHOOK_BIN" --init-sshd "$INIT_SSHD_BIN"
 

@@ -43,6 +43,8 @@
 # the controller replaces the session's TLSRoute by an IngressRouteTCP, and the same login
 # through Traefik's kubernetesCRD provider; then back to gateway and the login again.
 # Without --hub, the main-process kill runs against the plain session pod.
+# --ingress-modes (alone or after --first-law): the README followed literally in ingress modes
+# none, nodeport and loadbalancer (scripts/node-e2e-modes.sh).
 # --first-law: after the plain setup, each bad environment of issue 15 (init image absent,
 # install OOM, volume full = binary missing at postStart, runAsNonRoot with a named USER,
 # Pod Security restricted) as a pod, with a verdict line each; exits 1 while one is broken.
@@ -61,15 +63,18 @@ TIMEOUT=${NODE_E2E_TIMEOUT:-180}
 NS=jhub
 POD=jupyter-alice
 MODE=pod
-case ${1:-} in
+INGRESS_MODES=0
+for arg in "$@"; do
+    case $arg in
     --hub) MODE=hub ;;
     --hub-bench) MODE=hub HUB_BENCH=1 ;;
     --bench) MODE=bench ;;
     --first-law) MODE=firstlaw ;;
+    --ingress-modes) INGRESS_MODES=1 ;;
     --demo) MODE=demo ;;
-    "") ;;
-    *) echo "usage: $0 [--hub | --hub-bench | --bench | --first-law | --demo]" >&2; exit 2 ;;
-esac
+    *) echo "usage: $0 [--hub | --hub-bench | --bench | --first-law | --demo] [--ingress-modes]" >&2; exit 2 ;;
+    esac
+done
 NODE_IP=${CLUSTER_NODE_IP:-10.250.0.1}
 HUB_DIR=$ROOT/.work/hub
 HUB_PID=""
@@ -1132,6 +1137,9 @@ yaml.safe_dump_all(docs, sys.stdout)' >"$TMP/fl-floor.yaml" || fail "inject fl-f
     [ ${#LAW_BROKEN[@]} = 0 ]
 }
 
+# shellcheck source=scripts/node-e2e-modes.sh
+. "$ROOT/scripts/node-e2e-modes.sh"
+
 # --- --demo: scripts/demo.sh --cluster (issue 15 item 7) ------------------------------------
 # The real cluster, the product installed, a JupyterHub on http://127.0.0.1:8000 (user alice,
 # any password); when alice's server runs, print how to ssh in. Ends (and brings the cluster
@@ -1211,7 +1219,13 @@ fi
 if [ "$MODE" = firstlaw ]; then
     NODE_E2E_TRANSFER_MIB=0
     check_session "$POD" ""
-    run_first_law || { log "first-law cases broken: ${LAW_BROKEN[*]}"; exit 1; }
+    law_rc=0
+    run_first_law || { log "first-law cases broken: ${LAW_BROKEN[*]}"; law_rc=1; }
+    [ "$INGRESS_MODES" = 0 ] || run_ingress_modes
+    exit $law_rc
+fi
+if [ "$INGRESS_MODES" = 1 ] && [ "$MODE" = pod ]; then
+    run_ingress_modes
     exit 0
 fi
 

@@ -64,17 +64,20 @@ NS=jhub
 POD=jupyter-alice
 MODE=pod
 INGRESS_MODES=0
+WITH_BENCH=0
 for arg in "$@"; do
     case $arg in
     --hub) MODE=hub ;;
     --hub-bench) MODE=hub HUB_BENCH=1 ;;
-    --bench) MODE=bench ;;
+    --bench) WITH_BENCH=1 ;;
     --first-law) MODE=firstlaw ;;
     --ingress-modes) INGRESS_MODES=1 ;;
     --demo) MODE=demo ;;
-    *) echo "usage: $0 [--hub | --hub-bench | --bench | --first-law | --demo] [--ingress-modes]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--hub | --hub-bench | --bench | --first-law [--bench] [--ingress-modes] | --demo]" >&2; exit 2 ;;
     esac
 done
+# --bench alone is its own mode; with --first-law it runs first, on the same cluster.
+[ "$WITH_BENCH" = 0 ] || [ "$MODE" != pod ] || MODE=bench
 NODE_IP=${CLUSTER_NODE_IP:-10.250.0.1}
 HUB_DIR=$ROOT/.work/hub
 HUB_PID=""
@@ -1216,9 +1219,18 @@ if [ "$MODE" = demo ]; then
     exit 0
 fi
 
+bench_session() {
+    cip=$(kubectl -n "$NS" get svc "$POD" -o jsonpath='{.spec.clusterIP}')
+    SSHC=(ssh -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
+        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10)
+    run_bench
+    log "benchmark done"
+}
+
 if [ "$MODE" = firstlaw ]; then
     NODE_E2E_TRANSFER_MIB=0
     check_session "$POD" ""
+    [ "$WITH_BENCH" = 0 ] || bench_session
     law_rc=0
     run_first_law || { log "first-law cases broken: ${LAW_BROKEN[*]}"; law_rc=1; }
     [ "$INGRESS_MODES" = 0 ] || run_ingress_modes
@@ -1232,11 +1244,7 @@ fi
 if [ "$MODE" = bench ]; then
     NODE_E2E_TRANSFER_MIB=0
     check_session "$POD" ""
-    cip=$(kubectl -n "$NS" get svc "$POD" -o jsonpath='{.spec.clusterIP}')
-    SSHC=(ssh -F /dev/null -i "$TMP/id_alice" -o IdentitiesOnly=yes -o BatchMode=yes
-        -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$TMP/known_hosts" -o ConnectTimeout=10)
-    run_bench
-    log "benchmark done"
+    bench_session
     exit 0
 fi
 

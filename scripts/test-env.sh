@@ -10,3 +10,4 @@ export SESSION_SSH_CERTS_BIN=$root/target/$musl/release/session-ssh-certs
 export SESSION_SSH_PYTHON=$root/.venv/bin/python
 export KUBERNETES_VALIDATE=$root/.venv/bin/kubernetes-validate
 export SESSION_SSH_CONTROLPLANE=$root/tests/controlplane/bin/controlplane
+export SESSION_SSH_CERTMANAGER=$root/tests/certmanager/bin

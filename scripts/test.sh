@@ -30,6 +30,10 @@ stage "setup (apt, musl, venv)" scripts/setup.sh --tests
 cp_log=$(mktemp)
 (cd tests/controlplane && ./build.sh) >"$cp_log" 2>&1 &
 cp_pid=$!
+# So do cert-manager's controller and cainjector (tests/certmanager, for cluster_certmanager).
+cm_log=$(mktemp)
+(cd tests/certmanager && ./build.sh) >"$cm_log" 2>&1 &
+cm_pid=$!
 
 # So do the real node's session images (Debian + PyPI inside, no Rust binary; cached in
 # .work/images by content), which need only the network and buildah from setup.
@@ -37,7 +41,7 @@ img_log=$(mktemp)
 scripts/node-images.sh build jupyter-session minimal named-user >"$img_log" 2>&1 &
 img_pid=$!
 # A stage that fails ends the run: the background builds end with it.
-trap 'kill "$cp_pid" "$img_pid" 2>/dev/null || true' EXIT
+trap 'kill "$cp_pid" "$cm_pid" "$img_pid" 2>/dev/null || true' EXIT
 
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
@@ -59,6 +63,15 @@ wait_controlplane() {
     cat "$cp_log"
 }
 stage "control plane build (go)" wait_controlplane
+wait_certmanager() {
+    if ! wait "$cm_pid"; then
+        cat "$cm_log"
+        echo "cert-manager build failed"
+        return 1
+    fi
+    cat "$cm_log"
+}
+stage "cert-manager build (go)" wait_certmanager
 
 stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
 stage "manifests" scripts/validate-manifests.sh

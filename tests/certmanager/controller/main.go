@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
@@ -66,9 +67,16 @@ func run(ctx context.Context, kubeconfig, namespace, clusterNS string, workers i
 		Kubeconfig:    kubeconfig,
 		Namespace:     namespace,
 		IssuerOptions: controller.IssuerOptions{ClusterResourceNamespace: clusterNS},
-		// The upstream flag defaults; a certificate with no issuer answer is retried.
+		// The rest as the upstream binary's config defaults them.
 		KubernetesAPIQPS:   20,
 		KubernetesAPIBurst: 50,
+		CertificateOptions: controller.CertificateOptions{
+			CopiedAnnotationPrefixes: []string{
+				"*", "-kubectl.kubernetes.io/", "-fluxcd.io/", "-argocd.argoproj.io/",
+			},
+			CertificateRequestMinimumBackoffDuration: time.Hour,
+			CertificateRequestMaximumBackoffDuration: 32 * time.Hour,
+		},
 	})
 	if err != nil {
 		return err

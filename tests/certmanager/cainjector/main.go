@@ -32,11 +32,13 @@ import (
 )
 
 func main() {
-	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the apiserver (required)")
-	namespace := flag.String("namespace", "", "namespace to watch; empty: all")
-	klog.InitFlags(nil)
-	flag.Parse()
-	if *kubeconfig == "" || flag.NArg() > 0 {
+	// Not the global flag set: controller-runtime registers its own --kubeconfig there.
+	fs := flag.NewFlagSet("cainjector", flag.ExitOnError)
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the apiserver (required)")
+	namespace := fs.String("namespace", "", "namespace to watch; empty: all")
+	klog.InitFlags(fs)
+	_ = fs.Parse(os.Args[1:])
+	if *kubeconfig == "" || fs.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "usage: cainjector --kubeconfig FILE [--namespace NS]")
 		os.Exit(2)
 	}

@@ -109,11 +109,12 @@ impl CertManager {
 
     /// Fails with the logs when either process has exited.
     pub fn check_running(&mut self) -> Result<()> {
-        for (name, p) in [
-            ("controller", &mut self.controller),
-            ("cainjector", &mut self.cainjector),
-        ] {
-            if let Some(status) = p.try_wait()? {
+        let exited = [
+            ("controller", self.controller.try_wait()?),
+            ("cainjector", self.cainjector.try_wait()?),
+        ];
+        for (name, status) in exited {
+            if let Some(status) = status {
                 bail!(
                     "cert-manager {name} exited ({status}):\n{}",
                     self.log_tail()

@@ -11,3 +11,4 @@ export SESSION_SSH_PYTHON=$root/.venv/bin/python
 export KUBERNETES_VALIDATE=$root/.venv/bin/kubernetes-validate
 export SESSION_SSH_CONTROLPLANE=$root/tests/controlplane/bin/controlplane
 export SESSION_SSH_HELM=$root/tests/helm/bin/helm
+export SESSION_SSH_CERTMANAGER=$root/tests/certmanager/bin

@@ -67,9 +67,12 @@ trap 'for p in "${bg_pids[@]}"; do kill_tree "$p"; done' EXIT
 # + PyPI inside, no Rust binary; cached in .work/images by content), which need only the
 # network and buildah from setup. The fuzz targets build and run at the lowest priority: they
 # take what the node stages leave idle.
-cp_pid='' helm_pid='' tr_pid='' img_pid='' fuzz_pid=''
+cp_pid='' cm_pid='' helm_pid='' tr_pid='' img_pid='' fuzz_pid=''
 cp_log=$(mktemp)
 in_bg cp_pid "$cp_log" sh -c 'cd tests/controlplane && ./build.sh'
+# So do cert-manager's controller and cainjector (tests/certmanager, for cluster_certmanager).
+cm_log=$(mktemp)
+in_bg cm_pid "$cm_log" sh -c 'cd tests/certmanager && ./build.sh'
 # And helm (tests/helm: the Helm CLI the chart's tests use, pinned, from the Go module proxy).
 helm_log=$(mktemp)
 in_bg helm_pid "$helm_log" sh -c 'cd tests/helm && ./build.sh'
@@ -79,7 +82,7 @@ in_bg tr_pid "$tr_log" tests/traefik/build.sh
 img_log=$(mktemp)
 in_bg img_pid "$img_log" scripts/node-images.sh build jupyter-session minimal named-user
 fuzz_log=$(mktemp)
-in_bg fuzz_pid "$fuzz_log" nice -n 19 env FUZZ_JOBS=2 scripts/fuzz.sh 60
+in_bg fuzz_pid "$fuzz_log" nice -n 19 env FUZZ_JOBS=2 FUZZ_QUICK=1 scripts/fuzz.sh 60
 
 # Clippy lints every workspace crate as it compiles for the tests (clippy-driver as the
 # workspace's rustc wrapper, as `cargo clippy` runs it), so the dependency tree is built once
@@ -101,6 +104,7 @@ done"
 
 stage "control plane build (go)" wait_bg "$cp_pid" "$cp_log" "control plane build (bg)"
 stage "helm build (go)" wait_bg "$helm_pid" "$helm_log" "helm build (bg)"
+stage "cert-manager build (go)" wait_bg "$cm_pid" "$cm_log" "cert-manager build (bg)"
 
 stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
 stage "manifests" scripts/validate-manifests.sh

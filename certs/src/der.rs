@@ -46,6 +46,8 @@ pub struct CertInfo {
     pub subject_der: Vec<u8>,
     /// The subjectPublicKey bits (for EC keys: the uncompressed point).
     pub public_key: Vec<u8>,
+    /// The serialNumber INTEGER's content bytes (tells renewed certificates apart).
+    pub serial: Vec<u8>,
 }
 
 /// One tag-length-value element.
@@ -112,7 +114,7 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo> {
     if first.tag == TAG_EXPLICIT_0 {
         rest = after;
     }
-    let (_serial, rest) = expect(rest, TAG_INTEGER, "serialNumber is not an INTEGER")?;
+    let (serial, rest) = expect(rest, TAG_INTEGER, "serialNumber is not an INTEGER")?;
     let (_sig, rest) = expect(rest, TAG_SEQUENCE, "signature algorithm is not a SEQUENCE")?;
     let (_issuer, rest) = expect(rest, TAG_SEQUENCE, "issuer is not a SEQUENCE")?;
     let (validity, rest) = expect(rest, TAG_SEQUENCE, "validity is not a SEQUENCE")?;
@@ -139,6 +141,7 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo> {
         subject_cn: common_name(subject.body)?,
         subject_der: subject.raw.to_vec(),
         public_key,
+        serial: serial.body.to_vec(),
     })
 }
 

@@ -52,6 +52,10 @@ pub enum Tls {
     /// The manifests' `clientConfig.service`; the webhook runs with the
     /// self-signed overlay's flags and makes its TLS Secret and caBundle itself.
     SelfManaged,
+    /// `manifests/overlays/cert-manager` (the platform must be [`Platform::Default`]):
+    /// real cert-manager issues the TLS Secret, which is kept in the webhook's TLS dir
+    /// as a Secret volume is, and its cainjector fills the caBundle.
+    CertManager,
 }
 
 /// Which manifests to install: `manifests/overlays/self-signed` or an example.
@@ -99,6 +103,10 @@ pub struct WebhookCluster {
     log: PathBuf,
     /// Environment beyond the harness's own (see [`WebhookCluster::set_env`]).
     env: Vec<(String, String)>,
+    /// In [`Tls::CertManager`] mode: the TLS Secret's volume, then cert-manager (dropped
+    /// in this order).
+    tls_volume: Option<super::certmanager::SecretVolume>,
+    pub cert_manager: Option<super::certmanager::CertManager>,
 }
 
 /// A further webhook process with the same args on its own ports.
@@ -108,6 +116,12 @@ pub struct Replica {
     pub port: u16,
     pub metrics_port: u16,
 }
+
+/// With `Tls::CertManager`: the issued Secret as the webhook's volume, and cert-manager.
+type CertManagerParts = (
+    Option<super::certmanager::SecretVolume>,
+    Option<super::certmanager::CertManager>,
+);
 
 impl WebhookCluster {
     /// Starts a control plane of its own, installs the manifests and starts the webhook.
@@ -140,8 +154,13 @@ impl WebhookCluster {
                 bundle.write_pem_files(&tls_dir)?;
                 Some(bundle.ca_bundle())
             }
-            Tls::SelfManaged => None,
+            Tls::SelfManaged | Tls::CertManager => None,
         };
+        if tls == Tls::CertManager && platform != Platform::Default {
+            bail!(
+                "Tls::CertManager renders manifests/overlays/cert-manager: use Platform::Default"
+            );
+        }
         let rendered = render(work.path(), platform, tls, port, ca_bundle.as_deref())?;
         let (namespace_labels, session_namespaces) = namespaces_of(&rendered)?;
         let labels: Vec<(&str, &str)> = namespace_labels
@@ -151,8 +170,28 @@ impl WebhookCluster {
         for ns in &session_namespaces {
             create_namespace(&client, ns, &labels).await?;
         }
+        let mut cert_manager = None;
+        if tls == Tls::CertManager {
+            let cm = super::certmanager::CertManager::start(&cp, work.path(), NAMESPACE).await?;
+            cert_manager = Some(cm);
+        }
         apply_all(&client, &rendered).await?;
-        Self::launch(cp, work, rendered, tls, (port, metrics_port), replicas).await
+        let mut tls_volume = None;
+        if let Some(cm) = cert_manager.as_mut() {
+            let volume = super::certmanager::SecretVolume::mount(
+                &client,
+                NAMESPACE,
+                TLS_SECRET,
+                &["tls.crt", "tls.key", "ca.crt"],
+                &tls_dir,
+                Duration::from_secs(120),
+            )
+            .await;
+            cm.check_running()?;
+            tls_volume = Some(volume.with_context(|| cm.log_tail())?);
+        }
+        let certs = (tls_volume, cert_manager);
+        Self::launch(cp, work, rendered, tls, (port, metrics_port), replicas, certs).await
     }
 
     /// session-ssh installed by other means (`helm install`): `installed` are the objects
@@ -164,7 +203,7 @@ impl WebhookCluster {
             .tempdir()?;
         std::fs::create_dir_all(work.path().join("tls"))?;
         let ports = (free_port()?, free_port()?);
-        Self::launch(cp, work, installed, Tls::SelfManaged, ports, 1).await
+        Self::launch(cp, work, installed, Tls::SelfManaged, ports, 1, (None, None)).await
     }
 
     /// The webhook's config read again from the installed objects' ConfigMap (e.g. after
@@ -185,6 +224,7 @@ impl WebhookCluster {
         tls: Tls,
         (port, metrics_port): (u16, u16),
         replicas: usize,
+        (tls_volume, cert_manager): CertManagerParts,
     ) -> Result<WebhookCluster> {
         let client = cp.client().await?;
         let tls_dir = work.path().join("tls");
@@ -205,7 +245,7 @@ impl WebhookCluster {
         std::fs::write(&config_path, &config)?;
 
         let args = webhook_args(&rendered, tls, &config_path, &tls_dir, port, metrics_port)?;
-        if tls == Tls::SelfManaged {
+        if tls != Tls::Url {
             let svc_port = mwc["webhooks"][0]["clientConfig"]["service"]["port"]
                 .as_i64()
                 .unwrap_or(443) as i32;
@@ -234,6 +274,8 @@ impl WebhookCluster {
             replicas: Vec::new(),
             log,
             env: Vec::new(),
+            tls_volume,
+            cert_manager,
         };
         wc.webhook = Some(wc.spawn(wc.port, wc.metrics_port, 0)?);
         for i in 1..replicas {
@@ -323,7 +365,7 @@ impl WebhookCluster {
             .append(true)
             .open(&self.log)?;
         let mut args = with_ports(&self.args, port, metrics_port);
-        if index > 0 {
+        if index > 0 && self.tls != Tls::CertManager {
             // Each replica has its own TLS emptyDir, as each pod of the Deployment has.
             let dir = self.work.path().join(format!("tls-{index}"));
             std::fs::create_dir_all(&dir)?;
@@ -520,6 +562,9 @@ impl WebhookCluster {
 impl Drop for WebhookCluster {
     fn drop(&mut self) {
         self.stop_webhook();
+        // Before the control plane goes (fields drop in order, `cp` first).
+        self.tls_volume = None;
+        self.cert_manager = None;
         for r in &mut self.replicas {
             let _ = r.child.kill();
             let _ = r.child.wait();
@@ -643,7 +688,10 @@ fn render(
     let kustomization = json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [format!("../manifests/{}", platform.base())],
+        "resources": [format!("../manifests/{}", match tls {
+            Tls::CertManager => "overlays/cert-manager",
+            _ => platform.base(),
+        })],
         "patches": patches,
     });
     std::fs::write(

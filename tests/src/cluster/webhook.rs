@@ -191,7 +191,16 @@ impl WebhookCluster {
             tls_volume = Some(volume.with_context(|| cm.log_tail())?);
         }
         let certs = (tls_volume, cert_manager);
-        Self::launch(cp, work, rendered, tls, (port, metrics_port), replicas, certs).await
+        Self::launch(
+            cp,
+            work,
+            rendered,
+            tls,
+            (port, metrics_port),
+            replicas,
+            certs,
+        )
+        .await
     }
 
     /// session-ssh installed by other means (`helm install`): `installed` are the objects
@@ -203,7 +212,16 @@ impl WebhookCluster {
             .tempdir()?;
         std::fs::create_dir_all(work.path().join("tls"))?;
         let ports = (free_port()?, free_port()?);
-        Self::launch(cp, work, installed, Tls::SelfManaged, ports, 1, (None, None)).await
+        Self::launch(
+            cp,
+            work,
+            installed,
+            Tls::SelfManaged,
+            ports,
+            1,
+            (None, None),
+        )
+        .await
     }
 
     /// The webhook's config read again from the installed objects' ConfigMap (e.g. after

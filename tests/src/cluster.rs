@@ -279,36 +279,13 @@ pub fn shared() -> Result<&'static ControlPlane> {
         .map_err(|e| anyhow!("shared control plane: {e}"))
 }
 
-/// The control plane binary; builds it once per process unless the env var names one.
+/// The control plane binary; built once per process unless the env var names one.
 pub fn binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("SESSION_SSH_CONTROLPLANE") {
-        let path = PathBuf::from(path);
-        if !path.is_file() {
-            bail!("SESSION_SSH_CONTROLPLANE={} is not a file", path.display());
-        }
-        return Ok(path);
-    }
-    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
-
-fn build() -> Result<PathBuf> {
-    let dir = crate::repo_root().join("tests/controlplane");
-    // Go's build cache makes this a few seconds when nothing changed.
-    let out = Command::new(dir.join("build.sh")).output().context(
-        "run tests/controlplane/build.sh (Go must be on PATH, or set SESSION_SSH_CONTROLPLANE)",
-    )?;
-    if !out.status.success() {
-        bail!(
-            "tests/controlplane/build.sh failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(dir.join("bin/controlplane"))
+    crate::gobuilt::binary(
+        "SESSION_SSH_CONTROLPLANE",
+        "controlplane",
+        "bin/controlplane",
+    )
 }
 
 fn collect_log(stderr: impl std::io::Read, log: &LogTail) {

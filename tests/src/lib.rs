@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod gateway;
+pub mod gobuilt;
 pub mod hub;
 pub mod injected;
 pub mod podrun;

@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -72,31 +71,7 @@ const CASES: &[(&str, Option<&str>)] = &[
 /// The helm binary: `$SESSION_SSH_HELM`, else tests/helm/bin/helm (built once per process;
 /// build.sh keeps a binary of the pinned version).
 fn helm_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("SESSION_SSH_HELM") {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            bail!("SESSION_SSH_HELM={} is not a file", p.display());
-        }
-        return Ok(p);
-    }
-    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = repo_root().join("tests/helm");
-            let out = Command::new(dir.join("build.sh"))
-                .output()
-                .map_err(|e| format!("run tests/helm/build.sh (needs Go): {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "tests/helm/build.sh failed: {}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(dir.join("bin/helm"))
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
+    session_ssh_tests::gobuilt::binary("SESSION_SSH_HELM", "helm", "bin/helm")
 }
 
 /// helm with its config, cache and data in a directory of its own (no user repositories

@@ -13,10 +13,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
@@ -27,16 +26,7 @@ use crate::reaper::{self, Proc};
 
 /// The directory with `controller`, `cainjector` and `crds/`.
 pub fn bin_dir() -> Result<PathBuf> {
-    let dir = match std::env::var_os("SESSION_SSH_CERTMANAGER") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-            BUILT
-                .get_or_init(|| build().map_err(|e| format!("{e:#}")))
-                .clone()
-                .map_err(|e| anyhow!(e))?
-        }
-    };
+    let dir = crate::gobuilt::binary("SESSION_SSH_CERTMANAGER", "certmanager", "bin")?;
     for want in ["controller", "cainjector", "crds"] {
         if !dir.join(want).exists() {
             bail!(
@@ -46,22 +36,6 @@ pub fn bin_dir() -> Result<PathBuf> {
         }
     }
     Ok(dir)
-}
-
-fn build() -> Result<PathBuf> {
-    let dir = crate::repo_root().join("tests/certmanager");
-    // It returns at once when its inputs are unchanged.
-    let out = Command::new(dir.join("build.sh")).output().context(
-        "run tests/certmanager/build.sh (Go must be on PATH, or set SESSION_SSH_CERTMANAGER)",
-    )?;
-    if !out.status.success() {
-        bail!(
-            "tests/certmanager/build.sh failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(dir.join("bin"))
 }
 
 /// cert-manager's controller and cainjector, running; dropping this stops them.

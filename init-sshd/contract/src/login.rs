@@ -76,17 +76,17 @@ fn read<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 
 /// The canonical form of a login name, or None for one that names nothing (empty, too
 /// long, control characters or whitespace). JupyterHub compares user names lower-case.
+/// The length is checked on the canonical form: lower-casing can lengthen a name (`Ⱦ` is 2
+/// bytes, `ⱦ` 3), and a name the gateway publishes must also be one it looks up.
 pub fn normalize(login: &str, platform: Platform) -> Option<String> {
-    if login.is_empty()
-        || login.len() > MAX_LOGIN
-        || login.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
+    if login.is_empty() || login.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return None;
     }
-    Some(match platform {
+    let canonical = match platform {
         Platform::Jupyterhub => login.to_lowercase(),
         _ => login.to_owned(),
-    })
+    };
+    (canonical.len() <= MAX_LOGIN).then_some(canonical)
 }
 
 #[cfg(test)]
@@ -109,6 +109,32 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_name_that_lower_casing_lengthens_past_the_limit_names_nothing() {
+        // Found by the login_name fuzz target: 128 x `Ⱦ` is 256 bytes, lower-cased 384. The
+        // pod's name was published but could not be looked up.
+        let upper = "\u{23e}".repeat(128);
+        assert_eq!(upper.len(), MAX_LOGIN);
+        assert_eq!(normalize(&upper, Platform::Jupyterhub), None);
+        assert!(
+            names(
+                &pod("j", "hub", &[(HUB_USER, &upper)]),
+                Platform::Jupyterhub
+            )
+            .is_empty()
+        );
+        // Where the case does not change, the same name is within the limit.
+        assert_eq!(
+            normalize(&upper, Platform::Generic).as_deref(),
+            Some(upper.as_str())
+        );
+        let lower = "\u{2c66}".repeat(85);
+        assert_eq!(
+            normalize(&lower, Platform::Jupyterhub).as_deref(),
+            Some(lower.as_str())
+        );
     }
 
     #[test]

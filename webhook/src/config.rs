@@ -1,11 +1,10 @@
 //! The webhook's configuration: one YAML file (a ConfigMap in the cluster).
 //!
-//! Loading works in two steps so that every default is a real, visible value:
-//! the `platform` field picks a preset (`Config::preset`), the user's file is
-//! deep-merged over that preset, and the merged document is deserialized with
-//! `deny_unknown_fields` everywhere. Errors name the file, the field path
-//! (`keys.files[0]`) and the reason. `check-config` prints the merged result,
-//! so every field appears there with its effective value.
+//! Loading works in two steps so that every default is a real, visible value: the `platform`
+//! field picks a preset (`Config::preset`), the user's file is deep-merged over that preset,
+//! and the merged document is deserialized with `deny_unknown_fields` everywhere. Errors name
+//! the file, the field path (`keys.files[0]`; an empty key as `""`) and the reason.
+//! `check-config` prints the merged result: every field with its effective value.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -555,7 +554,8 @@ impl Config {
             .map_err(|e| field(".".to_owned(), e.to_string()))?;
         merge(&mut merged, user, "");
         let cfg: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
-            let path = e.path().to_string();
+            let path = Some(e.path().to_string()).filter(|p| !p.is_empty());
+            let path = path.unwrap_or_else(|| "\"\"".to_owned());
             field(path, e.into_inner().to_string())
         })?;
         validate::validate(&cfg).map_err(|(path, reason)| field(path, reason))?;

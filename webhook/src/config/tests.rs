@@ -229,3 +229,15 @@ fn deep_override_keeps_siblings_and_lists_replace() {
     assert!(c.keys.files.is_empty());
     assert_eq!(c.session_container, preset.session_container);
 }
+
+#[test]
+fn an_empty_key_is_named_in_the_error() {
+    // Found by the config fuzz target: `!!!\t:\t` is a mapping whose only key is "".
+    let e = Config::from_yaml("!!!\t:\t", "cfg.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("cfg.yaml: field `\"\"`: unknown field"),
+        "{e}"
+    );
+}

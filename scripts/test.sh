@@ -116,12 +116,9 @@ stage "traefik build" wait_bg "$tr_pid" "$tr_log" "traefik build (bg)"
 # KubeSpawner, reached through port-forward, ClusterIP, the SNI routes (real Traefik: a
 # TLSRoute through its Gateway API provider, an IngressRouteTCP through its CRD one) and the
 # gateway; then the first-law cases and the README followed literally in ingress modes none,
-# nodeport and loadbalancer, after the create->Ready and server-cost benchmark (one cluster for
-# all three); then the newcomer's demo, checked. Each
-# run brings its cluster up and down.
+# nodeport and loadbalancer (one cluster for both). Each run brings its cluster up and down.
 stage "real node: hub + gateway" scripts/node-e2e.sh --hub
-stage "real node: bench, first law, modes" scripts/node-e2e.sh --first-law --bench --ingress-modes
-stage "demo --cluster --check" scripts/demo.sh --cluster --check
+stage "real node: first law, modes" scripts/node-e2e.sh --first-law --ingress-modes
 stage "fuzz (60 s per target)" wait_bg "$fuzz_pid" "$fuzz_log" "fuzz build + run (bg)"
 stage "demo --check" cargo run -q -p session-ssh-tests --bin session-ssh-demo -- --check \
     --webhook "$SESSION_SSH_WEBHOOK_BIN" --init-sshd "$INIT_SSHD_BIN"

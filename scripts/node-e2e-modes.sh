@@ -93,10 +93,10 @@ ok = want and len(pods) == dep["spec"]["replicas"] and all(
 sys.exit(0 if ok else 1)'
 }
 
-# set_ingress_mode MODE: the webhook's config is the overlay's with `ingress: {mode: MODE}`;
+# set_plain_ingress_mode MODE: the webhook's config is the overlay's with `ingress: {mode: MODE}`;
 # the Deployment restarted and rolled out completely; the init-image gate open; admission
 # answers.
-set_ingress_mode() {
+set_plain_ingress_mode() {
     local mode=$1 cm t=$SECONDS
     cm=$(kubectl -n session-ssh get deploy session-ssh-webhook -o jsonpath='{.spec.template.spec.volumes[?(@.name=="config")].configMap.name}')
     [ -n "$cm" ] || fail "the webhook Deployment mounts no config ConfigMap"
@@ -248,7 +248,7 @@ run_ingress_modes() {
     local t0=$SECONDS mode
     command -v bwrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap >/dev/null
     for mode in none nodeport loadbalancer; do
-        set_ingress_mode "$mode"
+        set_plain_ingress_mode "$mode"
         fresh_session
         "check_mode_$mode"
     done

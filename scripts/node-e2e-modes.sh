@@ -74,49 +74,6 @@ refused_with_another_key() {
     printf '%s\n' "$line" >"$home/.ssh/known_hosts"
 }
 
-# webhook_only_new_ready: the Deployment's newest ReplicaSet has all the webhook pods, each
-# Ready, none terminating, as many as the Deployment wants (no old replica admits or
-# reconciles any more).
-webhook_only_new_ready() {
-    kubectl -n session-ssh get deploy,rs,pods -l app.kubernetes.io/name=session-ssh-webhook -o json | python3 -c '
-import json, sys
-items = json.load(sys.stdin)["items"]
-rev = lambda o: o["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision")
-dep = next(o for o in items if o["kind"] == "Deployment")
-rs = [o for o in items if o["kind"] == "ReplicaSet" and rev(o) == rev(dep)]
-pods = [o for o in items if o["kind"] == "Pod"]
-want = rs[0]["metadata"]["labels"]["pod-template-hash"] if len(rs) == 1 else None
-ready = lambda p: any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
-ok = want and len(pods) == dep["spec"]["replicas"] and all(
-    p["metadata"]["labels"].get("pod-template-hash") == want and ready(p)
-    and not p["metadata"].get("deletionTimestamp") for p in pods)
-sys.exit(0 if ok else 1)'
-}
-
-# set_plain_ingress_mode MODE: the webhook's config is the overlay's with `ingress: {mode: MODE}`;
-# the Deployment restarted and rolled out completely; the init-image gate open; admission
-# answers.
-set_plain_ingress_mode() {
-    local mode=$1 cm t=$SECONDS
-    cm=$(kubectl -n session-ssh get deploy session-ssh-webhook -o jsonpath='{.spec.template.spec.volumes[?(@.name=="config")].configMap.name}')
-    [ -n "$cm" ] || fail "the webhook Deployment mounts no config ConfigMap"
-    python3 - "$ROOT/manifests/overlays/local-node/config.yaml" "$mode" >"$TMP/cm-patch.json" <<'PY' || fail "config for mode $mode"
-import json, sys, yaml
-cfg = yaml.safe_load(open(sys.argv[1]))
-cfg["ingress"] = {"mode": sys.argv[2]}
-print(json.dumps({"data": {"config.yaml": yaml.safe_dump(cfg, sort_keys=False)}}))
-PY
-    kubectl -n session-ssh patch configmap "$cm" --type=merge --patch-file "$TMP/cm-patch.json" >/dev/null ||
-        fail "patch ConfigMap $cm"
-    kubectl -n session-ssh rollout restart deploy/session-ssh-webhook >/dev/null || fail "rollout restart"
-    kubectl -n session-ssh rollout status deploy/session-ssh-webhook --timeout="${TIMEOUT}s" >/dev/null ||
-        fail "webhook rollout with ingress.mode $mode"
-    wait_for "only the new webhook replicas run, Ready (ingress.mode $mode)" webhook_only_new_ready
-    gate_is open
-    wait_for "a dry-run is mutated (ingress.mode $mode)" dry_run_mutated
-    ok "ingress.mode $mode: ConfigMap $cm patched, webhook restarted, only the new replicas run ($((SECONDS - t)) s)"
-}
-
 # fresh_session: jupyter-alice made again under the current config (its Service gone first:
 # the controller never takes over a Service of another pod), mutated and Ready.
 fresh_session() {
@@ -248,7 +205,7 @@ run_ingress_modes() {
     local t0=$SECONDS mode
     command -v bwrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap >/dev/null
     for mode in none nodeport loadbalancer; do
-        set_plain_ingress_mode "$mode"
+        set_ingress_mode "$mode"
         fresh_session
         "check_mode_$mode"
     done

@@ -171,6 +171,54 @@ gate_last_is() {
         esac
     done
 }
+# set_ingress_mode MODE: the webhook's live config (the overlay's, or --hub's with the
+# gateway) with ingress.mode MODE: an SNI mode (gateway, traefik, ingress-nginx) keeps the
+# overlay's host template and parentRefs, a plain one (none, nodeport, loadbalancer) is
+# `ingress: {mode: MODE}` alone. Then the Deployment restarts, and the checks start only
+# when no old replica is left (an old one still reconciles its mode's routes while it
+# terminates), the init-image gate is open and admission mutates again.
+set_ingress_mode() {
+    local mode=$1 cm t=$SECONDS
+    cm=$(kubectl -n session-ssh get deploy session-ssh-webhook -o jsonpath='{.spec.template.spec.volumes[?(@.name=="config")].configMap.name}')
+    [ -n "$cm" ] || fail "the webhook Deployment mounts no config ConfigMap"
+    kubectl -n session-ssh get configmap "$cm" -o json | python3 -c '
+import json, sys, yaml
+live = yaml.safe_load(json.load(sys.stdin)["data"]["config.yaml"])
+overlay = yaml.safe_load(open(sys.argv[1]))
+mode = sys.argv[2]
+if mode in ("gateway", "traefik", "ingress-nginx"):
+    live["ingress"] = dict(overlay["ingress"], mode=mode)
+else:
+    live["ingress"] = {"mode": mode}
+print(json.dumps({"data": {"config.yaml": yaml.safe_dump(live, sort_keys=False)}}))
+' "$ROOT/manifests/overlays/local-node/config.yaml" "$mode" >"$TMP/cm-patch.json" || fail "config for ingress.mode $mode"
+    kubectl -n session-ssh patch configmap "$cm" --type=merge --patch-file "$TMP/cm-patch.json" >/dev/null ||
+        fail "patch ConfigMap $cm"
+    kubectl -n session-ssh rollout restart deploy/session-ssh-webhook >/dev/null || fail "rollout restart"
+    kubectl -n session-ssh rollout status deploy/session-ssh-webhook --timeout="${TIMEOUT}s" >/dev/null ||
+        fail "webhook rollout with ingress.mode $mode"
+    wait_for "only the new webhook replicas run, Ready (ingress.mode $mode)" webhook_only_new_ready
+    gate_is open
+    wait_for "a dry-run is mutated (ingress.mode $mode)" dry_run_mutated
+    ok "ingress.mode $mode: ConfigMap $cm patched, webhook restarted, only the new replicas run ($((SECONDS - t)) s)"
+}
+# webhook_only_new_ready: the Deployment's newest ReplicaSet has all the webhook pods, each
+# Ready, none terminating, as many as the Deployment wants.
+webhook_only_new_ready() {
+    kubectl -n session-ssh get deploy,rs,pods -l app.kubernetes.io/name=session-ssh-webhook -o json | python3 -c '
+import json, sys
+items = json.load(sys.stdin)["items"]
+rev = lambda o: o["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision")
+dep = next(o for o in items if o["kind"] == "Deployment")
+rs = [o for o in items if o["kind"] == "ReplicaSet" and rev(o) == rev(dep)]
+pods = [o for o in items if o["kind"] == "Pod"]
+want = rs[0]["metadata"]["labels"]["pod-template-hash"] if len(rs) == 1 else None
+ready = lambda p: any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+ok = want and len(pods) == dep["spec"]["replicas"] and all(
+    p["metadata"]["labels"].get("pod-template-hash") == want and ready(p)
+    and not p["metadata"].get("deletionTimestamp") for p in pods)
+sys.exit(0 if ok else 1)'
+}
 prepull_pod() { kubectl -n session-ssh get pods -l app.kubernetes.io/name=session-ssh-prepull -o name | head -n 1; }
 
 need_pkgs=()

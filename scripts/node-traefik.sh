@@ -282,33 +282,6 @@ sni_login() {
     SNI_ALIAS=$alias
 }
 
-# set_ingress_mode MODE: the webhook's ConfigMap says ingress.mode MODE; its Deployment
-# restarted and rolled out (the config is read at start).
-set_ingress_mode() {
-    local want=$1 cm t=$SECONDS
-    cm=$(kubectl -n session-ssh get deploy session-ssh-webhook -o jsonpath='{.spec.template.spec.volumes[?(@.configMap)].configMap.name}')
-    [ -n "$cm" ] || fail "the webhook Deployment mounts no ConfigMap"
-    kubectl -n session-ssh get configmap "$cm" -o json | python3 -c '
-import json, re, sys
-cm = json.load(sys.stdin)
-cfg, n = re.subn(r"(?m)^(  mode: )\S+$", r"\g<1>" + sys.argv[1], cm["data"]["config.yaml"])
-if n != 1:
-    sys.exit("config.yaml: %d ingress mode lines" % n)
-cm["data"]["config.yaml"] = cfg
-json.dump(cm, sys.stdout)' "$want" | kubectl replace -f - >/dev/null || fail "ConfigMap $cm: ingress.mode $want"
-    kubectl -n session-ssh rollout restart deploy/session-ssh-webhook >/dev/null
-    kubectl -n session-ssh rollout status deploy/session-ssh-webhook --timeout="${TIMEOUT}s" >&2 ||
-        fail "webhook not rolled out with ingress.mode $want"
-    # The old pods' controllers still reconcile while they terminate (the old mode's route
-    # comes back for a moment): the checks start when only the new pods are left.
-    only_new_pods() {
-        [ "$(kubectl -n session-ssh get pods -l app.kubernetes.io/name=session-ssh-webhook -o name | wc -l)" = \
-            "$(kubectl -n session-ssh get deploy session-ssh-webhook -o jsonpath='{.spec.replicas}')" ]
-    }
-    wait_for "the webhook's old pods gone" only_new_pods
-    ok "ConfigMap session-ssh/$cm: ingress.mode $want, webhook restarted and rolled out ($((SECONDS - t)) s)"
-}
-
 # check_traefik_mode POD: ingress.mode traefik, the controller swaps POD's TLSRoute for an
 # IngressRouteTCP, the login through Traefik's kubernetesCRD provider; then back to gateway.
 check_traefik_mode() {

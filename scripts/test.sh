@@ -115,10 +115,14 @@ stage "traefik build" wait_bg "$tr_pid" "$tr_log" "traefik build (bg)"
 # the product installed with kubectl apply -k, sessions spawned by a real JupyterHub +
 # KubeSpawner, reached through port-forward, ClusterIP, the SNI routes (real Traefik: a
 # TLSRoute through its Gateway API provider, an IngressRouteTCP through its CRD one) and the
-# gateway; then the first-law cases and the README followed literally in ingress modes none,
-# nodeport and loadbalancer (one cluster for both). Each run brings its cluster up and down.
+# gateway; then, on one cluster, the create->Ready and server CPU/memory benchmark (numbers
+# for the README), the first-law cases and the README followed literally in ingress modes
+# none, nodeport and loadbalancer; then `demo.sh --cluster --check`, the newcomer's story with
+# the script starting alice's server through the hub API and running the ssh lines it printed.
+# Each run brings its cluster up and down.
 stage "real node: hub + gateway" scripts/node-e2e.sh --hub
-stage "real node: first law, modes" scripts/node-e2e.sh --first-law --ingress-modes
+stage "real node: bench, law, modes" scripts/node-e2e.sh --first-law --bench --ingress-modes
+stage "demo --cluster --check" scripts/demo.sh --cluster --check
 stage "fuzz (60 s per target)" wait_bg "$fuzz_pid" "$fuzz_log" "fuzz build + run (bg)"
 stage "demo --check" cargo run -q -p session-ssh-tests --bin session-ssh-demo -- --check \
     --webhook "$SESSION_SSH_WEBHOOK_BIN" --init-sshd "$INIT_SSHD_BIN"

@@ -38,8 +38,11 @@ in_bg() {
         t0=$(date +%s)
         rc=0
         "$@" || rc=$?
-        cpu=$(times | tail -n 1 | awk '{print $1 " user + " $2 " sys"}')
-        echo "background job: $(($(date +%s) - t0)) s wall, $cpu CPU, exit $rc"
+        # (the CPU of the waited-for children: fields 16-17 of the subshell's stat, in
+        # clock ticks; bash's `times` reports 0 for them in a subshell)
+        read -r -a st </proc/"$BASHPID"/stat
+        hz=$(getconf CLK_TCK)
+        echo "background job: $(($(date +%s) - t0)) s wall, $((st[15] / hz)) s user + $((st[16] / hz)) s sys CPU, exit $rc"
         exit "$rc"
     ) >"$log" 2>&1 &
     bg_pids+=($!)

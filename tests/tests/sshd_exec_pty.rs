@@ -142,6 +142,32 @@ fn pty_exec_gets_window_size_from_client_and_merges_stderr() {
 }
 
 #[test]
+fn pty_exec_ends_soon_after_its_shell_with_its_last_output_though_a_job_holds_the_terminal() {
+    let s = Builder::new().start();
+    // The shell exits while a job that ignores SIGHUP still has the terminal open: a quiet
+    // one, and one that keeps writing. The channel ends soon after the shell, not with the
+    // job (30 s), and carries everything the shell wrote before it exited.
+    for job in ["sleep 30", "for i in $(seq 600); do echo bg; sleep 0.05; done"] {
+        let t0 = std::time::Instant::now();
+        let cmd = format!("echo first; (trap '' HUP; {job}) & printf 'last-%s\\n' line; exit 5");
+        let out = s.exec(&["-tt"], &cmd, b"", T);
+        let took = t0.elapsed();
+        assert_eq!(out.code(), Some(5), "{job}\n{}", s.diag(&out));
+        let text = out.stdout_str();
+        assert!(
+            text.contains("first") && text.contains("last-line"),
+            "{job}: the shell's output\n{}",
+            s.diag(&out)
+        );
+        assert!(
+            took < std::time::Duration::from_secs(20),
+            "{job}: the session lasted {took:?}, as long as its background job\n{}",
+            s.diag(&out)
+        );
+    }
+}
+
+#[test]
 fn vscode_pattern_script_on_stdin_of_bash_without_tty() {
     let s = Builder::new().start();
     // What VS Code Remote-SSH does: `ssh -T host bash`, then writes its install script to stdin.

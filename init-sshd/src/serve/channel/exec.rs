@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::detach::Keep;
 use crate::serve::activity;
@@ -433,12 +434,11 @@ async fn pump_pty(
     exit: Arc<PtyExit>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; READ_CHUNK];
+    let mut drain_until = None;
     loop {
         let n = if exit.exited.load(Ordering::SeqCst) {
-            match m.try_read(&mut buf)? {
-                Some(n) => n,
-                None => return Ok(()),
-            }
+            let until = *drain_until.get_or_insert_with(|| Instant::now() + pty::DRAIN_MAX);
+            m.read_draining(&mut buf, until).await?
         } else {
             tokio::select! {
                 r = m.read(&mut buf) => r?,

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl, open};
 use nix::libc;
@@ -14,6 +15,12 @@ use nix::sys::termios::{
 use russh::Pty;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
+
+/// How long the terminal may stay quiet after the shell exited before the drain ends.
+const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// How long after the shell exited the terminal is read at most.
+pub const DRAIN_MAX: Duration = Duration::from_secs(1);
 
 nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
 nix::ioctl_write_int_bad!(set_ctty, libc::TIOCSCTTY);
@@ -189,13 +196,16 @@ impl Master {
         }
     }
 
-    /// Read what is there now; None when nothing is buffered.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        match nix::unistd::read(self.fd.get_ref(), buf) {
-            Ok(n) => Ok(Some(n)),
-            Err(nix::errno::Errno::EAGAIN) => Ok(None),
-            Err(nix::errno::Errno::EIO) => Ok(Some(0)),
-            Err(e) => Err(e.into()),
+    /// Read after the shell exited; Ok(0) at EIO (no slave fd left), when nothing comes
+    /// for `DRAIN_QUIET`, or at `until`. What the shell wrote last can still be on its
+    /// way to the master, so a read that does not wait can lose it on a busy machine; a
+    /// background job that keeps the slave open ends the drain after the quiet time, or
+    /// at `until` if it keeps writing, instead of holding the channel open.
+    pub async fn read_draining(&self, buf: &mut [u8], until: Instant) -> io::Result<usize> {
+        let deadline = until.min(Instant::now() + DRAIN_QUIET);
+        match tokio::time::timeout_at(deadline, self.read(buf)).await {
+            Ok(r) => r,
+            Err(_quiet) => Ok(0),
         }
     }
 

@@ -147,7 +147,10 @@ fn pty_exec_ends_soon_after_its_shell_with_its_last_output_though_a_job_holds_th
     // The shell exits while a job that ignores SIGHUP still has the terminal open: a quiet
     // one, and one that keeps writing. The channel ends soon after the shell, not with the
     // job (30 s), and carries everything the shell wrote before it exited.
-    for job in ["sleep 30", "for i in $(seq 600); do echo bg; sleep 0.05; done"] {
+    for job in [
+        "sleep 30",
+        "for i in $(seq 600); do echo bg; sleep 0.05; done",
+    ] {
         let t0 = std::time::Instant::now();
         let cmd = format!("echo first; (trap '' HUP; {job}) & printf 'last-%s\\n' line; exit 5");
         let out = s.exec(&["-tt"], &cmd, b"", T);

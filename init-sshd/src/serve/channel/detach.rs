@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use crate::serve::channel::exec::pty::{self, WinSize};
 use crate::serve::channel::exec::{
@@ -107,16 +106,14 @@ const PTY_READ: usize = 16 * 1024;
 /// Read the terminal into the ring, as far as an attached client lets it.
 async fn pump(m: Arc<pty::Master>, ring: Arc<Ring>, exit: Arc<PtyExit>) {
     let mut buf = vec![0u8; PTY_READ];
-    let mut drain_until = None;
     loop {
         let room = ring.room().await.min(buf.len());
         let Some(slot) = buf.get_mut(..room) else {
             return;
         };
-        let n = if exit.exited() {
+        let n = if let Some(until) = exit.drain_until() {
             // The shell is gone: take what the terminal still holds or is still
             // receiving, without waiting for a background job that keeps it open.
-            let until = *drain_until.get_or_insert_with(|| Instant::now() + pty::DRAIN_MAX);
             m.read_draining(slot, until).await.unwrap_or(0)
         } else {
             tokio::select! {

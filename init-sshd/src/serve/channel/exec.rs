@@ -16,7 +16,7 @@ use std::io;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 use nix::sys::signal::{Signal, killpg};
@@ -408,19 +408,22 @@ async fn send(w: &ChannelWriteHalf<Msg>, ext: Option<u32>, chunk: Bytes) -> io::
 /// still holds and stops instead of waiting for a background job to close it.
 #[derive(Default)]
 pub struct PtyExit {
-    exited: AtomicBool,
+    /// Set when the shell exited: the end of the drain, `pty::DRAIN_MAX` later.
+    drain_until: OnceLock<Instant>,
     notify: Notify,
 }
 
 impl PtyExit {
     /// The shell exited: the pump drains what is buffered and stops.
     pub fn mark(&self) {
-        self.exited.store(true, Ordering::SeqCst);
+        self.drain_until
+            .get_or_init(|| Instant::now() + pty::DRAIN_MAX);
         self.notify.notify_one();
     }
 
-    pub fn exited(&self) -> bool {
-        self.exited.load(Ordering::SeqCst)
+    /// Once the shell exited, how long the pump may still read the terminal.
+    pub fn drain_until(&self) -> Option<Instant> {
+        self.drain_until.get().copied()
     }
 
     pub async fn notified(&self) {
@@ -434,10 +437,8 @@ async fn pump_pty(
     exit: Arc<PtyExit>,
 ) -> io::Result<()> {
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut drain_until = None;
     loop {
-        let n = if exit.exited.load(Ordering::SeqCst) {
-            let until = *drain_until.get_or_insert_with(|| Instant::now() + pty::DRAIN_MAX);
+        let n = if let Some(until) = exit.drain_until() {
             m.read_draining(&mut buf, until).await?
         } else {
             tokio::select! {

@@ -48,14 +48,20 @@ in_bg() {
     bg_pids+=($!)
     printf -v "$var" %s $!
 }
+# wait_bg PID LOG WHAT [LINES]: the job's last LINES lines of log (40; `all` for all of it),
+# its own stage lines (`=== NAME: Ns`) and its time into the table.
 wait_bg() {
-    local pid=$1 log=$2 what=$3
+    local pid=$1 log=$2 what=$3 lines=${4:-40}
     if ! wait "$pid"; then
-        tail -n 80 "$log"
+        if [ "$lines" = all ]; then cat "$log"; else tail -n 80 "$log"; fi
         echo "$what failed (log $log)"
         return 1
     fi
-    tail -n 40 "$log"
+    if [ "$lines" = all ]; then cat "$log"; else tail -n "$lines" "$log"; fi
+    local line
+    while IFS= read -r line; do
+        timings+=("$(printf '  %-26s %5ss' "${line%: *}" "${line##*: }")")
+    done < <(sed -n 's/^=== \(.*: [0-9]*\)s$/\1/p' "$log")
     timings+=("$(printf '  %-26s %s' "$what" "$(tail -n 1 "$log")")")
 }
 # A stage that fails ends the run: the background jobs end with it, compilers included.
@@ -70,7 +76,7 @@ trap 'for p in "${bg_pids[@]}"; do kill_tree "$p"; done' EXIT
 # + PyPI inside, no Rust binary; cached in .work/images by content), which need only the
 # network and buildah from setup. The fuzz targets build and run at the lowest priority: they
 # take what the node stages leave idle.
-cp_pid='' cm_pid='' helm_pid='' tr_pid='' img_pid='' fuzz_pid=''
+cp_pid='' cm_pid='' helm_pid='' tr_pid='' tools_pid='' img_pid='' fuzz_pid=''
 cp_log=$(mktemp)
 in_bg cp_pid "$cp_log" sh -c 'cd tests/controlplane && ./build.sh'
 # So do cert-manager's controller and cainjector (tests/certmanager, for cluster_certmanager).
@@ -82,6 +88,9 @@ in_bg helm_pid "$helm_log" sh -c 'cd tests/helm && ./build.sh'
 # So does real Traefik v3, the real node's SNI ingress (tests/traefik/build.sh).
 tr_log=$(mktemp)
 in_bg tr_pid "$tr_log" tests/traefik/build.sh
+# And the manifests' tools (kustomize, scripts/crdcheck, kubernetes-validate).
+tools_log=$(mktemp)
+in_bg tools_pid "$tools_log" scripts/validate-manifests.sh --tools
 img_log=$(mktemp)
 in_bg img_pid "$img_log" scripts/node-images.sh build jupyter-session minimal named-user
 fuzz_log=$(mktemp)
@@ -105,27 +114,47 @@ stage "static check" bash -c "for b in init-sshd session-ssh-webhook session-ssh
     echo \"\$b: static, \$(stat -c %s \$f) bytes stripped\"
 done"
 
-stage "control plane build (go)" wait_bg "$cp_pid" "$cp_log" "control plane build (bg)"
-stage "helm build (go)" wait_bg "$helm_pid" "$helm_log" "helm build (bg)"
-stage "cert-manager build (go)" wait_bg "$cm_pid" "$cm_log" "cert-manager build (bg)"
-
-stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
-stage "manifests" scripts/validate-manifests.sh
 stage "images (buildah)" scripts/build-images.sh
 stage "node images" wait_bg "$img_pid" "$img_log" "node images (bg)"
 stage "traefik build" wait_bg "$tr_pid" "$tr_log" "traefik build (bg)"
+
 # A real node (kubelet + containerd + kube-proxy on this machine, tests/controlplane/NODE.md):
 # the product installed with kubectl apply -k, sessions spawned by a real JupyterHub +
 # KubeSpawner, reached through port-forward, ClusterIP, the SNI routes (real Traefik: a
 # TLSRoute through its Gateway API provider, an IngressRouteTCP through its CRD one) and the
 # gateway; then, on one cluster, the create->Ready and server CPU/memory benchmark (numbers
-# for the README), the first-law cases and the README followed literally in ingress modes
-# none, nodeport and loadbalancer; then `demo.sh --cluster --check`, the newcomer's story with
-# the script starting alice's server through the hub API and running the ssh lines it printed.
-# Each run brings its cluster up and down.
-stage "real node: hub + gateway" scripts/node-e2e.sh --hub
-stage "real node: bench, law, modes" scripts/node-e2e.sh --first-law --bench --ingress-modes
-stage "demo --cluster --check" scripts/demo.sh --cluster --check
+# for the README; beside cargo test here, so slower than alone), the first-law cases and the
+# README followed literally in ingress modes none, nodeport and loadbalancer; then
+# `demo.sh --cluster --check`, the newcomer's story with the script starting alice's server
+# through the hub API and running the ssh lines it printed. Each run brings its cluster up
+# and down, one after the other. They mostly wait on the node, so they run in the background
+# beside cargo test and the manifests (nothing shared: the node's ports are fixed ones below
+# the ephemeral range the tests bind, its apiserver is on the node IP, its Traefik on
+# NODE_IP:443 and the tests' nginx on 127.0.0.1).
+node_stage() {
+    local name=$1 t0
+    shift
+    t0=$(date +%s)
+    echo "=== $name"
+    "$@" || return
+    echo "=== $name: $(($(date +%s) - t0))s"
+}
+node_suites() {
+    node_stage "real node: hub + gateway" scripts/node-e2e.sh --hub &&
+        node_stage "real node: bench, law, modes" scripts/node-e2e.sh --first-law --bench --ingress-modes &&
+        node_stage "demo --cluster --check" scripts/demo.sh --cluster --check
+}
+stage "control plane build (go)" wait_bg "$cp_pid" "$cp_log" "control plane build (bg)"
+node_pid=''
+node_log=$(mktemp)
+in_bg node_pid "$node_log" node_suites
+stage "helm build (go)" wait_bg "$helm_pid" "$helm_log" "helm build (bg)"
+stage "cert-manager build (go)" wait_bg "$cm_pid" "$cm_log" "cert-manager build (bg)"
+
+stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
+stage "manifests tools (go)" wait_bg "$tools_pid" "$tools_log" "manifests tools (bg)"
+stage "manifests" scripts/validate-manifests.sh
+stage "real node suites" wait_bg "$node_pid" "$node_log" "real node suites (bg)" all
 stage "fuzz (60 s per target)" wait_bg "$fuzz_pid" "$fuzz_log" "fuzz build + run (bg)"
 stage "demo --check" cargo run -q -p session-ssh-tests --bin session-ssh-demo -- --check \
     --webhook "$SESSION_SSH_WEBHOOK_BIN" --init-sshd "$INIT_SSHD_BIN"

@@ -2,6 +2,7 @@
 # Render every kustomization under manifests/ and validate every object.
 #
 #   scripts/validate-manifests.sh
+#   scripts/validate-manifests.sh --tools   # only install and build what it needs
 #
 # Installs what it needs itself: kustomize (Go module proxy, pinned), the PyPI
 # package kubernetes-validate (pinned) into the repo venv .venv, and the Debian
@@ -78,6 +79,8 @@ fi
 log "building scripts/crdcheck (cert-manager API types)"
 CRDCHECK=$ROOT/target/tools/crdcheck
 (cd scripts/crdcheck && go build -o "$CRDCHECK" .)
+# --tools: only install and build the tools (scripts/test.sh does so in the background).
+[ "${1:-}" != --tools ] || exit 0
 
 # kubectl: the test control plane's own subcommand, k8s.io/kubectl at the release its
 # kube-apiserver runs (tests/controlplane/kubectl.go). Always that one, even when a

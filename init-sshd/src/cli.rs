@@ -256,6 +256,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Serve(opts) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .on_thread_park(serve::memory::release_if_idle)
                 .build()
                 .map_err(Error::Runtime)?;
             rt.block_on(serve::run(opts))?;

@@ -272,6 +272,14 @@ impl Metrics {
         OpenConnection(self)
     }
 
+    /// Connections open now, and accepted since the start.
+    pub fn connections(&self) -> (u64, u64) {
+        (
+            self.connections_open.load(Relaxed),
+            self.connections_total.load(Relaxed),
+        )
+    }
+
     /// A channel of `kind` opened; it counts as open until the guard is dropped.
     pub fn channel(&'static self, kind: Channel) -> OpenChannel {
         self.channels_total[kind as usize].fetch_add(1, Relaxed);

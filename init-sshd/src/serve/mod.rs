@@ -7,6 +7,7 @@ pub mod channel;
 pub mod connctx;
 pub mod handler;
 pub mod keysync;
+pub mod memory;
 pub mod metrics;
 pub mod tls;
 

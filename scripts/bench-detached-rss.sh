@@ -8,6 +8,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/scripts/test-env.sh"
 "$root/scripts/russh-patch.sh"
 cd "$root"
-cargo build --release --target "$musl" -p init-sshd
+static_build
 cargo test -p session-ssh-tests --test sshd_detach -- --ignored --nocapture bench_rss_of_50_detached_shells 2>&1 |
     grep -E 'RSS|bash processes|test result'

@@ -13,7 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source scripts/test-env.sh
 scripts/russh-patch.sh
-cargo build -q --release --target "$musl" -p init-sshd -p session-ssh-webhook -p session-ssh-gateway
+static_build -q
 # Each idle connection holds a socket on both legs in this process and the gateway.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec cargo run -q -p session-ssh-tests --bin bench-gateway

@@ -34,7 +34,10 @@ else
   BIN=target/x86_64-unknown-linux-musl/release/init-sshd
   if [ ! -x "$BIN" ]; then
     echo "building $BIN ..." >&2
-    cargo build -p init-sshd --release --target x86_64-unknown-linux-musl >&2
+    root=$ROOT
+    # shellcheck source=scripts/test-env.sh
+    . "$ROOT/scripts/test-env.sh"
+    static_build >&2
   fi
 fi
 [ -x "$BIN" ] || die "no init-sshd binary at $BIN"

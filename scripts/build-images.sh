@@ -69,8 +69,10 @@ if [ "${SKIP_CARGO_BUILD:-0}" != 1 ]; then
         || rustup target add "$TARGET" \
         || die "Rust target $TARGET is missing and rustup could not add it"
     log "cargo build --release --target $TARGET (static, musl)"
-    CC_x86_64_unknown_linux_musl=musl-gcc \
-        cargo build --release --target "$TARGET" -p init-sshd -p session-ssh-webhook -p session-ssh-gateway
+    root=$ROOT
+    # shellcheck source=scripts/test-env.sh
+    . scripts/test-env.sh
+    static_build
 fi
 
 size_of() { stat -c %s "$1"; }

@@ -14,14 +14,12 @@
 #       alice's server through the hub API, runs the printed ssh lines once, and ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-musl=x86_64-unknown-linux-musl
-export CC_x86_64_unknown_linux_musl=musl-gcc
+root=$PWD
+# shellcheck source=scripts/test-env.sh
+. scripts/test-env.sh
 scripts/setup.sh
 echo "demo: building the static binaries (a few minutes on a cold cache)"
-# (the same packages as scripts/test.sh builds: another set unifies the dependencies'
-# features differently, and each switch rebuilds the webhook, minutes on 2 cores)
-cargo build -q --release --target "$musl" -p init-sshd -p session-ssh-webhook -p session-ssh-gateway \
-    -p session-ssh-certs
+static_build -q
 if [ "${1:-}" = --cluster ]; then
     # --cluster --check: the script starts alice's server itself and runs the printed lines.
     check=0

@@ -28,7 +28,7 @@ done
 logs=$root/.work/flake-hunt
 mkdir -p "$logs"
 scripts/setup.sh --tests
-cargo build -q --release --target "$musl" -p init-sshd -p session-ssh-webhook -p session-ssh-gateway -p session-ssh-certs
+static_build -q
 (cd tests/controlplane && ./build.sh)
 cargo test -q --workspace --no-run
 

@@ -106,8 +106,7 @@ export CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "clippy + test build" cargo test --workspace --all-targets --no-run
 stage "architecture (loops, sizes)" python3 scripts/check-architecture.py
-stage "static release binaries" cargo build --release --target "$musl" \
-    -p init-sshd -p session-ssh-webhook -p session-ssh-gateway -p session-ssh-certs
+stage "static release binaries" static_build
 stage "static check" bash -c "for b in init-sshd session-ssh-webhook session-ssh-gateway; do
     f=target/$musl/release/\$b
     ldd \$f 2>&1 | grep -qE 'not a dynamic executable|statically linked' || { echo \"\$b is not static\"; ldd \$f; exit 1; }

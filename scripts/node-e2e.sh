@@ -1132,7 +1132,7 @@ run_first_law() {
     # 2. the install container's memory limit, 3. the volume it copies into: the config
     #    refuses both below 32Mi (the webhook would not start with it); at 32Mi, with a
     #    memory-backed volume, the session runs with SSH.
-    local c
+    local c out
     printf 'initContainer:\n  image: localhost/session-ssh/init-sshd:dev\n  imagePullPolicy: IfNotPresent\n  resources:\n    limits: {memory: 4Mi}\n    requests: {memory: 4Mi}\nplatform: jupyterhub\n' >"$TMP/oom.yaml"
     printf 'initContainer:\n  image: localhost/session-ssh/init-sshd:dev\n  imagePullPolicy: IfNotPresent\nplatform: jupyterhub\nvolumeSizeLimit: 1Mi\n' >"$TMP/full.yaml"
     for c in oom full; do
@@ -1164,7 +1164,22 @@ yaml.safe_dump_all(docs, sys.stdout)' >"$TMP/fl-floor.yaml" || fail "inject fl-f
     variant fl-named -e "$named" | kubectl -n "$NS" create -f - >/dev/null
     law_alike "runAsNonRoot + USER jovyan (a name), no runAsUser" fl-named-plain fl-named
 
-    # 5. Pod Security "restricted" enforced on the namespace: a restricted-compliant
+    # 5. The minimal image (busybox-static only: no passwd entry, no shell profile, no bash;
+    #    USER 1000:100, its own PATH and variable, `sleep` as entrypoint), alice's keys: the
+    #    session runs with SSH, and a login gets uid 1000 and the image's variables.
+    sed -e "s/^  name: $POD\$/  name: fl-minimal/" -e 's|localhost/session-ssh/jupyter-session:dev|localhost/session-ssh/minimal:dev|' \
+        -e '/^      args:/d' "$TMP/pod.yaml" | kubectl -n "$NS" create -f - >/dev/null || fail "create fl-minimal"
+    law "minimal image (busybox-static: no passwd entry, no shell profile, no bash)" fl-minimal
+    wait_for "known-hosts published on fl-minimal" pin fl-minimal "$TMP/minimal_known"
+    out=$(ssh_pinned "$TMP/minimal_known" fl-minimal 'echo "uid=$(id -u) var=$SESSION_IMAGE_VAR path=$PATH shell=$(readlink /proc/$$/exe)"') ||
+        fail "ssh to fl-minimal"
+    case $out in
+        "uid=1000 var=from-minimal path=/bin shell=/bin/busybox") ok "minimal image: ssh (ClusterIP, the published key pinned): $out" ;;
+        *) fail "minimal image: ssh gave '$out', not uid 1000 and the image's variables" ;;
+    esac
+    kubectl -n "$NS" delete pod fl-minimal --wait=false >/dev/null
+
+    # 6. Pod Security "restricted" enforced on the namespace: a restricted-compliant
     #    KubeSpawner pod, injected; then the session checks of check_session there.
     local rns=jhub-restricted
     kubectl create namespace "$rns" >/dev/null

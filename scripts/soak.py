@@ -15,8 +15,9 @@ and after SOAK_ADMISSIONS (default 100,000) admission requests over HTTPS (wrk).
 
 Env: INIT_SSHD_BIN, SESSION_SSH_WEBHOOK_BIN, SESSION_SSH_CERTS_BIN (default: the static
 release builds in target/x86_64-unknown-linux-musl/release). Exits 1 when an operation
-failed, a process was left behind, or a server's memory did not come back (end RSS more
-than 1 MiB above its start). Every loop is bounded; everything started is killed on exit.
+failed, a process was left behind, or memory did not come back (a server's end RSS more
+than 1 MiB above its start, or the median's more than 128 KiB). Every loop is bounded;
+everything started is killed on exit.
 """
 
 import hashlib
@@ -41,6 +42,9 @@ SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 ADMISSIONS = int(os.environ.get("SOAK_ADMISSIONS", "100000"))
 FILE_KIB = 256
 RSS_SLACK_KIB = 1024
+# The median server must come back to its starting level: within this of its start (the
+# servers without idle heap collection ended 548 KiB above it).
+MEDIAN_SLACK_KIB = 128
 
 procs = []  # every long-lived process we start, killed on exit
 WORK = []  # the work directory, removed on exit
@@ -380,6 +384,8 @@ def main():
           f"(sum {sum(rss0) // 1024} -> {sum(rss1) // 1024} MiB)")
     print(f"soak: fds per server      start {summary(fd0)}  end {summary(fd1)}")
     print(f"soak: servers whose RSS grew by more than {RSS_SLACK_KIB} KiB: {len(grew)} {grew[:5]}")
+    median_delta = statistics.median(rss1) - statistics.median(rss0)
+    print(f"soak: median RSS change {median_delta:+.0f} KiB (at most +{MEDIAN_SLACK_KIB})")
     print(f"soak: processes left behind: {sum(len(k) for k in left.values())} under servers "
           f"{list(left)[:5]}, {len(clients_left)} clients; servers gone: {len(gone)}")
     for e in stats.examples:
@@ -387,7 +393,7 @@ def main():
 
     rss_a, rss_b, admitted = webhook_soak(work, hook_bin, certs_bin)
     print(f"soak: webhook RSS {rss_a // 1024} MiB before, {rss_b // 1024} MiB after {admitted} admissions")
-    bad = sum(stats.fails.values()) or left or clients_left or gone or grew
+    bad = sum(stats.fails.values()) or left or clients_left or gone or grew or median_delta > MEDIAN_SLACK_KIB
     print("soak: " + ("FAIL" if bad else "PASS"))
     return 1 if bad else 0
 

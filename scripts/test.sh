@@ -113,7 +113,6 @@ stage "static check" bash -c "for b in init-sshd session-ssh-webhook session-ssh
     echo \"\$b: static, \$(stat -c %s \$f) bytes stripped\"
 done"
 
-stage "images (buildah)" scripts/build-images.sh
 stage "node images" wait_bg "$img_pid" "$img_log" "node images (bg)"
 stage "traefik build" wait_bg "$tr_pid" "$tr_log" "traefik build (bg)"
 
@@ -153,6 +152,8 @@ stage "cert-manager build (go)" wait_bg "$cm_pid" "$cm_log" "cert-manager build 
 stage "cargo test (unit + e2e)" cargo test --workspace --no-fail-fast
 stage "manifests tools (go)" wait_bg "$tools_pid" "$tools_log" "manifests tools (bg)"
 stage "manifests" scripts/validate-manifests.sh
+# (checks the images against the rendered manifests of the stage before)
+stage "images (buildah)" scripts/build-images.sh
 stage "real node suites" wait_bg "$node_pid" "$node_log" "real node suites (bg)" all
 stage "fuzz (60 s per target)" wait_bg "$fuzz_pid" "$fuzz_log" "fuzz build + run (bg)"
 stage "demo --check" cargo run -q -p session-ssh-tests --bin session-ssh-demo -- --check \

@@ -15,7 +15,9 @@ stage() {
     echo "=== $name"
     local t0
     t0=$(date +%s)
-    "$@"
+    # (returns the command's status: in a background job, where set -e does not act, a
+    # failed stage stops a `stage A && stage B` chain)
+    "$@" || return
     local dt=$(($(date +%s) - t0))
     timings+=("$(printf '%-28s %5ss' "$name" "$dt")")
     echo "=== $name: ${dt}s"
@@ -129,18 +131,10 @@ stage "traefik build" wait_bg "$tr_pid" "$tr_log" "traefik build (bg)"
 # beside cargo test and the manifests (nothing shared: the node's ports are fixed ones below
 # the ephemeral range the tests bind, its apiserver is on the node IP, its Traefik on
 # NODE_IP:443 and the tests' nginx on 127.0.0.1).
-node_stage() {
-    local name=$1 t0
-    shift
-    t0=$(date +%s)
-    echo "=== $name"
-    "$@" || return
-    echo "=== $name: $(($(date +%s) - t0))s"
-}
 node_suites() {
-    node_stage "real node: hub + gateway" scripts/node-e2e.sh --hub &&
-        node_stage "real node: bench, law, modes" scripts/node-e2e.sh --first-law --bench --ingress-modes &&
-        node_stage "demo --cluster --check" scripts/demo.sh --cluster --check
+    stage "real node: hub + gateway" scripts/node-e2e.sh --hub &&
+        stage "real node: bench, law, modes" scripts/node-e2e.sh --first-law --bench --ingress-modes &&
+        stage "demo --cluster --check" scripts/demo.sh --cluster --check
 }
 stage "control plane build (go)" wait_bg "$cp_pid" "$cp_log" "control plane build (bg)"
 node_pid=''

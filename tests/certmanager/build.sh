@@ -8,8 +8,11 @@ version=$(awk '$1 == "github.com/cert-manager/cert-manager" { print $2; exit }' 
 [ -n "$version" ] || { echo "build.sh: no cert-manager version in go.mod" >&2; exit 1; }
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly -trimpath"
 export CGO_ENABLED=0
+# One workspace with Traefik and helm (tests/peers.work): the versions they share are the same.
+GOWORK=$(cd .. && pwd)/peers.work
+export GOWORK
 stamp=bin/.inputs
-inputs=$( { go version; cat build.sh go.mod go.sum controller/*.go cainjector/*.go; } | sha256sum | cut -d' ' -f1)
+inputs=$( { go version; cat build.sh go.mod go.sum "$GOWORK" "$GOWORK.sum" controller/*.go cainjector/*.go; } | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs" ] \
     && [ -x bin/controller ] && [ -x bin/cainjector ] && [ -d bin/crds ]; then
     echo "cert-manager $version: bin/ up to date"

@@ -21,7 +21,11 @@ lego_sum=h1:Jt6xAP9xQrJ3SLLGgxejfDDd3pzdrmuLCWe4oTqHHQc=
 version=$(awk '{ m = $1 == "require" ? 2 : 1 } $m == "github.com/traefik/traefik/v3" { print $(m + 1); exit }' go.mod)
 [ -n "$version" ] || { echo "build.sh: no github.com/traefik/traefik/v3 version in go.mod" >&2; exit 1; }
 
-stamp=$(cat go.mod go.sum build.sh | sha256sum | cut -d' ' -f1)-$(go env GOVERSION)
+# One workspace with cert-manager and helm (tests/peers.work): the versions they share are the
+# same.
+GOWORK=$(cd .. && pwd)/peers.work
+export GOWORK
+stamp=$(cat go.mod go.sum build.sh "$GOWORK" "$GOWORK.sum" | sha256sum | cut -d' ' -f1)-$(go env GOVERSION)
 if [ -x bin/traefik ] && [ "$(cat bin/.stamp 2>/dev/null)" = "$stamp" ]; then
     echo "tests/traefik/bin/traefik is up to date ($version)"
     exit 0
@@ -31,7 +35,7 @@ rm -f bin/.stamp
 
 # lego, unpacked from the module cache (downloaded through the proxy, its hash pinned).
 if [ "$(cat bin/lego/.version 2>/dev/null)" != "$lego_version" ]; then
-    info=$(cd / && GOFLAGS=-mod=mod go mod download -json "github.com/go-acme/lego/v5@$lego_version")
+    info=$(cd / && GOWORK=off GOFLAGS=-mod=mod go mod download -json "github.com/go-acme/lego/v5@$lego_version")
     dir=$(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
     sum=$(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p')
     [ "$sum" = "$lego_sum" ] || { echo "build.sh: lego $lego_version has hash '$sum', want $lego_sum" >&2; exit 1; }

@@ -107,14 +107,22 @@ pub async fn run(client: Client, config: Arc<Config>) {
         info!(secret = %src.secret(), pattern = ?config.host_ca_pattern(), "host CA configured");
     }
     let route_kind = discover::Discovered::new(&client, config.ingress.mode).await;
-    // Routes we own are watched like Services: a deleted one comes back within seconds.
-    let routes = match route_kind.get(&client).await {
-        discover::RouteKind::Served(ar) => Some((
-            Api::<kube::api::DynamicObject>::all_with(client.clone(), &ar),
-            ar,
-        )),
-        _ => None,
-    };
+    // Routes we own are watched like Services: a deleted one comes back within seconds. So are
+    // the served kinds of the other modes: during a rolling change of mode, a replica still on
+    // the old one can re-apply a route this one deleted, and only its event brings the pod
+    // back to this replica, which then deletes it again.
+    let mut routes = Vec::new();
+    if let discover::RouteKind::Served(ar) = route_kind.get(&client).await {
+        routes.push(ar);
+    }
+    for (mode, _) in crate::routes::sni::kinds() {
+        if mode == config.ingress.mode {
+            continue;
+        }
+        if let discover::RouteKind::Served(ar) = discover::ask(&client, mode).await {
+            routes.push(ar);
+        }
+    }
     let ctx = Arc::new(Ctx {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -125,7 +133,8 @@ pub async fn run(client: Client, config: Arc<Config>) {
     });
     let mut controller = Controller::new(pods, watcher::Config::default().labels(SESSION_ID))
         .owns(services, watcher::Config::default().labels(&managed));
-    if let Some((api, ar)) = routes {
+    for ar in routes {
+        let api = Api::<kube::api::DynamicObject>::all_with(ctx.client.clone(), &ar);
         controller = controller.owns_with(api, ar, watcher::Config::default().labels(&managed));
     }
     controller

@@ -229,10 +229,14 @@ async fn sync_routes(ctx: &Ctx, pod: &Pod, s: &Session, host: Option<&str>) -> R
                 .any(|r| r.uid == s.uid && r.controller == Some(true))
         });
         if owned {
-            api.delete(&s.service, &DeleteParams::default())
-                .await
-                .map_err(kube("delete route"))?;
-            info!(ns = %s.ns, pod = %s.name, kind = %ar.kind, "route of another mode deleted");
+            match api.delete(&s.service, &DeleteParams::default()).await {
+                Ok(_) => {
+                    info!(ns = %s.ns, pod = %s.name, kind = %ar.kind, "route of another mode deleted")
+                }
+                // (another replica deleted it first: done)
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(kube("delete route")(e)),
+            }
         }
     }
     Ok(routed)

@@ -82,7 +82,9 @@ async fn serves(client: &Client, api_version: &str, plural: &str) -> Result<bool
     }
 }
 
-async fn ask(client: &Client, mode: IngressMode) -> RouteKind {
+/// The route kind of `mode`, asked now and not logged (for the kinds of other modes, whose
+/// routes the controller only cleans up).
+pub async fn ask(client: &Client, mode: IngressMode) -> RouteKind {
     let candidates: Vec<ApiResource> = match mode {
         IngressMode::Gateway => sni::TLSROUTE_VERSIONS
             .iter()

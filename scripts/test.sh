@@ -53,13 +53,15 @@ in_bg() {
 # wait_bg PID LOG WHAT [LINES]: the job's last LINES lines of log (40; `all` for all of it),
 # its own stage lines (`=== NAME: Ns`) and its time into the table.
 wait_bg() {
-    local pid=$1 log=$2 what=$3 lines=${4:-40}
-    if ! wait "$pid"; then
-        if [ "$lines" = all ]; then cat "$log"; else tail -n 80 "$log"; fi
+    local pid=$1 log=$2 what=$3 lines=${4:-40} rc=0
+    wait "$pid" || rc=$?
+    # (a failed job shows more of its log)
+    [ "$rc" = 0 ] || [ "$lines" = all ] || lines=80
+    if [ "$lines" = all ]; then cat "$log"; else tail -n "$lines" "$log"; fi
+    if [ "$rc" != 0 ]; then
         echo "$what failed (log $log)"
         return 1
     fi
-    if [ "$lines" = all ]; then cat "$log"; else tail -n "$lines" "$log"; fi
     local line
     while IFS= read -r line; do
         timings+=("$(printf '  %-26s %5ss' "${line%: *}" "${line##*: }")")
@@ -78,23 +80,38 @@ trap 'for p in "${bg_pids[@]}"; do kill_tree "$p"; done' EXIT
 # + PyPI inside, no Rust binary; cached in .work/images by content), which need only the
 # network and buildah from setup. The fuzz targets build and run at the lowest priority: they
 # take what the node stages leave idle.
-cp_pid='' cm_pid='' helm_pid='' tr_pid='' tools_pid='' img_pid='' fuzz_pid=''
+cp_pid='' cm_pid='' helm_pid='' tr_pid='' tools_pid='' img_pid='' hub_pid='' fuzz_pid=''
 cp_log=$(mktemp)
 in_bg cp_pid "$cp_log" sh -c 'cd tests/controlplane && ./build.sh'
-# So do cert-manager's controller and cainjector (tests/certmanager, for cluster_certmanager).
-cm_log=$(mktemp)
-in_bg cm_pid "$cm_log" sh -c 'cd tests/certmanager && ./build.sh'
-# And helm (tests/helm: the Helm CLI the chart's tests use, pinned, from the Go module proxy).
-helm_log=$(mktemp)
-in_bg helm_pid "$helm_log" sh -c 'cd tests/helm && ./build.sh'
-# So does real Traefik v3, the real node's SNI ingress (tests/traefik/build.sh).
+# So do real Traefik v3, the real node's SNI ingress (tests/traefik), then cert-manager's
+# controller and cainjector (tests/certmanager, for cluster_certmanager), then helm (tests/helm,
+# the Helm CLI of the chart's tests). One after the other: they are one Go workspace
+# (tests/peers.work), so each finds most of its packages compiled by the one before.
+# after "PID..." CMD...: CMD once the jobs PID... have ended (sibling jobs: `wait` cannot
+# wait for them; their own stages report how they ended).
+after() {
+    local pids=$1 t0=$SECONDS pid
+    shift
+    for pid in $pids; do
+        while kill -0 "$pid" 2>/dev/null; do sleep 2; done
+    done
+    echo "(started after $((SECONDS - t0)) s, when the jobs it needs had ended)"
+    "$@"
+}
 tr_log=$(mktemp)
 in_bg tr_pid "$tr_log" tests/traefik/build.sh
+cm_log=$(mktemp)
+in_bg cm_pid "$cm_log" after "$tr_pid" sh -c 'cd tests/certmanager && ./build.sh'
+helm_log=$(mktemp)
+in_bg helm_pid "$helm_log" after "$cm_pid" sh -c 'cd tests/helm && ./build.sh'
 # And the manifests' tools (kustomize, scripts/crdcheck, kubernetes-validate).
 tools_log=$(mktemp)
 in_bg tools_pid "$tools_log" scripts/validate-manifests.sh --tools
 img_log=$(mktemp)
 in_bg img_pid "$img_log" scripts/node-images.sh build jupyter-session minimal named-user
+# And the real node's JupyterHub (PyPI jupyterhub + kubespawner, npm configurable-http-proxy).
+hub_log=$(mktemp)
+in_bg hub_pid "$hub_log" scripts/node-e2e.sh --hub-deps
 fuzz_log=$(mktemp)
 in_bg fuzz_pid "$fuzz_log" nice -n 19 env FUZZ_JOBS=2 FUZZ_QUICK=1 scripts/fuzz.sh 60
 
@@ -106,17 +123,12 @@ export RUSTC_WORKSPACE_WRAPPER
 export CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 
 stage "cargo fmt --check" cargo fmt --all -- --check
-stage "clippy + test build" cargo test --workspace --all-targets --no-run
-stage "architecture (loops, sizes)" python3 scripts/check-architecture.py
 stage "static release binaries" static_build
 stage "static check" bash -c "for b in init-sshd session-ssh-webhook session-ssh-gateway; do
     f=target/$musl/release/\$b
     ldd \$f 2>&1 | grep -qE 'not a dynamic executable|statically linked' || { echo \"\$b is not static\"; ldd \$f; exit 1; }
     echo \"\$b: static, \$(stat -c %s \$f) bytes stripped\"
 done"
-
-stage "node images" wait_bg "$img_pid" "$img_log" "node images (bg)"
-stage "traefik build" wait_bg "$tr_pid" "$tr_log" "traefik build (bg)"
 
 # A real node (kubelet + containerd + kube-proxy on this machine, tests/controlplane/NODE.md):
 # the product installed with kubectl apply -k, sessions spawned by a real JupyterHub +
@@ -128,18 +140,25 @@ stage "traefik build" wait_bg "$tr_pid" "$tr_log" "traefik build (bg)"
 # `demo.sh --cluster --check`, the newcomer's story with the script starting alice's server
 # through the hub API and running the ssh lines it printed. Each run brings its cluster up
 # and down, one after the other. They mostly wait on the node, so they run in the background
-# beside cargo test and the manifests (nothing shared: the node's ports are fixed ones below
-# the ephemeral range the tests bind, its apiserver is on the node IP, its Traefik on
-# NODE_IP:443 and the tests' nginx on 127.0.0.1).
+# as soon as what they need is built (the static binaries, the control plane, Traefik, the
+# session images, the hub's packages), beside the test build, cargo test and the manifests
+# (nothing shared: the node's ports are fixed ones below the ephemeral range the tests bind,
+# its apiserver is on the node IP, its Traefik on NODE_IP:443 and the tests' nginx on
+# 127.0.0.1).
 node_suites() {
     stage "real node: hub + gateway" scripts/node-e2e.sh --hub &&
         stage "real node: bench, law, modes" scripts/node-e2e.sh --first-law --bench --ingress-modes &&
         stage "demo --cluster --check" scripts/demo.sh --cluster --check
 }
-stage "control plane build (go)" wait_bg "$cp_pid" "$cp_log" "control plane build (bg)"
 node_pid=''
 node_log=$(mktemp)
-in_bg node_pid "$node_log" node_suites
+in_bg node_pid "$node_log" after "$cp_pid $tr_pid $img_pid $hub_pid" node_suites
+stage "clippy + test build" cargo test --workspace --all-targets --no-run
+stage "architecture (loops, sizes)" python3 scripts/check-architecture.py
+stage "node images" wait_bg "$img_pid" "$img_log" "node images (bg)"
+stage "traefik build" wait_bg "$tr_pid" "$tr_log" "traefik build (bg)"
+stage "hub packages" wait_bg "$hub_pid" "$hub_log" "hub packages (bg)"
+stage "control plane build (go)" wait_bg "$cp_pid" "$cp_log" "control plane build (bg)"
 stage "helm build (go)" wait_bg "$helm_pid" "$helm_log" "helm build (bg)"
 stage "cert-manager build (go)" wait_bg "$cm_pid" "$cm_log" "cert-manager build (bg)"
 
@@ -148,10 +167,11 @@ stage "manifests tools (go)" wait_bg "$tools_pid" "$tools_log" "manifests tools 
 stage "manifests" scripts/validate-manifests.sh
 # (checks the images against the rendered manifests of the stage before)
 stage "images (buildah)" scripts/build-images.sh
-stage "real node suites" wait_bg "$node_pid" "$node_log" "real node suites (bg)" all
-stage "fuzz (60 s per target)" wait_bg "$fuzz_pid" "$fuzz_log" "fuzz build + run (bg)"
+# (the local demo needs no cluster: it runs while the node suites end)
 stage "demo --check" cargo run -q -p session-ssh-tests --bin session-ssh-demo -- --check \
     --webhook "$SESSION_SSH_WEBHOOK_BIN" --init-sshd "$INIT_SSHD_BIN"
+stage "real node suites" wait_bg "$node_pid" "$node_log" "real node suites (bg)" all
+stage "fuzz (60 s per target)" wait_bg "$fuzz_pid" "$fuzz_log" "fuzz build + run (bg)"
 
 echo
 echo "=== stage times"

@@ -63,6 +63,16 @@ fn secret_file(s: &Secret, key: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// The serial of the leaf certificate in TLS Secret `s`.
+fn leaf_serial(s: &Secret) -> Vec<u8> {
+    let leaf = secret_file(s, "tls.crt");
+    rustls_pemfile::certs(&mut &leaf[..])
+        .next()
+        .unwrap()
+        .map(|c| session_ssh_certs::cert_info(&c).unwrap().serial)
+        .unwrap()
+}
+
 /// The serial of the certificate the webhook serves, as the apiserver sees it: a TLS
 /// handshake for the Service's name that must verify against `ca_pem`.
 fn served_serial(port: u16, ca_pem: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -144,17 +154,22 @@ async fn cert_manager_issues_injects_and_renews_without_a_failed_admission() {
     let probe = probe_pod();
     wc.wait_active(&ns, &probe).await.unwrap();
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    let first = served_serial(wc.port, &ca).unwrap();
-    let leaf = secret_file(&issued, "tls.crt");
-    let issued_serial = rustls_pemfile::certs(&mut &leaf[..])
-        .next()
-        .unwrap()
-        .map(|c| session_ssh_certs::cert_info(&c).unwrap().serial)
-        .unwrap();
-    assert_eq!(
-        first, issued_serial,
-        "the webhook does not serve the issued certificate"
-    );
+    // The Secret as it is now: cert-manager may issue again right after the first issuance
+    // (seen once under load), and the webhook picks a change up on its next file poll.
+    let first = wait_for(
+        "the webhook serves the Secret's certificate",
+        Duration::from_secs(30),
+        || async {
+            let issued = leaf_serial(&secrets.get(TLS_SECRET).await?);
+            let served = served_serial(wc.port, &ca)?;
+            Ok((served == issued).then_some(served))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", wc.cert_manager.as_ref().unwrap().log_tail()));
+    if first != leaf_serial(&issued) {
+        eprintln!("cert-manager issued again before the first check");
+    }
 
     // A short duration: the spec change re-issues at once, then cert-manager renews on its
     // schedule. Pods are created without pause across both renewals.

@@ -466,6 +466,12 @@ check_gateway() {
 # 1. cluster and images (Traefik first: a build that fails costs no cluster)
 traefik_build
 t=$SECONDS
+# The suite's cluster is its own (it goes down at the end): one still up from a run that was
+# killed, or kept with KEEP_CLUSTER=1, holds that run's objects, so it goes first.
+if scripts/cluster.sh status >/dev/null 2>&1; then
+    log "a cluster is up (left by an earlier run): scripts/cluster.sh down first"
+    scripts/cluster.sh down >&2 || fail "scripts/cluster.sh down (the leftover cluster)"
+fi
 scripts/cluster.sh up >&2 || fail "scripts/cluster.sh up"
 ok "cluster up ($((SECONDS - t)) s): $(kubectl get nodes --no-headers | awk '{print $1, $2, $5}')"
 t=$SECONDS

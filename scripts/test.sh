@@ -74,7 +74,17 @@ kill_tree() {
     for p in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$p"; done
     kill "$1" 2>/dev/null || true
 }
-trap 'for p in "${bg_pids[@]}"; do kill_tree "$p"; done' EXIT
+on_exit() {
+    local p cut_short=0
+    [ -z "${node_pid:-}" ] || ! kill -0 "$node_pid" 2>/dev/null || cut_short=1
+    for p in "${bg_pids[@]}"; do kill_tree "$p"; done
+    # Node suites cut short leave their cluster up: bring it down as they would have.
+    if [ "$cut_short" = 1 ]; then
+        echo "real node suites cut short: scripts/cluster.sh down"
+        scripts/cluster.sh down >/dev/null 2>&1 || echo "scripts/cluster.sh down failed"
+    fi
+}
+trap on_exit EXIT
 
 # The Go control plane builds while cargo works; so do the real node's session images (Debian
 # + PyPI inside, no Rust binary; cached in .work/images by content), which need only the

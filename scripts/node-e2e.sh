@@ -131,7 +131,12 @@ cleanup() {
     [ -z "$PF_PID" ] || kill $PF_PID 2>/dev/null || true
     ! declare -F traefik_stop >/dev/null || traefik_stop
     if [ -n "$HUB_PID" ]; then
+        # (bounded: on SIGTERM the hub stops its servers through the apiserver, which hangs
+        # once the cluster is going down; the cluster goes down next anyway)
         kill "$HUB_PID" 2>/dev/null || true
+        local i
+        for i in $(seq 20); do kill -0 "$HUB_PID" 2>/dev/null || break; sleep 0.5; done
+        kill -9 "$HUB_PID" 2>/dev/null || true
         wait "$HUB_PID" 2>/dev/null || true
         [ $rc = 0 ] || tail -n 30 "$HUB_DIR/run/hub.log" >&4 || true
     fi
@@ -147,6 +152,9 @@ cleanup() {
     exit $rc
 }
 trap cleanup EXIT
+# (a run cut short by a signal ends as FAIL, not with the last command's status)
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # wait_for DESC CMD...: run CMD until it succeeds, at most $TIMEOUT seconds.
 wait_for() {

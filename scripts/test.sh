@@ -75,13 +75,19 @@ kill_tree() {
     kill "$1" 2>/dev/null || true
 }
 on_exit() {
-    local p cut_short=0
-    [ -z "${node_pid:-}" ] || ! kill -0 "$node_pid" 2>/dev/null || cut_short=1
+    local p node_kids=''
+    ! kill -0 "${node_pid:-0}" 2>/dev/null || node_kids=$(pgrep -P "$node_pid" || true)
     for p in "${bg_pids[@]}"; do kill_tree "$p"; done
-    # Node suites cut short leave their cluster up: bring it down as they would have.
-    if [ "$cut_short" = 1 ]; then
-        echo "real node suites cut short: scripts/cluster.sh down"
-        scripts/cluster.sh down >/dev/null 2>&1 || echo "scripts/cluster.sh down failed"
+    # Node suites cut short bring their cluster down in their own EXIT trap: wait for that
+    # (bounded), then bring down whatever is still up.
+    if [ -n "$node_kids" ]; then
+        echo "real node suites cut short: waiting for their cleanup"
+        local deadline=$((SECONDS + 180))
+        for p in $node_kids; do
+            while kill -0 "$p" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 1; done
+        done
+        ! scripts/cluster.sh status >/dev/null 2>&1 || scripts/cluster.sh down >/dev/null 2>&1 ||
+            echo "scripts/cluster.sh down failed"
     fi
 }
 trap on_exit EXIT

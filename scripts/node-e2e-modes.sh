@@ -103,8 +103,10 @@ published_for() {
 # nat_hits PATTERN: packets counted by kube-proxy's nat rules matching PATTERN (each new
 # connection through the rule counts once).
 nat_hits() {
-    iptables-save -c -t nat | grep -F -- "$1" | sed -n 's/^\[\([0-9]*\):.*/\1/p' | awk '{s += $1} END {print s + 0}'
+    iptables-save -c -t nat | { grep -F -- "$1" || true; } | sed -n 's/^\[\([0-9]*\):.*/\1/p' |
+        awk '{s += $1} END {print s + 0}'
 }
+has_nat_rule() { iptables-save -t nat | grep -qF -- "$1"; }
 
 # login_published LABEL HOSTS RULE: ~/.ssh/config = the pod's published block verbatim,
 # ~/.ssh/known_hosts = its published line verbatim; `ssh <the block's Host> id -u` is
@@ -118,7 +120,11 @@ login_published() {
     printf '%s\n' "$line" >"$home/.ssh/known_hosts"
     alias=$(awk '$1 == "Host" {print $2; exit}' "$home/.ssh/config")
     [ -n "$alias" ] || fail "the published ssh-config has no Host line: $cfg"
-    [ -z "$rule" ] || n0=$(nat_hits "$rule")
+    if [ -n "$rule" ]; then
+        # (the connection info can be published before kube-proxy's next sync writes the rule)
+        wait_for "[$label] kube-proxy's rule '$rule'" has_nat_rule "$rule"
+        n0=$(nat_hits "$rule")
+    fi
     out=$(user_ssh "$home" "$hosts" "$alias" id -u 2>"$TMP/ssh.err") ||
         fail "[$label] ssh $alias with the published block and line: $(tail -n 5 "$TMP/ssh.err")"
     [ "$out" = 1000 ] || fail "[$label] ssh $alias: id -u '$out'"

@@ -76,7 +76,7 @@ kill_tree() {
 }
 on_exit() {
     local p node_kids=''
-    ! kill -0 "${node_pid:-0}" 2>/dev/null || node_kids=$(pgrep -P "$node_pid" || true)
+    [ -z "${node_pid:-}" ] || ! kill -0 "$node_pid" 2>/dev/null || node_kids=$(pgrep -P "$node_pid" || true)
     for p in "${bg_pids[@]}"; do kill_tree "$p"; done
     # Node suites cut short bring their cluster down in their own EXIT trap: wait for that
     # (bounded), then bring down whatever is still up.
